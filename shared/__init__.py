@@ -1,0 +1,1 @@
+"""What both implementations use: settings, models, the work itself, the task ledger."""

@@ -1,0 +1,56 @@
+"""One settings class for every process (both APIs, the worker, beat, the experiments).
+
+Every field is read from an environment variable of the same name in upper case;
+``.env.example`` documents each one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # The broker for Celery and the ledger for both. The BackgroundTasks app treats
+    # it as optional: it serves without Redis and only loses its ledger.
+    redis_url: str = "redis://localhost:6379/0"
+    # Fail fast when Redis is gone: a publishing endpoint answers 503 instead of hanging.
+    redis_socket_timeout: float = Field(default=1.0, gt=0)
+
+    log_file: str = "log.txt"
+
+    # The seed's time.sleep in send_notification.
+    notification_delay_seconds: float = Field(default=3.0, ge=0)
+    # The first N attempts of every notification raise a transient error.
+    notification_fail_first_attempts: int = Field(default=0, ge=0)
+    # Celery side only: retries after the first attempt, and their backoff
+    # (base * 2**retry, capped, with full jitter).
+    notification_max_retries: int = Field(default=3, ge=0)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=30.0, ge=0)
+
+    # kombu's Redis transport: an unacknowledged task is given back to the queue
+    # this long after it was delivered. Tasks that run longer than this run twice.
+    celery_visibility_timeout: float = Field(default=60.0, gt=0)
+    # How often the worker scans for such tasks (kombu's unacked_restore_interval).
+    celery_restore_interval: float = Field(default=5.0, gt=0)
+    # The switch between this project's reliable settings (True) and Celery's
+    # stock acknowledgement, which acks a task as it starts (False).
+    celery_acks_late: bool = True
+    celery_prefetch_multiplier: int = Field(default=1, ge=0)
+
+    beat_interval_seconds: float = Field(default=30.0, gt=0)
+
+    # BackgroundTasks side: the tokens of AnyIO's default thread limiter, which sync
+    # endpoints, sync dependencies and sync background tasks all share (None keeps
+    # AnyIO's 40). experiments/threadpool.py measures what raising it changes.
+    threadpool_tokens: int | None = Field(default=None, ge=1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
