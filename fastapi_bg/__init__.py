@@ -1,0 +1,1 @@
+"""The BackgroundTasks implementation: work runs inside the API process."""
