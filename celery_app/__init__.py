@@ -1,0 +1,1 @@
+"""The Celery implementation: the API publishes, a separate worker runs the work."""

@@ -1,0 +1,72 @@
+"""Worker-only code: the Celery tasks, thin adapters around ``shared.work``."""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import lru_cache
+from typing import Any
+
+from celery import Task, shared_task
+
+from celery_app.worker import TASK_NAMES
+from shared.ledger import Ledger, connect
+from shared.models import Implementation, TaskKind
+from shared.settings import Settings, get_settings
+from shared.work import TransientNotificationError, perform
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache
+def worker_ledger() -> Ledger:
+    settings = get_settings()
+    return Ledger(connect(settings.redis_url, settings.redis_socket_timeout), Implementation.celery)
+
+
+def backoff(retries: int, settings: Settings) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]."""
+    ceiling = min(settings.retry_backoff_max_seconds, settings.retry_backoff_seconds * 2**retries)
+    return random.uniform(0, ceiling)
+
+
+def execute(task: Task, kind: str, job: str, payload: dict[str, str]) -> None:
+    settings = get_settings()
+    ledger = worker_ledger()
+    task_id: str = task.request.id
+    # Every run is an attempt, a redelivery after a crash included.
+    attempt = ledger.running(task_id, kind)
+    try:
+        perform(job, payload, task_id=task_id, attempt=attempt, settings=settings)
+    except TransientNotificationError as exc:
+        if task.request.retries < settings.notification_max_retries:
+            countdown = backoff(task.request.retries, settings)
+            logger.warning(
+                "task %s attempt %d failed, retrying in %.2fs: %s", task_id, attempt, countdown, exc
+            )
+            ledger.retrying(task_id, str(exc), countdown)
+            raise task.retry(
+                exc=exc, countdown=countdown, max_retries=settings.notification_max_retries
+            ) from exc
+        ledger.failed(task_id, f"{type(exc).__name__}: {exc} (retries exhausted)")
+        raise
+    except Exception as exc:
+        ledger.failed(task_id, f"{type(exc).__name__}: {exc}")
+        raise
+    ledger.succeeded(task_id)
+
+
+@shared_task(bind=True, name=TASK_NAMES[TaskKind.notification])
+def send_notification(self: Task, email: str) -> None:
+    execute(self, TaskKind.notification, "notification", {"email": email})
+
+
+@shared_task(bind=True, name=TASK_NAMES[TaskKind.log])
+def write_log(self: Task, message: str) -> None:
+    execute(self, TaskKind.log, "log", {"message": message})
+
+
+@shared_task(bind=True, name=TASK_NAMES[TaskKind.beat])
+def heartbeat(self: Task, **_: Any) -> None:
+    # Beat's periodic task: recorded in the ledger like any other task.
+    execute(self, TaskKind.beat, "log", {"message": "beat heartbeat"})

@@ -1,0 +1,72 @@
+"""The one Celery app module: ``celery -A celery_app.worker worker|beat|flower``.
+
+Configuration comes from ``shared.settings`` only. The API builds its own
+producer with ``create_celery`` and publishes by task name (``TASK_NAMES``), so
+it never imports ``celery_app.tasks`` (worker-only code).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.models import TaskKind
+from shared.settings import Settings, get_settings
+
+TASK_NAMES: dict[str, str] = {
+    TaskKind.notification: "notifications.send",
+    TaskKind.log: "logs.write",
+    TaskKind.beat: "beat.heartbeat",
+}
+
+
+def create_celery(settings: Settings) -> Celery:
+    celery = Celery("bgtasks_vs_celery", include=["celery_app.tasks"])
+    celery.conf.update(
+        broker_url=settings.redis_url,
+        # JSON only: a pickle payload from anyone who can write to Redis would be code.
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        # The ledger records outcomes; no result backend needed.
+        task_ignore_result=True,
+        # Ack after the task ran, not before: a worker that dies mid-task leaves the
+        # message unacked, and Redis gives it back after the visibility timeout.
+        task_acks_late=settings.celery_acks_late,
+        # ...and a task whose pool child was killed is requeued rather than marked failed.
+        task_reject_on_worker_lost=True,
+        # Reserve one task per pool process: a crash strands no prefetched backlog.
+        worker_prefetch_multiplier=settings.celery_prefetch_multiplier,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_transport_options={
+            "visibility_timeout": settings.celery_visibility_timeout,
+            # How often a worker scans for unacked tasks whose timeout has passed.
+            "unacked_restore_interval": settings.celery_restore_interval,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": settings.redis_socket_timeout,
+            "socket_connect_timeout": settings.redis_socket_timeout,
+        },
+        # Explicit, so Celery 6's change of default changes nothing here.
+        broker_connection_retry_on_startup=True,
+        # Publishing gives up quickly: the API answers 503 instead of hanging.
+        task_publish_retry_policy={
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        # Events, so Flower sees tasks from the moment they are sent.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "heartbeat": {
+                "task": TASK_NAMES[TaskKind.beat],
+                "schedule": settings.beat_interval_seconds,
+            }
+        },
+        timezone="UTC",
+    )
+    return celery
+
+
+app = create_celery(get_settings())
