@@ -1,0 +1,4 @@
+"""The comparison harness: experiments that turn every claim into numbers.
+
+``python -m experiments --help`` lists them.
+"""
