@@ -1,0 +1,87 @@
+"""Shape and configuration: the HTTP contract is identical on both apps, the
+Celery settings that carry the comparison are the ones the README names, and
+the work is idempotent per task id. No timing here, so no processes needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from celery_app.main import create_app as create_celery_api
+from celery_app.worker import TASK_NAMES, create_celery
+from fastapi_bg.main import create_app as create_bg_api
+from shared.settings import Settings, get_settings
+from shared.work import write_log
+
+SHARED_PATHS = ["/items/", "/send-notification/{email}", "/tasks/{task_id}", "/tasks", "/health"]
+
+
+def openapi(app_factory: object) -> dict[str, object]:
+    app = app_factory()  # type: ignore[operator]
+    # Only the schema is read: no request reaches a task.
+    app.dependency_overrides[get_settings] = lambda: Settings(redis_url="redis://127.0.0.1:1/0")
+    with TestClient(app) as client:
+        schema: dict[str, object] = client.get("/openapi.json").json()
+    return schema
+
+
+def test_both_apps_expose_the_same_contract() -> None:
+    bg, celery = openapi(create_bg_api), openapi(create_celery_api)
+    for path in SHARED_PATHS:
+        a, b = bg["paths"][path], celery["paths"][path]  # type: ignore[index]
+        for method in a:
+            for key in ("parameters", "requestBody", "responses"):
+                assert a[method].get(key) == b[method].get(key), (path, method, key)
+    assert (
+        bg["components"]["schemas"]["ItemAccepted"]
+        == celery["components"]["schemas"]["ItemAccepted"]
+    )  # type: ignore[index]
+    # The mechanics and the inline variant are the BackgroundTasks side's own.
+    assert "/mechanics/blocking-async-task" in bg["paths"]  # type: ignore[operator]
+    assert "/send-notification/{email}/inline" in bg["paths"]  # type: ignore[operator]
+
+
+def test_bg_docs_say_there_is_no_retry() -> None:
+    op = openapi(create_bg_api)["paths"]["/send-notification/{email}"]["post"]  # type: ignore[index]
+    assert "No retry" in op["description"]
+
+
+def test_celery_settings_that_carry_the_comparison() -> None:
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0",
+        celery_visibility_timeout=7,
+        celery_restore_interval=0.5,
+        beat_interval_seconds=2,
+    )
+    conf = create_celery(settings).conf
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.event_serializer == "json"
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.worker_send_task_events is True and conf.task_send_sent_event is True
+    options = conf.broker_transport_options
+    assert options["visibility_timeout"] == 7
+    assert options["unacked_restore_interval"] == 0.5
+    [entry] = conf.beat_schedule.values()
+    assert entry == {"task": TASK_NAMES["beat"], "schedule": 2}
+    # The stock-acks switch is a setting, not a code fork.
+    assert create_celery(Settings(celery_acks_late=False)).conf.task_acks_late is False
+
+
+def test_write_log_is_idempotent_per_task_id(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    assert write_log("first", task_id="t-1", log_file=log) is True
+    assert write_log("again", task_id="t-1", log_file=log) is False
+    assert write_log("other", task_id="t-2", log_file=log) is True
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and "[t-1] first" in lines[0] and "[t-2] other" in lines[1]
+
+
+@pytest.mark.parametrize("value", ["0.2", "3"])
+def test_notification_delay_accepts_floats(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFICATION_DELAY_SECONDS", value)
+    assert Settings().notification_delay_seconds == float(value)

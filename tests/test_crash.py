@@ -1,0 +1,134 @@
+"""The crash experiment's scenarios, end to end against real processes.
+
+Each test runs the very function the CLI runs (``run_scenario``) on a fresh
+local stack (redis-server, uvicorn, Celery worker on free ports; every process
+stopped by the rig in teardown, also on failure), with small sizes, and asserts
+the outcome: what is lost, what runs twice, and that nothing is written twice.
+No assertion is on a wall-clock figure: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from experiments.crash import BY_KEY, LocalRig, Outcome, Params, run_scenario
+
+pytestmark = pytest.mark.slow
+
+logger = logging.getLogger(__name__)
+
+N = 2  # notification requests: 2 tasks each (the notification, then its log line)
+# A notification long enough for a kill to land mid-task and for scenario 2b's
+# one-second shutdown timeout to cut it off; a visibility timeout above it (or
+# every task would run twice); kombu's scan every half second.
+PARAMS = Params(tasks=N, delay=2.0, visibility=3.5, restore_interval=0.5, grace=1, margin=2.0)
+
+
+def run(key: str, tmp_path: Path) -> Outcome:
+    assert not PARAMS.problems()
+    outcome = run_scenario(BY_KEY[key], PARAMS, LocalRig(tmp_path), say=logger.info)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.submitted == 2 * N
+    # Whatever happened, the work never wrote its effect twice.
+    assert outcome.duplicate_effects == 0
+    return outcome
+
+
+def test_1_bg_api_sigkill_loses_every_task_in_flight(tmp_path: Path) -> None:
+    o = run("bg-kill", tmp_path)
+    # The kill landed while every notification was running (read from the ledger).
+    assert o.running_at_kill >= N
+    assert o.lost == 2 * N  # the running notifications and the log lines queued behind them
+    assert o.lost_notifications == N
+    assert o.completed == 0
+    assert o.last_completed_after is None  # "never"
+
+
+def test_2a_bg_api_sigterm_waits_for_running_tasks(tmp_path: Path) -> None:
+    o = run("bg-term", tmp_path)
+    assert o.running_at_kill >= N
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    # They completed during the graceful shutdown, not after the restart.
+    assert o.finished_while_stopping == 2 * N
+
+
+def test_2b_bg_api_sigterm_with_short_graceful_timeout_loses_them(tmp_path: Path) -> None:
+    o = run("bg-term-timeout", tmp_path)
+    assert o.running_at_kill >= N
+    assert o.lost == 2 * N
+    assert o.lost_notifications == N
+    assert o.completed == 0
+
+
+def test_3_celery_api_sigkill_loses_nothing(tmp_path: Path) -> None:
+    o = run("celery-api-kill", tmp_path)
+    assert o.running_at_kill >= 1
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    assert o.executed_more_than_once == 0  # the worker was never touched
+
+
+def test_4_worker_sigkill_with_acks_late_redelivers_without_duplicate_writes(
+    tmp_path: Path,
+) -> None:
+    o = run("worker-kill", tmp_path)
+    assert o.running_at_kill >= 1
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    # The tasks the kill interrupted ran again (a new attempt each)...
+    redelivered = set(o.stats["redelivered_ids"])
+    assert redelivered >= set(o.running_ids_at_kill)
+    assert o.redelivered_after is not None
+    # ...and still wrote exactly one line each (checked in run(): no duplicate effects).
+    assert o.extra_effect_lines == 0
+
+
+def test_5_worker_sigkill_with_stock_acks_loses_the_running_tasks(tmp_path: Path) -> None:
+    o = run("worker-kill-stock-acks", tmp_path)
+    assert o.running_at_kill >= 1
+    assert o.lost >= 1
+    # Exactly the ones that were running: acked as they started, gone with the worker.
+    # (Reserved but unstarted ones are unacked, so they came back.)
+    assert set(o.lost_ids) == set(o.running_ids_at_kill)
+    assert o.executed_more_than_once == 0
+
+
+def test_6_worker_sigterm_finishes_running_and_keeps_queued(tmp_path: Path) -> None:
+    o = run("worker-term", tmp_path)
+    assert o.running_at_kill >= 1
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    assert o.executed_more_than_once == 0  # a warm shutdown acks what it finished
+    # The running ones finished during the warm shutdown; the queued ones waited in
+    # Redis and were run by the restarted worker, after the old one had exited.
+    assert o.finished_while_stopping >= o.running_at_kill
+    assert o.finished_after_stop == o.queued_at_kill
+
+
+def test_7_redis_restart_with_aof_keeps_the_queue(tmp_path: Path) -> None:
+    o = run("redis-restart", tmp_path)
+    assert o.running_at_kill >= 1
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    assert o.missing_from_ledger == 0
+
+
+def test_7b_redis_restart_without_persistence_loses_the_queue(tmp_path: Path) -> None:
+    o = run("redis-restart-no-aof", tmp_path)
+    assert o.lost >= 1
+    # The ledger lived in the same Redis: it forgot the tasks too.
+    assert o.missing_from_ledger >= 1
+
+
+def test_8_task_longer_than_visibility_timeout_runs_twice_writes_once(tmp_path: Path) -> None:
+    o = run("slow-task", tmp_path)
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    # Every notification outlived the visibility timeout and was delivered again...
+    assert o.executed_more_than_once >= N
+    # ...and every extra run found its line already written and skipped the write.
+    assert o.skipped_writes >= o.executed_more_than_once

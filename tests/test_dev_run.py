@@ -1,0 +1,123 @@
+"""``make dev``: the six services as local processes, and Ctrl-C stops every one.
+
+Plus a cheap check that ``.env.example`` documents every setting with the same
+defaults that ``docker-compose.yml`` and the ``Procfile`` use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from experiments.processes import REPO_ROOT, Proc, free_port, wait_http
+from shared.settings import Settings
+
+DEFAULT = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
+SERVICES = {"bg-api", "celery-api", "worker", "beat", "flower"}
+
+
+def env_example() -> tuple[dict[str, str], set[str]]:
+    """(active KEY=value lines, names of the commented-out ``# KEY=value`` lines)."""
+    active: dict[str, str] = {}
+    commented: set[str] = set()
+    for line in (REPO_ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        if m := re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line):
+            active[m[1]] = m[2]
+        elif m := re.fullmatch(r"# ([A-Z][A-Z0-9_]*)=.*", line):
+            commented.add(m[1])
+    return active, commented
+
+
+@pytest.mark.parametrize("path", ["docker-compose.yml", "Procfile"])
+def test_env_example_has_the_same_defaults(path: str) -> None:
+    active, _ = env_example()
+    defaults = DEFAULT.findall((REPO_ROOT / path).read_text(encoding="utf-8"))
+    assert defaults
+    for name, value in defaults:
+        if name in ("COMPOSE_PROJECT_NAME", "DEV_STATE_DIR"):
+            continue
+        assert active.get(name) == value, f"{path}: ${{{name}:-{value}}} vs .env.example"
+
+
+def test_env_example_documents_every_setting() -> None:
+    active, commented = env_example()
+    missing = {name.upper() for name in Settings.model_fields} - set(active) - commented
+    assert not missing, f"not in .env.example: {sorted(missing)}"
+
+
+# --- make dev -------------------------------------------------------------------------
+
+
+def live_members(pgid: int) -> list[int]:
+    """PIDs of the non-zombie processes in process group ``pgid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_make_dev_starts_six_services_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+    ports = {"BG_API_PORT": free_port(), "CELERY_API_PORT": free_port(), "FLOWER_PORT": free_port()}
+    env = {
+        **os.environ,
+        # Nothing answers there: dev starts a redis-server of its own.
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "LOG_FILE": str(tmp_path / "log.txt"),
+        "DEV_STATE_DIR": str(tmp_path / "state"),
+        "FLOWER_USER": "dev-test",
+        "FLOWER_PASSWORD": "dev-test-password",
+        **{name: str(port) for name, port in ports.items()},
+    }
+    dev = Proc("dev", [sys.executable, "-m", "experiments", "dev"], env, tmp_path / "dev.out")
+    groups: dict[str, int] = {}
+    try:
+        dev.start()
+        bg, celery, flower = (f"http://127.0.0.1:{p}" for p in ports.values())
+        wait_http(bg + "/health", 60, dev)
+        wait_http(celery + "/health", 60, dev)
+        wait_http(flower + "/healthcheck", 60, dev)
+        dev.wait_for_output(r"worker-dev@\S+ ready\.", 60)
+        dev.wait_for_output(r"beat: Starting", 60)
+
+        out = dev.output()
+        groups = {name: int(pid) for name, pid in re.findall(r"(\S+) started \(pid=(\d+)\)", out)}
+        assert set(groups) == SERVICES
+        redis_pid = re.search(r"started redis-server on \S+ \(pid=(\d+)\)", out)
+        assert redis_pid, out
+        groups["redis"] = int(redis_pid[1])
+        assert httpx.get(flower + "/api/workers", timeout=5).status_code == 401
+        auth = ("dev-test", "dev-test-password")
+        assert httpx.get(flower + "/api/workers", auth=auth, timeout=5).status_code == 200
+
+        # What a terminal's Ctrl-C does: SIGINT to the foreground process group.
+        dev.send(signal.SIGINT, group=True)
+        assert dev.wait(30) is not None, "make dev still running 30 s after Ctrl-C"
+        left = {name: live_members(pgid) for name, pgid in groups.items()}
+        assert not any(left.values()), f"processes left after Ctrl-C: {left}"
+        assert not [p for p in ports.values() if answers(p)]
+        assert "redis-server stopped" in dev.output()
+    finally:
+        dev.stop()
+        for pgid in groups.values():
+            if live_members(pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,120 @@
+"""Transient failures, exceptions and a dead Redis: where the two sides differ."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from experiments.processes import free_port, wait_until
+from tests.conftest import StackFactory, ledger_record, log_lines, wait_for_state
+
+FLAKY = {
+    "NOTIFICATION_DELAY_SECONDS": "0.2",
+    "NOTIFICATION_FAIL_FIRST_ATTEMPTS": "2",
+    "RETRY_BACKOFF_SECONDS": "0.1",
+}
+
+
+def test_celery_retries_and_succeeds_on_the_third_attempt_bg_records_failed(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(FLAKY)
+    stack.start_all(("redis", "bg-api", "celery-api", "worker"))
+
+    celery_ids = httpx.post(f"{stack.celery_url}/send-notification/a@example.com").json()
+    bg_ids = httpx.post(f"{stack.bg_url}/send-notification/a@example.com").json()
+
+    notification = wait_for_state(stack, celery_ids["task_ids"][0], {"succeeded", "failed"})
+    assert notification.state == "succeeded"
+    assert (notification.attempts, notification.retries) == (3, 2)
+    assert len(log_lines(stack, notification.task_id)) == 1  # sent once, not three times
+    wait_for_state(stack, celery_ids["task_ids"][1], {"succeeded"})
+
+    # No retry on the BackgroundTasks side: the first failure is final...
+    bg_notification_id, bg_log_id = bg_ids["task_ids"]
+    failed = wait_for_state(stack, bg_notification_id, {"succeeded", "failed"})
+    assert (failed.state, failed.attempts, failed.retries) == ("failed", 1, 0)
+    assert failed.error and "TransientNotificationError" in failed.error
+    # ...it did not vanish: the server log names the task...
+    wait_until(
+        lambda: (
+            f"background task {bg_notification_id} (notification) failed"
+            in stack.procs["bg-api"].output()
+        ),
+        5,
+        "the failure in the server log",
+    )
+    # ...and, Starlette's semantics, the task scheduled after it never ran.
+    time.sleep(0.5)
+    skipped = ledger_record(stack, bg_log_id)
+    assert skipped is not None and (skipped.state, skipped.attempts) == ("queued", 0)
+    assert log_lines(stack, bg_log_id) == []
+    assert log_lines(stack, bg_notification_id) == []
+
+
+def test_celery_gives_up_after_the_bounded_retries(make_stack: StackFactory) -> None:
+    stack = make_stack(
+        {**FLAKY, "NOTIFICATION_FAIL_FIRST_ATTEMPTS": "10", "NOTIFICATION_MAX_RETRIES": "2"}
+    )
+    stack.start_all(("redis", "celery-api", "worker"))
+    ids = httpx.post(f"{stack.celery_url}/send-notification/b@example.com").json()["task_ids"]
+    record = wait_for_state(stack, ids[0], {"succeeded", "failed"})
+    assert (record.state, record.attempts, record.retries) == ("failed", 3, 2)
+    assert record.error and "retries exhausted" in record.error
+    assert log_lines(stack, ids[0]) == []
+
+
+def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    stack.start_all(("redis", "bg-api", "celery-api"))
+    stack.kill("redis")
+
+    for path, kwargs in [
+        ("/items/", {"json": {"name": "노트북", "price": 1500000}}),
+        ("/send-notification/user@example.com", {}),
+    ]:
+        started = time.monotonic()
+        r = httpx.post(f"{stack.celery_url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        assert "unavailable" in r.json()["detail"]
+        assert elapsed < 2.5, f"503 took {elapsed:.2f}s"
+
+    # The BackgroundTasks side needs no broker: it still serves and does the work.
+    r = httpx.post(f"{stack.bg_url}/items/", json={"name": "노트북", "price": 1500000}, timeout=10)
+    assert r.status_code == 200, r.text
+    [task_id] = r.json()["task_ids"]
+    wait_until(lambda: log_lines(stack, task_id), 10, "the BG log line without Redis")
+    assert httpx.get(f"{stack.bg_url}/health").status_code == 200
+    # Its ledger says clearly that it is unavailable (not a misleading 404).
+    r = httpx.get(f"{stack.bg_url}/tasks/{task_id}")
+    assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+
+    # Redis back: the Celery side accepts work again without a restart.
+    stack.start("redis")
+    r = httpx.post(f"{stack.celery_url}/items/", json={"name": "x", "price": 1}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "says"),
+    [("", "REDIS_URL is not set"), ("unreachable", "unavailable")],
+)
+def test_bg_app_starts_and_serves_without_redis(
+    make_stack: StackFactory, redis_url: str, says: str
+) -> None:
+    if redis_url == "unreachable":
+        redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    stack = make_stack({"REDIS_URL": redis_url})
+    stack.start("bg-api")
+    r = httpx.post(f"{stack.bg_url}/send-notification/user@example.com")
+    assert r.status_code == 200
+    notification_id, log_id = r.json()["task_ids"]
+    wait_until(lambda: log_lines(stack, log_id), 10, "both lines without any Redis")
+    assert log_lines(stack, notification_id)
+    r = httpx.get(f"{stack.bg_url}/tasks/{log_id}")
+    assert r.status_code == 503 and says in r.json()["detail"]

@@ -1,0 +1,460 @@
+"""The lab (``python -m experiments lab``): its HTTP and SSE endpoints against the
+real processes it starts, and the loss-vs-retry story end to end in a real
+headless Chromium (Debian's ``chromium`` + ``chromium-driver``, no download).
+
+One lab for the module, started through the real command line in a process group
+of its own; it is stopped with SIGINT (the Ctrl-C path) and, should that fail,
+every process it started is killed by PID (checked against its start time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from experiments.processes import REPO_ROOT, Proc, free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+# Short demo settings: a notification takes 4 s (time to kill it mid-run), a
+# killed worker's message comes back 6 s after its delivery.
+DEMO_ARGS = [
+    "--notification-delay", "4",
+    "--visibility-timeout", "6",
+    "--restore-interval", "0.5",
+    "--beat-interval", "3600",
+]  # fmt: skip
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@dataclass
+class RunningLab:
+    url: str
+    proc: Proc
+    workdir: Path
+    # Every process the lab was seen to start: pid -> create time (so a reused
+    # PID is never mistaken for one of ours).
+    children: dict[int, float] = field(default_factory=dict)
+
+    def state(self) -> dict[str, Any]:
+        r = httpx.get(self.url + "/api/state", timeout=10)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def act(self, side: str, action: str, service: str | None = None, **extra: Any) -> Any:
+        body = {"side": side, "action": action, "service": service, **extra}
+        return httpx.post(self.url + "/api/actions", json=body, timeout=150)
+
+    def note_children(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.proc.pid).children():
+                self.children[child.pid] = child.create_time()
+
+    def report(self) -> str:
+        """For a failing test: what the lab showed, and what its processes printed."""
+        lines = []
+        with contextlib.suppress(Exception):
+            state = self.state()
+            for side in ("bg", "celery"):
+                d = state["sides"][side]
+                lines.append(
+                    f"{side}: {d['counters']} {[(p['service'], p['up']) for p in d['processes']]}"
+                )
+                lines += [
+                    f"  {t['short']} {t['kind']} {t['state']} att={t['attempts']} {t['note']}"
+                    for t in d["tasks"]
+                ]
+            lines += [f"event: {e['label']} {e['status']} {e['result']}" for e in state["events"]]
+        for out in sorted(self.workdir.glob("*.out")):
+            lines.append(f"===== {out.name}\n{out.read_text(errors='replace')[-2500:]}")
+        return "\n".join(lines)
+
+    def counters(self, side: str, key: str = "counters") -> dict[str, int]:
+        counts: dict[str, int] = self.state()["sides"][side][key]
+        return counts
+
+
+def _all_up(state: dict[str, Any]) -> bool:
+    return all(p["up"] for side in state["sides"].values() for p in side["processes"])
+
+
+def _kill_leftovers(children: dict[int, float]) -> list[int]:
+    """SIGKILL the process group of every child still alive (each leads its own)."""
+    left = []
+    for pid, created in children.items():
+        try:
+            if psutil.Process(pid).create_time() != created:
+                continue  # the PID was reused: not ours
+        except psutil.NoSuchProcess:
+            continue
+        left.append(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    return left
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    workdir = tmp_path_factory.mktemp("lab")
+    port = free_port()
+    argv = [sys.executable, "-m", "experiments", "lab", "--port", str(port)]
+    argv += ["--workdir", str(workdir / "stack"), *DEMO_ARGS]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = Proc("lab", argv, env, workdir / "lab.out").start()
+    running = RunningLab(f"http://127.0.0.1:{port}", proc, workdir / "stack")
+
+    def ready() -> bool:
+        if not proc.alive:
+            raise RuntimeError(f"the lab exited:\n{proc.output()[-3000:]}")
+        running.note_children()
+        try:
+            return _all_up(running.state())
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, 150, "the lab and its stack to be up", interval=0.5)
+        yield running
+    except BaseException:
+        sys.stderr.write(proc.output()[-5000:])
+        raise
+    finally:
+        running.note_children()
+        if proc.alive:
+            proc.send(signal.SIGINT)  # Ctrl-C: the lab stops what it started
+            proc.wait(60)
+        if proc.alive:
+            proc.send(signal.SIGKILL, group=True)
+            proc.wait(10)
+        _kill_leftovers(running.children)
+
+
+# --- HTTP and SSE -------------------------------------------------------------------------
+
+
+def test_page_serves_both_columns_with_stable_controls(lab: RunningLab) -> None:
+    page = httpx.get(lab.url + "/", timeout=10)
+    assert page.status_code == 200
+    html = page.text
+    for side in ("bg", "celery"):
+        assert f'data-side="{side}" data-action="send"' in html
+        assert f'data-side="{side}" data-action="fail"' in html
+        assert f'id="{side}-counters"' in html
+    for service in ("bg-api", "celery-api", "worker"):
+        for action in ("kill", "stop", "restart"):
+            assert f'data-action="{action}" data-service="{service}"' in html
+    assert 'data-action="restart" data-service="redis"' in html
+    for asset in ("/static/lab.js", "/static/lab.css"):
+        assert httpx.get(lab.url + asset, timeout=10).status_code == 200
+    # The counters' ids are made by the script: the browser test checks them.
+    assert "`${prefix}-${c}`" in httpx.get(lab.url + "/static/lab.js", timeout=10).text
+
+
+def test_lab_binds_loopback_only(lab: RunningLab) -> None:
+    port = int(lab.url.rsplit(":", 1)[1])
+    listening = [
+        c.laddr.ip
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    assert listening == ["127.0.0.1"]
+
+
+def test_state_shows_every_process_of_both_sides(lab: RunningLab) -> None:
+    state = lab.state()
+    assert state["target"] == "local"
+    procs = {side: {p["service"]: p for p in d["processes"]} for side, d in state["sides"].items()}
+    assert set(procs["bg"]) == {"bg-api", "redis"}
+    assert set(procs["celery"]) == {"celery-api", "worker", "beat", "redis"}
+    assert procs["bg"]["bg-api"]["detail"].startswith("runner ")
+    assert state["links"]["bg_docs"].endswith("/docs")
+    assert httpx.get(state["links"]["celery_docs"], timeout=10).status_code == 200
+    assert state["links"]["flower"] is None  # local mode starts no Flower, and says so
+    assert state["settings"]["visibility_timeout"] == 6
+
+
+def test_sse_pushes_a_snapshot_and_then_each_action(lab: RunningLab) -> None:
+    seen: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    acted = False
+    deadline = time.monotonic() + 40
+    with httpx.stream("GET", lab.url + "/api/events", timeout=20) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            assert time.monotonic() < deadline, f"no item event over SSE; saw {len(seen)}"
+            if not line.startswith("data: "):
+                continue
+            seen.append(json.loads(line.removeprefix("data: ")))
+            if not acted:
+                # The first snapshot comes at once; then act, and watch it arrive.
+                assert "sides" in seen[0] and "events" in seen[0]
+                r = lab.act("bg", "item")
+                assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+                acted = True
+                continue
+            items = [e for e in seen[-1]["events"] if e["action"] == "item"]
+            tasks = seen[-1]["sides"]["bg"]["tasks"]
+            if items and items[-1]["status"] == "ok" and any(t["kind"] == "log" for t in tasks):
+                break
+    assert "item created" in items[-1]["result"]
+
+
+def test_actions_outside_the_controls_are_refused(lab: RunningLab) -> None:
+    refused = [
+        ("bg", "explode", None),
+        ("celery", "kill", "redis"),  # redis: restart only
+        ("celery", "kill", "beat"),  # not a service the page controls
+        ("bg", "kill", "worker"),  # the Celery side's worker, from the BG side
+        ("celery", "kill", "sshd"),
+    ]
+    for side, action, service in refused:
+        r = lab.act(side, action, service)
+        assert r.status_code == 400, (side, action, service, r.text)
+    assert lab.act("nowhere", "send").status_code == 422
+    assert lab.act("bg", "send", count=1000).status_code == 422
+    assert _all_up(lab.state())
+
+
+def test_fail_toggle_retries_on_celery_and_skips_on_bg(lab: RunningLab) -> None:
+    httpx.post(lab.url + "/api/reset", timeout=10).raise_for_status()
+    for side, service in (("bg", "bg-api"), ("celery", "worker")):
+        r = lab.act(side, "fail").json()
+        assert r["status"] == "ok", r
+        assert f"{service} restarted with NOTIFICATION_FAIL_FIRST_ATTEMPTS=2" in r["result"]
+    state = lab.state()
+    assert state["sides"]["bg"]["fail_first"] == state["sides"]["celery"]["fail_first"] == 2
+    try:
+        for side in ("bg", "celery"):
+            assert lab.act(side, "send", count=1).json()["status"] == "ok"
+
+        def settled() -> dict[str, Any] | None:
+            s = lab.state()["sides"]
+            done = s["celery"]["counters"]["succeeded"] == 1 and s["bg"]["counters"]["failed"] == 1
+            return s if done else None
+
+        sides = wait_until(settled, 60, "a retried Celery success and a failed BG task", 0.5)
+        assert isinstance(sides, dict)
+        celery = {t["kind"]: t for t in sides["celery"]["tasks"]}
+        bg = {t["kind"]: t for t in sides["bg"]["tasks"]}
+        # Celery: two transient failures, retried with backoff, third attempt succeeds.
+        assert celery["notification"]["attempts"] == 3
+        assert celery["notification"]["retries"] == 2
+        # BackgroundTasks: no retry; and the log line after it in the request never runs.
+        assert bg["notification"]["attempts"] == 1
+        assert bg["log"]["state"] == "skipped"
+        assert sides["bg"]["all"]["skipped"] == 1
+    finally:
+        for side in ("bg", "celery"):
+            assert lab.act(side, "fail").json()["status"] == "ok"
+    state = lab.state()
+    assert state["sides"]["bg"]["fail_first"] == state["sides"]["celery"]["fail_first"] == 0
+    fails = [e for e in state["events"] if e["action"] == "fail"]
+    assert len(fails) == 4 and all(e["status"] == "ok" for e in fails)
+
+
+def test_graceful_stop_waits_for_running_background_tasks(lab: RunningLab) -> None:
+    httpx.post(lab.url + "/api/reset", timeout=10).raise_for_status()
+    assert lab.act("bg", "send", count=2).json()["status"] == "ok"
+    wait_until(lambda: lab.counters("bg")["running"] == 2, 20, "two BG notifications running")
+    stop = lab.act("bg", "stop", "bg-api").json()
+    # uvicorn's SIGTERM waits for the response's background tasks: nothing lost.
+    assert stop["status"] == "ok", stop
+    assert "exited after" in stop["result"]
+    assert {t["then"] for t in stop["in_flight"]} <= {"running", "queued"}
+    assert len(stop["in_flight"]) == 4
+    wait_until(lambda: lab.counters("bg", "all")["succeeded"] == 4, 20, "4 BG tasks succeeded")
+    assert lab.counters("bg", "all")["lost"] == 0
+    assert lab.act("bg", "restart", "bg-api").json()["status"] == "ok"
+
+
+def test_restarting_redis_keeps_the_queue_and_both_sides_recover(lab: RunningLab) -> None:
+    httpx.post(lab.url + "/api/reset", timeout=10).raise_for_status()
+    r = lab.act("celery", "restart", "redis").json()
+    assert r["status"] == "ok", r
+    assert "redis" in r["result"] and "up again" in r["result"]
+    # After Redis came back (AOF on), publishing, the worker and the ledger all work.
+    for side in ("celery", "bg"):
+        sent = lab.act(side, "send", count=1).json()
+        assert sent["status"] == "ok", sent
+    wait_until(
+        lambda: lab.counters("celery")["succeeded"] == 1 and lab.counters("bg")["succeeded"] == 1,
+        60,
+        "a notification on each side after the Redis restart",
+        0.5,
+    )
+
+
+# --- the browser ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (/usr/bin/chromium, "
+            "/usr/bin/chromedriver): apt-get install -y chromium chromium-driver"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="lab-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1440,900",  # a laptop screen
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_browser_kill_both_servers_bg_loses_five_celery_loses_none(
+    lab: RunningLab, browser: Any
+) -> None:
+    try:
+        _kill_both_servers_story(lab, browser)
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "lab-failed.png"))
+        print(lab.report())  # shown with the failure
+        raise
+    # The whole page in one picture: a viewport as tall as the page.
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = int(browser.execute_script("return document.documentElement.scrollHeight"))
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1440, "height": min(height, 2400), "deviceScaleFactor": 1, "mobile": False},
+    )
+    time.sleep(1.2)  # the timelines redraw every second, at the new size too
+    browser.save_screenshot(str(ARTIFACTS / "lab-final.png"))
+
+
+def _kill_both_servers_story(lab: RunningLab, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    def rows(css: str) -> int:
+        # In the page's own thread: the log is re-rendered with every snapshot, so
+        # elements found one call earlier may already be gone.
+        found: int = browser.execute_script(
+            "return document.querySelectorAll(arguments[0]).length", css
+        )
+        return found
+
+    def click(side: str, action: str, service: str | None = None) -> None:
+        """Click like a person, and wait until the page's log has taken the action."""
+        css = f'[data-side="{side}"][data-action="{action}"]'
+        if service:
+            css += f'[data-service="{service}"]'
+        logged = rows(f"#events tr{css}")
+        browser.find_element(By.CSS_SELECTOR, f"button{css}").click()
+        page_until(
+            f"{action} {service or side} in the log", 20, lambda: rows(f"#events tr{css}") > logged
+        )
+
+    def number(element_id: str) -> int:
+        return int(browser.find_element(By.ID, element_id).text or 0)
+
+    def page_until(what: str, timeout: float, predicate: Any) -> None:
+        wait_until(predicate, timeout, f"the page to show {what}", interval=0.2)
+
+    def confirmed(action: str) -> int:
+        return rows(f'#events tr[data-action="{action}"][data-status="ok"]')
+
+    browser.get(lab.url + "/")
+    page_until("the live stream", 20, lambda: "live" in browser.find_element(By.ID, "conn").text)
+    browser.find_element(By.ID, "reset").click()
+    page_until(
+        "a new round", 20, lambda: number("bg-all-submitted") == 0 == number("celery-all-submitted")
+    )
+
+    # Celery first: its 5 notifications keep the worker busy for 10 s (2 at a
+    # time), while the BG ones all run at once for 4 s: the kills land in both.
+    click("celery", "send")
+    page_until("the Celery send confirmed", 60, lambda: confirmed("send") == 1)
+    click("bg", "send")
+    page_until("the BG send confirmed", 60, lambda: confirmed("send") == 2)
+    page_until(
+        "5 BG notifications in flight and Celery ones running",
+        30,
+        lambda: number("bg-running") + number("bg-queued") == 5 and number("celery-running") >= 1,
+    )
+
+    # Kill both servers (and the worker: Celery's loss-vs-retry is about the worker).
+    click("bg", "kill", "bg-api")
+    click("celery", "kill", "worker")
+    click("celery", "kill", "celery-api")
+    page_until("the three kills confirmed", 30, lambda: confirmed("kill") == 3)
+    page_until(
+        "BG lost, Celery awaiting redelivery",
+        20,
+        lambda: number("bg-lost") == 5 and number("celery-redelivery") >= 1,
+    )
+    assert number("celery-lost") == 0
+
+    click("bg", "restart", "bg-api")
+    click("celery", "restart", "worker")
+    click("celery", "restart", "celery-api")
+    page_until("the three restarts confirmed", 120, lambda: confirmed("restart") == 3)
+    page_until(
+        "5 Celery notifications succeeded",
+        90,
+        lambda: number("celery-succeeded") == 5 and number("celery-redelivery") == 0,
+    )
+    # Every process is up again; the counters say it all.
+    assert not browser.find_elements(By.CSS_SELECTOR, '.proc[data-up="false"]')
+    assert number("bg-lost") == 5
+    assert number("bg-succeeded") == 0
+    assert number("celery-lost") == 0
+    assert number("celery-failed") == 0
+    assert number("celery-submitted") == number("bg-submitted") == 5
+    # The redelivered tasks ran twice; the ones that waited in Redis once.
+    # 5 notifications and their 5 log lines
+    assert rows('#celery-tasks tr[data-state="succeeded"]') == 10
+
+
+# --- last: Ctrl-C ---------------------------------------------------------------------------
+
+
+def test_ctrl_c_stops_the_lab_and_everything_it_started(lab: RunningLab) -> None:
+    # Standalone: whatever an earlier test left down comes back up first.
+    for side, service in (("bg", "bg-api"), ("celery", "celery-api"), ("celery", "worker")):
+        procs = {p["service"]: p for p in lab.state()["sides"][side]["processes"]}
+        if not procs[service]["up"]:
+            assert lab.act(side, "restart", service).json()["status"] == "ok"
+    lab.note_children()
+    started = {pid: t for pid, t in lab.children.items() if psutil.pid_exists(pid)}
+    assert len(started) >= 5  # redis, two uvicorns, worker, beat
+    lab.proc.send(signal.SIGINT)
+    assert lab.proc.wait(60) == 0, lab.proc.output()[-3000:]
+    left = _kill_leftovers(started)
+    assert left == [], f"still running after the lab exited: {left}"
