@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# Compose smoke test: the whole stack from docker-compose.yml, on a real Docker engine.
+#
+#   make compose-smoke        (or: bash scripts/compose-smoke.sh)
+#
+# Needs only Docker with Compose v2 (no curl, no Python on the host: HTTP from the
+# host goes through bash's /dev/tcp, the JSON work runs in the image's Python).
+# It uses a compose project of its own (-p) on free host ports, so it can run
+# next to a stack you already have up, and it always ends with `down -v`.
+#
+# What it checks, in order: `up -d --build --wait`; the published ports answer;
+# both APIs take the seed's requests and their tasks succeed; Flower lists the
+# Celery task with basic auth and refuses the request without; Beat's task shows
+# up in the ledger; SIGKILL the worker mid-notification, start it again: the task
+# completes (redelivered); SIGKILL bg-api mid-notification, start it again: the
+# task never completes (lost).
+#
+# Settings (environment): SMOKE_PROJECT (default bgcelery-smoke); BG_API_PORT,
+# CELERY_API_PORT, FLOWER_PORT (default: free ports); SMOKE_DELAY,
+# SMOKE_VISIBILITY_TIMEOUT, SMOKE_RESTORE_INTERVAL, SMOKE_BEAT_INTERVAL (the demo
+# values, shortened so the run takes about a minute after the build);
+# SMOKE_WAIT_TIMEOUT (seconds for `up --wait`, default 300).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROJECT=${SMOKE_PROJECT:-bgcelery-smoke}
+WAIT_TIMEOUT=${SMOKE_WAIT_TIMEOUT:-300}
+
+say() { printf '%s\n' "$*"; }
+ok() { CHECKS=$((CHECKS + 1)); printf 'ok   %s\n' "$*"; }
+fail() { printf 'FAIL %s\n' "$*" >&2; exit 1; }
+CHECKS=0
+
+command -v docker >/dev/null || fail "docker not found"
+docker compose version >/dev/null 2>&1 || fail "Docker Compose v2 (docker compose) not found"
+docker info >/dev/null 2>&1 || fail "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset})"
+
+# --- ports ----------------------------------------------------------------------
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pick_port() {  # a port nothing listens on, and not one already picked
+  local p _
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 30000))
+    case " ${PICKED:-} " in *" $p "*) continue ;; esac
+    if ! port_in_use "$p"; then PICKED="${PICKED:-} $p"; echo "$p"; return 0; fi
+  done
+  fail "no free port found"
+}
+
+BG_API_PORT=${BG_API_PORT:-$(pick_port)}
+PICKED="$BG_API_PORT"
+CELERY_API_PORT=${CELERY_API_PORT:-$(pick_port)}
+PICKED="$PICKED $CELERY_API_PORT"
+FLOWER_PORT=${FLOWER_PORT:-$(pick_port)}
+export BG_API_PORT CELERY_API_PORT FLOWER_PORT
+export PUBLISH_ADDRESS=127.0.0.1
+
+# --- settings for this run --------------------------------------------------------
+
+export NOTIFICATION_DELAY_SECONDS=${SMOKE_DELAY:-5}
+export CELERY_VISIBILITY_TIMEOUT=${SMOKE_VISIBILITY_TIMEOUT:-12}
+export CELERY_RESTORE_INTERVAL=${SMOKE_RESTORE_INTERVAL:-1}
+export BEAT_INTERVAL_SECONDS=${SMOKE_BEAT_INTERVAL:-5}
+export NOTIFICATION_FAIL_FIRST_ATTEMPTS=0 CELERY_ACKS_LATE=true
+# Credentials of this run only: proves they come from the environment.
+export FLOWER_USER=smoke
+FLOWER_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+export FLOWER_PASSWORD
+
+compose() { docker compose -p "$PROJECT" "$@"; }
+
+# --- teardown, always ---------------------------------------------------------------
+
+STARTED=$(date +%s)
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$rc" -ne 0 ]; then
+    say "== FAILED (exit $rc): state and last logs"
+    compose ps -a 2>&1 || true
+    compose logs --no-color --tail 40 2>&1 || true
+  fi
+  say "== docker compose -p $PROJECT down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || say "!! down -v failed: remove project $PROJECT by hand"
+  if [ "$rc" -eq 0 ]; then
+    say "== PASS: $CHECKS checks in $(($(date +%s) - STARTED))s"
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- helpers ------------------------------------------------------------------------
+
+# GET from the host through a published port; prints the status code (000: no answer).
+http_status() {  # port path [base64 credentials]
+  local port=$1 path=$2 auth=${3:-} code=000 header=""
+  [ -n "$auth" ] && header="Authorization: Basic $auth\r\n"
+  if exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n%bConnection: close\r\n\r\n' \
+      "$path" "$port" "$header" >&3 2>/dev/null || true
+    IFS=' ' read -r -t 10 _ code _ <&3 || code=000
+    exec 3<&- 3>&-
+  fi
+  echo "${code:-000}"
+}
+
+# The JSON work, run by the image's Python inside the celery-api container (it is
+# never killed here), against the services by their compose names. Every wait has
+# a deadline; a failed expectation exits 1 with the evidence.
+PROBE=$(
+  cat <<'PY'
+import json, sys, time
+import httpx
+
+URLS = {"bg": "http://bg-api:8001", "celery": "http://celery-api:8002"}
+cmd, args = sys.argv[1], sys.argv[2:]
+
+def die(msg):
+    print(msg)
+    sys.exit(1)
+
+def record(side, task_id):
+    # The ledger is shared: read it through celery-api, which stays up while bg-api is killed.
+    r = httpx.get(f"{URLS['celery']}/tasks/{task_id}", timeout=5)
+    return r.json() if r.status_code == 200 else None
+
+def poll(what, timeout, fn, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = fn()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            die(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+def brief(rec):
+    return f"state={rec['state']} attempts={rec['attempts']} runner={rec.get('runner')}"
+
+if cmd == "post":  # side path [json body] -> task ids, after every one has succeeded
+    side, path = args[0], args[1]
+    body = json.loads(args[2]) if len(args) > 2 and args[2] else None
+    r = httpx.post(URLS[side] + path, json=body, timeout=10)
+    if r.status_code != 200:
+        die(f"POST {path} -> {r.status_code} {r.text[:300]}")
+    done = []
+    for task_id in r.json()["task_ids"]:
+        rec = poll(f"{task_id} to succeed", float(args[3]) if len(args) > 3 else 60,
+                   lambda: (x := record(side, task_id)) and x["state"] == "succeeded" and x)
+        done.append(f"{rec['kind']} {task_id}")
+    print(", ".join(done))
+elif cmd == "start-notification":  # side -> "notification_id log_id state...", once it runs
+    side = args[0]
+    r = httpx.post(f"{URLS[side]}/send-notification/smoke-{side}@example.com", timeout=10)
+    if r.status_code != 200:
+        die(f"POST /send-notification -> {r.status_code} {r.text[:300]}")
+    notification, log = r.json()["task_ids"]
+    def running():
+        x = record(side, notification)
+        if x and x["state"] == "succeeded":
+            die(f"{notification} finished before it was seen running: raise SMOKE_DELAY")
+        return x if x and x["state"] == "running" else None
+    rec = poll(f"{notification} to be running", 30, running)
+    print(notification, log, brief(rec))
+elif cmd == "state":  # side task_id -> one line
+    rec = record(args[0], args[1])
+    print(brief(rec) if rec else "unknown")
+elif cmd == "wait-succeeded":  # side task_id timeout
+    rec = poll(f"{args[1]} to succeed", float(args[2]),
+               lambda: (x := record(args[0], args[1])) and x["state"] == "succeeded" and x, 0.25)
+    print(brief(rec))
+elif cmd == "never-succeeds":  # side task_id seconds: watch it the whole time
+    end = time.monotonic() + float(args[2])
+    while time.monotonic() < end:
+        rec = record(args[0], args[1])
+        if rec is None or rec["state"] == "succeeded":
+            die(f"{args[1]} was not lost: {rec}")
+        time.sleep(0.25)
+    print(brief(rec))
+elif cmd == "runner":  # side -> the runner id of the process answering /health
+    print(poll("/health", 60, lambda: httpx.get(URLS[args[0]] + "/health", timeout=2).json())["runner"])
+elif cmd == "new-runner":  # side old_runner -> the new process's runner id
+    print(poll("a restarted process on /health", 60, lambda: (
+        r := httpx.get(URLS[args[0]] + "/health", timeout=2).json()["runner"]) != args[1] and r, 0.25))
+elif cmd == "beat":  # timeout -> a succeeded beat task
+    rec = poll("a beat task in the ledger", float(args[0]), lambda: next((
+        x for x in httpx.get(URLS["celery"] + "/tasks", params={"implementation": "celery"},
+                             timeout=5).json()
+        if x["kind"] == "beat" and x["state"] == "succeeded"), None), 0.5)
+    print(rec["task_id"], brief(rec))
+elif cmd == "flower":  # task_id user password timeout -> the task as Flower shows it
+    task_id, auth = args[0], (args[1], args[2])
+    def seen():
+        r = httpx.get("http://flower:5555/api/tasks", auth=auth, timeout=5)
+        r.raise_for_status()
+        return r.json().get(task_id)
+    task = poll(f"{task_id} in Flower's /api/tasks", float(args[3]), seen, 0.5)
+    print(f"{task['name']}[{task_id}] {task['state']} on {task.get('worker')}")
+else:
+    die(f"unknown probe command {cmd}")
+PY
+)
+probe() { compose exec -T celery-api python -c "$PROBE" "$@"; }
+
+# --- 1. up --------------------------------------------------------------------------
+
+say "== compose smoke: project $PROJECT; host ports bg-api $BG_API_PORT, celery-api $CELERY_API_PORT, flower $FLOWER_PORT"
+say "== $(docker compose version), engine $(docker version --format '{{.Server.Version}}'), base image ${BASE_IMAGE:-python:3.12-slim}, redis image ${REDIS_IMAGE:-redis:7-alpine}"
+say "== demo values: notification ${NOTIFICATION_DELAY_SECONDS}s, visibility timeout ${CELERY_VISIBILITY_TIMEOUT}s, restore every ${CELERY_RESTORE_INTERVAL}s, beat every ${BEAT_INTERVAL_SECONDS}s"
+say "== docker compose up -d --build --wait"
+t0=$(date +%s)
+if ! compose up -d --build --wait --wait-timeout "$WAIT_TIMEOUT" >"${TMPDIR:-/tmp}/$PROJECT-up.log" 2>&1; then
+  tail -40 "${TMPDIR:-/tmp}/$PROJECT-up.log"
+  fail "docker compose up --wait did not get every service healthy"
+fi
+UP_SECONDS=$(($(date +%s) - t0))
+healthy=$(compose ps --format '{{.Service}} {{.Status}}' | sort)
+[ "$(printf '%s\n' "$healthy" | grep -c 'Up')" -eq 6 ] || fail "not six services up: $healthy"
+ok "up --build --wait: six services up in ${UP_SECONDS}s, build included ($(printf '%s\n' "$healthy" | grep -c healthy) with a healthcheck, all healthy)"
+
+# --- 2. both APIs, through the published ports and over the network ---------------------
+
+for port in "$BG_API_PORT" "$CELERY_API_PORT"; do
+  code=$(http_status "$port" /health)
+  [ "$code" = 200 ] || fail "GET http://127.0.0.1:$port/health -> $code"
+  ok "GET http://127.0.0.1:$port/health -> 200 (published port)"
+done
+redis_ports=$(compose port redis 6379 2>/dev/null || true)
+[ -z "$redis_ports" ] || fail "redis is published on the host: $redis_ports"
+ok "redis: not published on the host"
+
+item='{"name": "노트북", "price": 1500000}'
+for side in bg celery; do
+  out=$(probe post "$side" /items/ "$item") || fail "$side POST /items/: $out"
+  ok "$side-api: POST /items/ -> 200; $out succeeded"
+  out=$(probe post "$side" /send-notification/user@example.com "" 60) || fail "$side POST /send-notification: $out"
+  ok "$side-api: POST /send-notification/user@example.com -> 200; $out succeeded"
+done
+celery_notification=$(printf '%s' "$out" | sed -n 's/.*notification \([0-9a-f-]*\).*/\1/p')
+[ -n "$celery_notification" ] || fail "no notification task id in: $out"
+
+# --- 3. Flower ----------------------------------------------------------------------
+
+code=$(http_status "$FLOWER_PORT" /api/tasks)
+[ "$code" = 401 ] || fail "flower: GET /api/tasks without credentials -> $code (expected 401)"
+ok "flower: GET http://127.0.0.1:$FLOWER_PORT/api/tasks without credentials -> 401"
+code=$(http_status "$FLOWER_PORT" /api/tasks "$(printf '%s' "$FLOWER_USER:wrong" | base64)")
+[ "$code" = 401 ] || fail "flower: wrong password -> $code (expected 401)"
+ok "flower: wrong password -> 401"
+auth=$(printf '%s' "$FLOWER_USER:$FLOWER_PASSWORD" | base64)
+code=$(http_status "$FLOWER_PORT" /api/workers "$auth")
+[ "$code" = 200 ] || fail "flower: GET /api/workers with credentials -> $code"
+out=$(probe flower "$celery_notification" "$FLOWER_USER" "$FLOWER_PASSWORD" 30) || fail "flower: $out"
+ok "flower: with basic auth (credentials from the environment): GET /api/workers -> 200; /api/tasks lists $out"
+
+# --- 4. Beat ------------------------------------------------------------------------
+
+out=$(probe beat $((BEAT_INTERVAL_SECONDS * 3 + 30))) || fail "beat: $out"
+ok "beat: heartbeat scheduled by beat, run by the worker, in the ledger: $out"
+
+# --- 5. SIGKILL the worker mid-task: redelivered, completes ------------------------------
+
+out=$(probe start-notification celery) || fail "celery notification did not start: $out"
+read -r task _ before <<<"$out"
+compose kill -s SIGKILL worker >/dev/null 2>&1
+after=$(probe state celery "$task")
+case "$after" in *state=running*) ;; *) fail "worker: the notification was not running at the kill ($after); raise SMOKE_DELAY" ;; esac
+ok "worker: SIGKILL while notification $task ran ($before)"
+t1=$(date +%s)
+compose start worker >/dev/null 2>&1
+deadline=$((CELERY_VISIBILITY_TIMEOUT + CELERY_RESTORE_INTERVAL + NOTIFICATION_DELAY_SECONDS + 90))
+out=$(probe wait-succeeded celery "$task" "$deadline") || fail "worker: task lost after the restart: $out"
+case "$out" in *attempts=1\ *) fail "worker: succeeded without a second attempt ($out)" ;; esac
+lines=$(compose exec -T worker grep -c "\[$task\]" /data/log/log.txt || true)
+[ "$lines" = 1 ] || fail "worker: $lines lines for $task in log.txt (expected exactly 1)"
+ok "worker: started again -> redelivered and succeeded $(($(date +%s) - t1))s later ($out), one line in log.txt: NOT LOST"
+
+# --- 6. SIGKILL bg-api mid-task: lost ------------------------------------------------------
+
+out=$(probe start-notification bg) || fail "bg notification did not start: $out"
+read -r task log_task _ <<<"$out"
+old_runner=${out##*runner=}
+compose kill -s SIGKILL bg-api >/dev/null 2>&1
+after=$(probe state bg "$task")
+case "$after" in *state=running*) ;; *) fail "bg-api: the notification was not running at the kill ($after); raise SMOKE_DELAY" ;; esac
+ok "bg-api: SIGKILL while notification $task ran ($after)"
+compose start bg-api >/dev/null 2>&1
+new_runner=$(probe new-runner bg "$old_runner") || fail "bg-api did not come back: $new_runner"
+watch=$((NOTIFICATION_DELAY_SECONDS + 8))
+out=$(probe never-succeeds bg "$task" "$watch") || fail "bg-api: $out"
+log_state=$(probe state bg "$log_task")
+ok "bg-api: started again (now $new_runner) -> after ${watch}s still $out; its log task: $log_state: LOST"
