@@ -1,0 +1,343 @@
+"""Footprint: the resident memory each side needs, at idle and under load.
+
+- BackgroundTasks: one process, the API (the work runs inside it). It records to
+  the ledger in Redis when Redis is there, but does not need it.
+- Celery: the API, the worker (its main process and its prefork children), beat,
+  Redis (the broker) and Flower (monitoring).
+
+Local: every process is started here (Flower too), and measured with psutil:
+RSS, and PSS where the OS gives it (Linux): prefork children share pages with
+their parent, which RSS counts once per process and PSS splits between them.
+Compose: ``docker stats`` per container (the cgroup's memory, page cache included).
+
+Under load: notification requests to each side in turn (a closed loop of
+``--concurrency`` clients), memory sampled every 0.25 s until the side's tasks
+are done; the peak of each process is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from experiments import charts, report
+from experiments.load import (
+    add_common_arguments,
+    conditions,
+    open_target,
+    reports_dir,
+    say,
+    submit,
+    wait_finished,
+)
+from experiments.processes import LocalStack, Proc, free_port, wait_http
+from experiments.targets import ComposeTarget
+
+NAME = "footprint"
+SIDES = {
+    "bg": ["bg-api"],
+    "celery": ["celery-api", "worker", "beat", "redis", "flower"],
+}
+MiB = 1024 * 1024
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--requests", type=int, help="notification requests per side (600)")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (8)")
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+Sampler = Callable[[], dict[str, dict[str, float]]]
+
+
+def _tree_memory(pid: int) -> dict[str, float]:
+    """RSS and PSS (MiB) of a process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {"rss": 0.0, "pss": 0.0, "processes": 0}
+    rss = pss = 0.0
+    count = 0
+    for p in procs:
+        try:
+            info = p.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+            count += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return {"rss": rss / MiB, "pss": pss / MiB, "processes": count}
+
+
+def _local_sampler(procs: dict[str, Proc]) -> Sampler:
+    def sample() -> dict[str, dict[str, float]]:
+        return {name: _tree_memory(p.pid) for name, p in procs.items() if p.pid is not None}
+
+    return sample
+
+
+_UNITS = {"b": 1, "kib": 1024, "mib": MiB, "gib": 1024 * MiB, "kb": 1000, "mb": 1e6, "gb": 1e9}
+
+
+def _parse_mem(text: str) -> float:
+    m = re.match(r"\s*([\d.]+)\s*([a-zA-Z]+)", text)
+    if not m:
+        return 0.0
+    return float(m.group(1)) * _UNITS.get(m.group(2).lower(), 1) / MiB
+
+
+def _compose_sampler(target: ComposeTarget) -> Sampler:
+    services = [s for side in SIDES.values() for s in side]
+    ids = {}
+    for service in services:
+        out = target.compose("ps", "-q", service, check=False).strip()
+        if out:
+            ids[out.splitlines()[0]] = service
+
+    def sample() -> dict[str, dict[str, float]]:
+        done = subprocess.run(
+            ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        result = {}
+        for line in done.stdout.splitlines():
+            row = json.loads(line)
+            service = next((s for i, s in ids.items() if i.startswith(row["ID"])), None)
+            if service:
+                used = _parse_mem(row["MemUsage"].split("/")[0])
+                result[service] = {"rss": used, "pss": used, "processes": 1}
+        return result
+
+    return sample
+
+
+class PeakSampler:
+    """Samples in a thread every ``interval`` s until stopped; keeps each process's peak."""
+
+    def __init__(self, sample: Sampler, interval: float = 0.25) -> None:
+        self.sample = sample
+        self.interval = interval
+        self.peak: dict[str, dict[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for name, mem in self.sample().items():
+                old = self.peak.get(name)
+                if old is None or mem["rss"] > old["rss"]:
+                    self.peak[name] = mem
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _start_flower(stack: LocalStack) -> Proc:
+    """Flower is not one of LocalStack's services: started here, stopped with the stack."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "celery_app.worker",
+        "flower",
+        f"--port={port}",
+        "--address=127.0.0.1",
+    ]
+    env = {**stack.process_env(), "FLOWER_UNAUTHENTICATED_API": "false"}
+    proc = Proc("flower", argv, env, stack.workdir / "flower.out")
+    stack.procs["flower"] = proc  # the stack's close() stops it, by PID/group
+    proc.start()
+    wait_http(f"http://127.0.0.1:{port}/healthcheck", 60, proc)
+    return proc
+
+
+async def _load(base: str, n: int, concurrency: int, label: str) -> tuple[list[str], int]:
+    return await submit(
+        base,
+        lambda i: f"/send-notification/f{i}@example.com",
+        n=n,
+        concurrency=concurrency,
+        label=label,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    n = args.requests or (40 if args.quick else 600)
+    out = reports_dir(args)
+    env = {"NOTIFICATION_DELAY_SECONDS": "0.02"}
+    say(f"footprint: idle, then {n} notification requests per side")
+    with open_target(args, ("redis", "bg-api", "celery-api", "worker", "beat"), env=env) as target:
+        if isinstance(target, LocalStack):
+            _start_flower(target)
+            sample = _local_sampler(dict(target.procs))
+        else:
+            assert isinstance(target, ComposeTarget)
+            sample = _compose_sampler(target)
+        time.sleep(2)  # let every process finish starting up
+        idle = sample()
+        loaded: dict[str, dict[str, float]] = {}
+        errors = 0
+        for side in SIDES:
+            with PeakSampler(sample) as peak:
+                t0 = time.time()
+                ids, errs = asyncio.run(_load(target.url(side), n, args.concurrency, side))
+                wait_finished(
+                    target, ids, timeout=60 + n * 0.1, label=f"{side} tasks", since=t0 - 1
+                )
+            errors += errs
+            loaded.update({k: v for k, v in peak.peak.items() if k in SIDES[side]})
+        target_name = target.name
+    data = _analyse(idle, loaded, target_name)
+    data["config"] = {"requests": n, "concurrency": args.concurrency, **env}
+    data["http_errors"] = errors
+    data["conditions"] = conditions()
+    _write(data, out)
+    return 0 if errors == 0 else 1
+
+
+def _analyse(idle: dict[str, Any], loaded: dict[str, Any], target: str) -> dict[str, Any]:
+    sides: dict[str, dict[str, Any]] = {}
+    for side, services in SIDES.items():
+        rows: dict[str, dict[str, Any]] = {
+            s: {"idle": idle[s], "load": loaded.get(s) or idle[s]} for s in services if s in idle
+        }
+        sides[side] = {
+            "processes": rows,
+            "idle_rss_mib": sum(r["idle"]["rss"] for r in rows.values()),
+            "load_rss_mib": sum(r["load"]["rss"] for r in rows.values()),
+            "idle_pss_mib": sum(r["idle"]["pss"] for r in rows.values()),
+            "load_pss_mib": sum(r["load"]["pss"] for r in rows.values()),
+        }
+    bg, ce = sides["bg"], sides["celery"]
+    return {
+        "sides": sides,
+        "target": target,
+        "ratios": {
+            "celery/bg idle RSS": ce["idle_rss_mib"] / bg["idle_rss_mib"],
+            "celery/bg load RSS": ce["load_rss_mib"] / bg["load_rss_mib"],
+            "celery/bg idle PSS": ce["idle_pss_mib"] / bg["idle_pss_mib"],
+            "celery/bg load PSS": ce["load_pss_mib"] / bg["load_pss_mib"],
+        },
+    }
+
+
+def _write(data: dict[str, Any], out: Path) -> None:
+    rows = []
+    for side, d in data["sides"].items():
+        for service, r in d["processes"].items():
+            rows.append(
+                [
+                    side,
+                    service,
+                    r["idle"]["processes"],
+                    r["idle"]["rss"],
+                    r["load"]["rss"],
+                    r["idle"]["pss"],
+                    r["load"]["pss"],
+                ]
+            )
+        rows.append(
+            [
+                f"**{side} total**",
+                "",
+                "",
+                d["idle_rss_mib"],
+                d["load_rss_mib"],
+                d["idle_pss_mib"],
+                d["load_pss_mib"],
+            ]
+        )
+    table = report.markdown_table(
+        [
+            "side",
+            "process",
+            "processes",
+            "idle RSS MiB",
+            "peak RSS MiB under load",
+            "idle PSS MiB",
+            "PSS MiB under load",
+        ],
+        rows,
+    )
+    table += "\n\n" + report.markdown_table(
+        ["ratio", "value"], [[k, v] for k, v in data["ratios"].items()]
+    )
+    cfg = data["config"]
+    notes = (
+        f"![footprint]({NAME}.png)\n\n"
+        f"Load: {cfg['requests']} notification requests per side, {cfg['concurrency']} "
+        f"clients, NOTIFICATION_DELAY_SECONDS={cfg['NOTIFICATION_DELAY_SECONDS']}. The "
+        "worker row is its main process plus its prefork children (2). PSS splits pages "
+        "shared between processes (forked children) among them; RSS counts them in each. "
+        "Redis is listed on the Celery side (the broker); the BackgroundTasks app also "
+        "writes the ledger there when it is configured, but runs without it."
+    )
+    if data["target"] == "compose":
+        notes += " Compose: `docker stats` memory per container (RSS and PSS columns equal)."
+    report.write(NAME, data, table, directory=out, notes=notes)
+    _chart(data, out)
+
+
+def _chart(data: dict[str, Any], out: Path) -> None:
+    fig, (ax1, ax2) = charts.figure(1, 2, size=(11, 4.8))
+    for ax, metric in ((ax1, "rss"), (ax2, "pss")):
+        labels: list[str] = []
+        bottoms: list[float] = []
+        j = 0
+        for side, d in data["sides"].items():
+            for phase in ("idle", "load"):
+                x = len(labels)
+                labels.append(f"{'BackgroundTasks' if side == 'bg' else 'Celery'}\n{phase}")
+                bottom = 0.0
+                for service, r in d["processes"].items():
+                    value = r[phase][metric]
+                    color = charts.PALETTE[(list(d["processes"]).index(service) + 1) % 7]
+                    if side == "bg":
+                        color = charts.COLORS["bg"]
+                    ax.bar(
+                        x,
+                        value,
+                        bottom=bottom,
+                        color=color,
+                        edgecolor="white",
+                        label=service if phase == "idle" else None,
+                    )
+                    bottom += value
+                ax.annotate(f"{bottom:.0f}", (x, bottom), ha="center", va="bottom", fontsize=8)
+                bottoms.append(bottom)
+                j += 1
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylabel(f"{metric.upper()}, MiB")
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{metric.upper()} per side, stacked by process")
+    ax1.legend(fontsize=7, loc="upper left")
+    charts.save(
+        fig, out / f"{NAME}.png", extra=f"target {data['target']}", info=data.get("machine")
+    )

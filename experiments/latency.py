@@ -1,0 +1,389 @@
+"""Latency: what scheduling the notification costs the response, four ways.
+
+Modes (``POST /send-notification/{email}...``, the same validation everywhere):
+
+- ``bare``: ``/bare`` on the same app, no task at all: the baseline. Measured on
+  both apps; each side's ratio uses its own app's bare.
+- ``bg``: BackgroundTasks (ledger write, then the work runs in this process after
+  the response).
+- ``celery``: ledger write + publish to Redis; a separate worker runs it.
+- ``inline``: the work is done before answering (the seed's "why background at
+  all"): it should take at least ``NOTIFICATION_DELAY_SECONDS``.
+
+Load: at concurrency c, c workers each send one request at the same moment every
+``interval`` seconds (a burst of c simultaneous requests). The interval grows
+with c so that BackgroundTasks' sleeping notifications never hold more than
+``TASK_TOKEN_BUDGET`` of AnyIO's 40 thread tokens: past that, the sync endpoint
+itself waits for a token, which is what ``threadpool`` measures, not this.
+Modes are interleaved (rounds, order reversed every other round) so a noisy
+neighbour affects them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from experiments import charts, report
+from experiments.load import (
+    Progress,
+    add_common_arguments,
+    bursts,
+    client_for,
+    conditions,
+    is_local,
+    open_target,
+    ratio,
+    reports_dir,
+    say,
+    summary,
+    warm,
+)
+from experiments.processes import LocalStack, Proc, free_port, wait_http
+from experiments.targets import Target
+
+NAME = "latency"
+# (mode, app side, path suffix)
+MODES: dict[str, tuple[str, str]] = {
+    "bare@bg": ("bg", "/bare"),
+    "bg": ("bg", ""),
+    "bg-noledger": ("bg-noledger", ""),
+    "bare@celery": ("celery", "/bare"),
+    "celery": ("celery", ""),
+    "inline": ("bg", "/inline"),
+}
+TASK_TOKEN_BUDGET = 16
+# At most ~1/3 of one core's worth of server CPU per interval (a request with its
+# background work costs a few ms here): below saturation, so the percentiles
+# measure the response path, not a queue that grows.
+MIN_INTERVAL = 0.05
+CPU_PER_REQUEST = 0.012
+TARGETS = {"bg": 1.10, "celery": 1.5}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--levels", type=int, nargs="+", help="concurrency levels (1 4 16)")
+    parser.add_argument("--requests", type=int, help="requests per mode and level (600)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per level (2)")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        help="NOTIFICATION_DELAY_SECONDS for the local stack (0.05); "
+        "compose: the stack's own value, measured through /inline",
+    )
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    return {
+        "levels": args.levels or ([1, 4] if quick else [1, 4, 16]),
+        "requests": args.requests or (40 if quick else 600),
+        "rounds": args.rounds or (1 if quick else 2),
+        "delay": args.delay if args.delay is not None else 0.05,
+    }
+
+
+def interval_for(level: int, delay: float) -> float:
+    return max(MIN_INTERVAL, level * CPU_PER_REQUEST, level * delay / TASK_TOKEN_BUDGET)
+
+
+def _request(urls: dict[str, str], mode: str, level: int) -> Any:
+    side, suffix = MODES[mode]
+    base = urls[side]
+
+    async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await client.post(f"{base}/send-notification/u{level}x{i}@example.com{suffix}")
+
+    return send
+
+
+async def _segment(
+    urls: dict[str, str], mode: str, level: int, n: int, interval: float
+) -> dict[str, Any]:
+    request = _request(urls, mode, level)
+    progress = Progress(f"{mode:<11} c={level:<3}", n)
+    async with client_for(level) as client:
+        await warm(client, request, level)
+        result = await bursts(
+            client, request, total=n, concurrency=level, interval=interval, progress=progress
+        )
+    progress.close()
+    return {
+        "latencies": result.latencies(),
+        "errors": result.errors,
+        "client_cpu": result.client_cpu,
+        "count": len(result.samples),
+    }
+
+
+def _measure_delay(target: Target) -> float:
+    """A compose stack's NOTIFICATION_DELAY_SECONDS, read off one inline request."""
+    r = httpx.post(target.url("bg") + "/send-notification/probe@example.com/inline", timeout=60)
+    r.raise_for_status()
+    delay = r.elapsed.total_seconds()
+    if delay > 1:
+        raise SystemExit(
+            f"the compose stack's notifications take {delay:.1f} s (NOTIFICATION_DELAY_SECONDS): "
+            "start it with NOTIFICATION_DELAY_SECONDS=0.05 for this experiment"
+        )
+    return delay
+
+
+def _settle(target: Target, delay: float) -> None:
+    """Between segments: let BackgroundTasks finish, drop Celery's backlog, empty the log.
+
+    The Celery worker (2 processes, ``delay`` per notification) cannot keep up with
+    the bursts; its backlog is deleted so that draining it does not compete with
+    the next segment for the 2 CPUs. The log is emptied because ``write_log`` scans
+    it (O(lines)) on both sides. Local target only: compose's Redis is not published.
+    """
+    time.sleep(2 * delay + 0.3)
+    if is_local(target):
+        assert isinstance(target, LocalStack)
+        client = target.redis()
+        try:
+            client.delete("celery")
+        finally:
+            client.close()
+        target.log_file.write_text("")
+
+
+@contextlib.contextmanager
+def _noledger_bg(stack: LocalStack) -> Iterator[str]:
+    """A second BackgroundTasks app with ``REDIS_URL`` empty: no ledger writes at all.
+
+    Both sides write one ledger record per task (a Redis round trip) before
+    answering: the comparison's bookkeeping, not BackgroundTasks' own cost. This
+    app shows BackgroundTasks without it."""
+    port = free_port()
+    env = {**os.environ, **stack.settings_env, "REDIS_URL": "", "PYTHONUNBUFFERED": "1"}
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "fastapi_bg.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    proc = Proc("bg-api-noledger", argv, env, stack.workdir / "bg-api-noledger.out")
+    stack.procs[proc.name] = proc  # the stack's close() stops it as well
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", 30, proc)
+        yield url
+    finally:
+        proc.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    out = reports_dir(args)
+    env = {"NOTIFICATION_DELAY_SECONDS": str(cfg["delay"])}
+    say(f"latency: levels {cfg['levels']}, {cfg['requests']} requests per mode and level")
+    with (
+        open_target(args, ("redis", "bg-api", "celery-api", "worker"), env=env) as target,
+        contextlib.ExitStack() as extra,
+    ):
+        urls = {"bg": target.url("bg"), "celery": target.url("celery")}
+        modes = list(MODES)
+        if isinstance(target, LocalStack):
+            urls["bg-noledger"] = extra.enter_context(_noledger_bg(target))
+        else:  # a compose stack has no such app
+            modes.remove("bg-noledger")
+        delay = cfg["delay"] if is_local(target) else _measure_delay(target)
+        cfg["delay"] = delay
+        raw: dict[int, dict[str, dict[str, Any]]] = {}
+        for level in cfg["levels"]:
+            interval = interval_for(level, delay)
+            raw[level] = {
+                m: {"latencies": [], "errors": 0, "client_cpu": 0.0, "count": 0} for m in modes
+            }
+            for rnd in range(cfg["rounds"]):
+                order = modes if rnd % 2 == 0 else list(reversed(modes))
+                for mode in order:
+                    n = cfg["requests"] // cfg["rounds"]
+                    if mode == "inline":  # each one takes `delay`: fewer are enough
+                        n = max(10, n // 5)
+                    seg = asyncio.run(_segment(urls, mode, level, n, interval))
+                    acc = raw[level][mode]
+                    acc["latencies"] += seg["latencies"]
+                    for key in ("errors", "client_cpu", "count"):
+                        acc[key] += seg[key]
+                    if not mode.startswith("bare"):  # bare leaves nothing behind
+                        _settle(target, delay)
+        data = _analyse(raw, cfg)
+        data["target"] = target.name
+    data["conditions"] = conditions()
+    _write(data, out)
+    errors = sum(s["errors"] for lvl in data["levels"].values() for s in lvl.values())
+    return 0 if errors == 0 else 1
+
+
+def _analyse(raw: dict[int, dict[str, dict[str, Any]]], cfg: dict[str, Any]) -> dict[str, Any]:
+    levels: dict[str, dict[str, Any]] = {}
+    ratios: dict[str, dict[str, float]] = {}
+    for level, modes in raw.items():
+        stats = {}
+        for mode, acc in modes.items():
+            stats[mode] = {
+                **summary(acc["latencies"]),
+                "errors": acc["errors"],
+                "client_cpu_ms_per_request": 1000 * acc["client_cpu"] / max(acc["count"], 1),
+            }
+        levels[str(level)] = stats
+        ratios[str(level)] = {
+            "bg/bare p50": ratio(stats["bg"]["p50"], stats["bare@bg"]["p50"]),
+            "bg/bare p99": ratio(stats["bg"]["p99"], stats["bare@bg"]["p99"]),
+            "bg-noledger/bare p50": ratio(
+                stats.get("bg-noledger", {}).get("p50", math.nan), stats["bare@bg"]["p50"]
+            ),
+            "celery/bare p50": ratio(stats["celery"]["p50"], stats["bare@celery"]["p50"]),
+            "celery/bare p99": ratio(stats["celery"]["p99"], stats["bare@celery"]["p99"]),
+            "inline p50 / delay": ratio(stats["inline"]["p50"], cfg["delay"] * 1000),
+        }
+    targets = []
+    for side, limit in TARGETS.items():
+        worst = max(r[f"{side}/bare p50"] for r in ratios.values())
+        targets.append(
+            {
+                "target": f"{side} p50 ≤ {limit}× bare (every level)",
+                "measured": worst,
+                "met": worst <= limit,
+            }
+        )
+    inline_min = min(r["inline p50 / delay"] for r in ratios.values())
+    targets.append(
+        {
+            "target": "inline p50 ≈ the task's delay (≥ 1×)",
+            "measured": inline_min,
+            "met": inline_min >= 1.0,
+        }
+    )
+    return {
+        "config": {**cfg, "intervals": {str(lv): interval_for(lv, cfg["delay"]) for lv in raw}},
+        "levels": levels,
+        "ratios": ratios,
+        "targets": targets,
+    }
+
+
+def _write(data: dict[str, Any], out: Any) -> None:
+    rows = []
+    for level, stats in data["levels"].items():
+        for mode, s in stats.items():
+            rows.append([level, mode, s["n"], s["p50"], s["p95"], s["p99"], s["errors"]])
+    table = report.markdown_table(
+        ["concurrency", "mode", "requests", "p50 ms", "p95 ms", "p99 ms", "errors"], rows
+    )
+    ratio_keys = [
+        "bg/bare p50",
+        "bg/bare p99",
+        "bg-noledger/bare p50",
+        "celery/bare p50",
+        "celery/bare p99",
+        "inline p50 / delay",
+    ]
+    ratio_rows = [[lv, *(r[k] for k in ratio_keys)] for lv, r in data["ratios"].items()]
+    table += "\n\n" + report.markdown_table(["concurrency", *ratio_keys], ratio_rows)
+    table += "\n\n" + report.markdown_table(
+        ["target", "measured", "met"],
+        [[t["target"], t["measured"], "yes" if t["met"] else "no"] for t in data["targets"]],
+    )
+    cfg = data["config"]
+    cpu = [s["client_cpu_ms_per_request"] for st in data["levels"].values() for s in st.values()]
+    notes = (
+        f"![latency]({NAME}.png)\n\n"
+        f"NOTIFICATION_DELAY_SECONDS={cfg['delay']:g}; bursts of c simultaneous requests "
+        f"every {', '.join(f'{v * 1000:.0f} ms (c={k})' for k, v in cfg['intervals'].items())}; "
+        f"{cfg['rounds']} interleaved rounds. The load client (asyncio + httpx, keep-alive) "
+        f"runs on the same {data['conditions']['cpus']} CPUs as the servers and spent "
+        f"{min(cpu):.2f}–{max(cpu):.2f} ms of CPU per request; ratios against `bare` "
+        "cancel most of that out. Load average at the start: "
+        f"{data['conditions']['loadavg_1m']}."
+    )
+    report.write(NAME, data, table, directory=out, notes=notes)
+    _chart(data, out)
+
+
+def _chart(data: dict[str, Any], out: Any) -> None:
+    fig, (ax1, ax2) = charts.figure(1, 2, size=(12, 4.8))
+    levels = list(data["levels"])
+    modes = list(data["levels"][levels[0]])
+    colors = {
+        "bare@bg": "#bdbdbd",
+        "bg": charts.COLORS["bg"],
+        "bg-noledger": "#aec7e8",
+        "bare@celery": "#757575",
+        "celery": charts.COLORS["celery"],
+        "inline": charts.COLORS["inline"],
+    }
+    charts.grouped_bars(
+        ax1,
+        [f"c={lv}" for lv in levels],
+        {m: [data["levels"][lv][m]["p50"] for lv in levels] for m in modes},
+        ylabel="p50 response time, ms (log)",
+        colors=colors,
+        log=True,
+        fmt="{:.1f}",
+    )
+    # p99 as a tick above each bar: the tail, without a second set of bars.
+    n = len(modes)
+    for j, mode in enumerate(modes):
+        xs = [i + (j - (n - 1) / 2) * (0.8 / n) for i in range(len(levels))]
+        ax1.scatter(
+            xs,
+            [data["levels"][lv][mode]["p99"] for lv in levels],
+            marker="_",
+            s=120,
+            color="black",
+            zorder=3,
+            label="p99" if j == 0 else None,
+        )
+    ax1.legend(fontsize=7, ncol=2)
+    ax1.set_title("response time per mode (bar: p50, tick: p99)")
+    charts.grouped_bars(
+        ax2,
+        [f"c={lv}" for lv in levels],
+        {
+            "BackgroundTasks / bare": [data["ratios"][lv]["bg/bare p50"] for lv in levels],
+            "BackgroundTasks, no ledger / bare": [
+                data["ratios"][lv]["bg-noledger/bare p50"] for lv in levels
+            ],
+            "Celery / bare": [data["ratios"][lv]["celery/bare p50"] for lv in levels],
+        },
+        ylabel="p50 ratio to the same app's bare endpoint",
+        colors={
+            "BackgroundTasks / bare": charts.COLORS["bg"],
+            "BackgroundTasks, no ledger / bare": "#aec7e8",
+            "Celery / bare": charts.COLORS["celery"],
+        },
+        fmt="{:.2f}×",
+    )
+    plotted = ("bg/bare p50", "bg-noledger/bare p50", "celery/bare p50")
+    top = max((r[k] for r in data["ratios"].values() for k in plotted if r[k] == r[k]), default=2)
+    ax2.set_ylim(0, max(top, TARGETS["celery"]) * 1.35)  # room for the legend
+    charts.target_line(ax2, TARGETS["bg"], "bg target 1.10×")
+    charts.target_line(ax2, TARGETS["celery"], "celery target 1.5×")
+    ax2.set_title("the price of scheduling the task (p50 ratio)")
+    charts.save(
+        fig,
+        out / f"{NAME}.png",
+        extra=f"delay {data['config']['delay']:g}s, target {data['target']}",
+        info=data.get("machine"),
+    )

@@ -1,0 +1,265 @@
+"""Throughput: N short tasks (``POST /items/``, one ``write_log`` each), from the
+first request sent to the last task finished, as the ledger records it.
+
+- ``bg``: BackgroundTasks, in the API process.
+- ``celery reliable``: the project's settings (``acks_late``, prefetch multiplier 1).
+- ``celery stock``: Celery's defaults for the two (ack on receipt, prefetch 4);
+  the ratio of the two is the price of not losing a task when a worker dies.
+
+Each runs on a fresh stack. The requests go through the API with a closed loop of
+``--concurrency`` clients, so the end-to-end span of Celery is bounded below by
+how fast the API publishes; a second Celery measurement, ``drain``, isolates the
+worker: N tasks are queued while the worker is stopped, then it is started and
+the span runs from the first task started to the last finished.
+
+``write_log`` scans the log file under a lock to stay idempotent: O(lines) per
+task, the same for both sides, and visible at this N (the file grows to N lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments import charts, report
+from experiments.load import (
+    add_common_arguments,
+    conditions,
+    is_local,
+    open_target,
+    ratio,
+    reports_dir,
+    say,
+    submit,
+    wait_finished,
+)
+from experiments.targets import LocalTarget, Target
+
+NAME = "throughput"
+PHASES: dict[str, tuple[str, dict[str, str]]] = {
+    "bg": ("bg", {}),
+    "celery reliable": ("celery", {}),
+    "celery stock": (
+        "celery",
+        {"CELERY_ACKS_LATE": "false", "CELERY_PREFETCH_MULTIPLIER": "4"},
+    ),
+}
+TARGET_RATIO = 0.8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--tasks", type=int, help="tasks per measurement (1000)")
+    parser.add_argument("--concurrency", type=int, help="concurrent HTTP clients (8)")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=2, help="Celery prefork processes (2)"
+    )
+
+
+async def _dispatch(base: str, n: int, concurrency: int, label: str) -> tuple[list[str], int]:
+    return await submit(
+        base,
+        lambda i: "/items/",
+        n=n,
+        concurrency=concurrency,
+        label=label,
+        json_for=lambda i: {"name": f"item {i}", "price": i},
+    )
+
+
+def _measure(target: Target, side: str, n: int, concurrency: int, label: str) -> dict[str, Any]:
+    t_first = time.time()
+    task_ids, errors = asyncio.run(_dispatch(target.url(side), n, concurrency, label))
+    t_sent = time.time()
+    done = wait_finished(target, task_ids, timeout=60 + n * 0.2, label=label, since=t_first - 1)
+    starts = [d[1] for d in done.values()]
+    ends = [d[2] for d in done.values()]
+    last = max(ends) if ends else float("nan")
+    return {
+        "tasks": n,
+        "finished": len(done),
+        "failed": sum(1 for d in done.values() if d[0] != "succeeded"),
+        "http_errors": errors,
+        "dispatch_s": t_sent - t_first,
+        "span_s": last - t_first,
+        "worker_span_s": (last - min(starts)) if starts else float("nan"),
+        "tasks_per_s": len(done) / (last - t_first) if ends else float("nan"),
+    }
+
+
+def _drain(stack: LocalTarget, n: int, concurrency: int, label: str) -> dict[str, Any]:
+    """Queue N tasks with the worker stopped; start it; first start to last finish."""
+    stack.terminate("worker", timeout=30)
+    stack.log_file.write_text("")
+    task_ids, errors = asyncio.run(_dispatch(stack.celery_url, n, concurrency, label + " queue"))
+    stack.start("worker", timeout=60)
+    done = wait_finished(stack, task_ids, timeout=60 + n * 0.2, label=label + " drain")
+    starts = [d[1] for d in done.values()]
+    ends = [d[2] for d in done.values()]
+    span = (max(ends) - min(starts)) if ends else float("nan")
+    return {
+        "tasks": n,
+        "finished": len(done),
+        "http_errors": errors,
+        "span_s": span,
+        "tasks_per_s": len(done) / span if ends else float("nan"),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    n = args.tasks or (60 if args.quick else 1000)
+    concurrency = args.concurrency or (4 if args.quick else 8)
+    out = reports_dir(args)
+    results: dict[str, dict[str, Any]] = {}
+    drains: dict[str, dict[str, Any]] = {}
+    target_name = args.target
+    for phase, (side, env) in PHASES.items():
+        if args.target == "compose" and phase == "celery stock":
+            say(
+                "throughput: skipping 'celery stock' on compose (it needs a worker restarted "
+                "with other settings)"
+            )
+            continue
+        say(f"throughput: {phase}, {n} tasks, {concurrency} clients")
+        services = ("redis", "bg-api") if side == "bg" else ("redis", "celery-api", "worker")
+        with open_target(
+            args, services, env=env, worker_concurrency=args.worker_concurrency
+        ) as target:
+            results[phase] = _measure(target, side, n, concurrency, phase)
+            if side == "celery" and is_local(target):
+                assert isinstance(target, LocalTarget)
+                drains[phase] = _drain(target, n, concurrency, phase)
+            target_name = target.name
+    data = _analyse(results, drains, n, concurrency, args.worker_concurrency)
+    data["target"] = target_name
+    data["conditions"] = conditions()
+    _write(data, out)
+    complete = all(r["finished"] == r["tasks"] for r in [*results.values(), *drains.values()])
+    return 0 if complete else 1
+
+
+def _analyse(
+    results: dict[str, dict[str, Any]],
+    drains: dict[str, dict[str, Any]],
+    n: int,
+    concurrency: int,
+    worker_concurrency: int,
+) -> dict[str, Any]:
+    ratios: dict[str, float] = {}
+    targets = []
+    if "celery reliable" in results and "celery stock" in results:
+        # Throughput ratio: stock's span over reliable's (≥ 0.8 means ≤ 25 % slower).
+        r = ratio(results["celery stock"]["span_s"], results["celery reliable"]["span_s"])
+        ratios["reliable/stock throughput"] = r
+        targets.append(
+            {
+                "target": f"celery reliable ≥ {TARGET_RATIO}× stock throughput",
+                "measured": r,
+                "met": r >= TARGET_RATIO,
+            }
+        )
+    if "celery reliable" in drains and "celery stock" in drains:
+        ratios["reliable/stock throughput, worker drain"] = ratio(
+            drains["celery stock"]["span_s"], drains["celery reliable"]["span_s"]
+        )
+    if "bg" in results and "celery reliable" in results:
+        ratios["celery reliable/bg throughput"] = ratio(
+            results["bg"]["span_s"], results["celery reliable"]["span_s"]
+        )
+    return {
+        "config": {
+            "tasks": n,
+            "http_concurrency": concurrency,
+            "worker_concurrency": worker_concurrency,
+            "worker_pool": "prefork",
+        },
+        "results": results,
+        "drain": drains,
+        "ratios": ratios,
+        "targets": targets,
+    }
+
+
+def _write(data: dict[str, Any], out: Path) -> None:
+    rows = [
+        [phase, r["finished"], r["dispatch_s"], r["span_s"], r["tasks_per_s"], r["worker_span_s"]]
+        for phase, r in data["results"].items()
+    ]
+    table = report.markdown_table(
+        [
+            "side",
+            "tasks done",
+            "dispatch s",
+            "first request → last done, s",
+            "tasks/s",
+            "first start → last done, s",
+        ],
+        rows,
+    )
+    if data["drain"]:
+        table += "\n\nWorker alone (queued first, then the worker started):\n\n"
+        table += report.markdown_table(
+            ["side", "tasks done", "first start → last done, s", "tasks/s"],
+            [[p, r["finished"], r["span_s"], r["tasks_per_s"]] for p, r in data["drain"].items()],
+        )
+    table += "\n\n" + report.markdown_table(
+        ["ratio", "value"], [[k, v] for k, v in data["ratios"].items()]
+    )
+    if data["targets"]:
+        table += "\n\n" + report.markdown_table(
+            ["target", "measured", "met"],
+            [[t["target"], t["measured"], "yes" if t["met"] else "no"] for t in data["targets"]],
+        )
+    cfg = data["config"]
+    notes = (
+        f"![throughput]({NAME}.png)\n\n"
+        f"{cfg['tasks']} tasks per measurement, {cfg['http_concurrency']} HTTP clients "
+        f"(closed loop), Celery worker: {cfg['worker_pool']} pool, concurrency "
+        f"{cfg['worker_concurrency']}; 'stock' = CELERY_ACKS_LATE=false, "
+        "CELERY_PREFETCH_MULTIPLIER=4 (Celery's defaults), everything else as the "
+        "project sets it (events on). Client, API, Redis and worker share "
+        f"{data['conditions']['cpus']} CPUs; load average at the start: "
+        f"{data['conditions']['loadavg_1m']}."
+    )
+    report.write(NAME, data, table, directory=out, notes=notes)
+    _chart(data, out)
+
+
+def _chart(data: dict[str, Any], out: Path) -> None:
+    fig, (ax1, ax2) = charts.figure(1, 2, size=(11, 4.5))
+    phases = list(data["results"])
+    colors = {
+        "bg": charts.COLORS["bg"],
+        "celery reliable": charts.COLORS["reliable"],
+        "celery stock": charts.COLORS["stock"],
+    }
+    charts.grouped_bars(
+        ax1,
+        phases,
+        {"tasks/s": [data["results"][p]["tasks_per_s"] for p in phases]},
+        ylabel="tasks per second (first request → last done)",
+        fmt="{:.0f}",
+    )
+    for bar, p in zip(ax1.patches, phases, strict=False):
+        bar.set_color(colors.get(p, "#777777"))
+    ax1.set_title(f"{data['config']['tasks']} tasks through the API")
+    drains = list(data["drain"])
+    if drains:
+        charts.grouped_bars(
+            ax2,
+            drains,
+            {"tasks/s": [data["drain"][p]["tasks_per_s"] for p in drains]},
+            ylabel="tasks per second (worker alone)",
+            fmt="{:.0f}",
+        )
+        for bar, p in zip(ax2.patches, drains, strict=False):
+            bar.set_color(colors.get(p, "#777777"))
+        ax2.set_title(f"worker draining a queue (prefork ×{data['config']['worker_concurrency']})")
+    else:
+        ax2.set_axis_off()
+    charts.save(
+        fig, out / f"{NAME}.png", extra=f"target {data['target']}", info=data.get("machine")
+    )
