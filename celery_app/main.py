@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from celery import Celery
 from fastapi import FastAPI, Request
 from kombu.exceptions import OperationalError
@@ -18,14 +19,15 @@ from redis.exceptions import RedisError
 
 from celery_app.worker import TASK_NAMES, create_celery
 from shared.api import (
-    LedgerDep,
+    Job,
     SchedulerUnavailable,
     build_common_router,
     build_router,
     install_error_handlers,
+    new_tasks,
 )
-from shared.ledger import Ledger, connect
-from shared.models import Implementation, TaskKind
+from shared.ledger import AsyncLedger, Ledger, connect, connect_async
+from shared.models import Implementation
 from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -40,28 +42,34 @@ DELIVERY_NOTE = (
 class CeleryScheduler:
     implementation = Implementation.celery
 
-    def __init__(self, celery: Celery, ledger: Ledger) -> None:
+    def __init__(self, celery: Celery, ledger: AsyncLedger) -> None:
         self.celery = celery
         self.ledger = ledger
 
-    def schedule(self, kind: TaskKind, payload: dict[str, str]) -> str:
-        task_id = str(uuid.uuid4())
+    def _publish(self, ids: Sequence[str], jobs: Sequence[Job]) -> None:
+        for task_id, job in zip(ids, jobs, strict=True):
+            self.celery.send_task(TASK_NAMES[job.kind], kwargs=job.payload, task_id=task_id)
+
+    async def schedule(self, jobs: Sequence[Job]) -> list[str]:
+        ids = [str(uuid.uuid4()) for _ in jobs]
         # queued before the publish, so a fast worker's "running" cannot be overwritten.
-        self.ledger.queued(task_id, kind.value)
+        await self.ledger.queued(new_tasks(ids, jobs))
         try:
-            self.celery.send_task(TASK_NAMES[kind], kwargs=payload, task_id=task_id)
+            # kombu's publish is blocking I/O: one trip to a worker thread for the
+            # request's messages, so a slow broker never stalls the event loop.
+            await anyio.to_thread.run_sync(self._publish, ids, jobs)
         except (OperationalError, RedisError, OSError) as exc:
-            logger.error("publishing %s failed: %s", task_id, exc)
+            logger.error("publishing %s failed: %s", ids, exc)
             try:
-                self.ledger.forget(task_id)
-            except Exception:  # the ledger lives in the same Redis: best effort
-                logger.debug("could not forget %s", task_id, exc_info=True)
+                await self.ledger.forget(ids)
+            except Exception:  # the ledger may live on the same dead Redis: best effort
+                logger.debug("could not forget %s", ids, exc_info=True)
             raise SchedulerUnavailable(f"broker unavailable, nothing was queued: {exc}") from exc
-        return task_id
+        return ids
 
 
-async def get_scheduler(request: Request, ledger: LedgerDep) -> CeleryScheduler:
-    return CeleryScheduler(request.app.state.celery, ledger)
+async def get_scheduler(request: Request) -> CeleryScheduler:
+    return CeleryScheduler(request.app.state.celery, request.app.state.async_ledger)
 
 
 def create_app() -> FastAPI:
@@ -69,10 +77,13 @@ def create_app() -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = app.dependency_overrides.get(get_settings, get_settings)()
         client = connect(settings.redis_url, settings.redis_socket_timeout)
+        async_client = connect_async(settings.redis_url, settings.redis_socket_timeout)
         app.state.ledger = Ledger(client, Implementation.celery)
+        app.state.async_ledger = AsyncLedger(async_client, Implementation.celery)
         app.state.celery = create_celery(settings)
         yield
         app.state.celery.close()
+        await async_client.aclose()
         client.close()
 
     app = FastAPI(title="Celery implementation", description=DELIVERY_NOTE, lifespan=lifespan)

@@ -8,10 +8,11 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from celery_app.worker import TASK_NAMES
-from shared.ledger import Ledger, connect
-from shared.models import Implementation, TaskKind
+from shared.ledger import Heartbeat, Ledger, connect
+from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import Settings, get_settings
 from shared.work import TransientNotificationError, perform
 
@@ -22,6 +23,27 @@ logger = logging.getLogger(__name__)
 def worker_ledger() -> Ledger:
     settings = get_settings()
     return Ledger(connect(settings.redis_url, settings.redis_socket_timeout), Implementation.celery)
+
+
+_heartbeat: Heartbeat | None = None
+
+
+@worker_process_init.connect
+def _start_heartbeat(**_: Any) -> None:
+    """Each pool process runs tasks: its heartbeat tells the ledger it is alive."""
+    global _heartbeat
+    settings = get_settings()
+    ledger = worker_ledger()
+    assert ledger.client is not None
+    _heartbeat = Heartbeat(
+        ledger.client, Implementation.celery, "worker", interval=settings.runner_heartbeat_seconds
+    ).start()
+
+
+@worker_process_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 def backoff(retries: int, settings: Settings) -> float:
@@ -44,16 +66,23 @@ def execute(task: Task, kind: str, job: str, payload: dict[str, str]) -> None:
             logger.warning(
                 "task %s attempt %d failed, retrying in %.2fs: %s", task_id, attempt, countdown, exc
             )
-            ledger.retrying(task_id, str(exc), countdown)
+            ledger.finished(
+                task_id, attempt, TaskState.retrying, error=str(exc), countdown=countdown
+            )
             raise task.retry(
                 exc=exc, countdown=countdown, max_retries=settings.notification_max_retries
             ) from exc
-        ledger.failed(task_id, f"{type(exc).__name__}: {exc} (retries exhausted)")
+        ledger.finished(
+            task_id,
+            attempt,
+            TaskState.failed,
+            error=f"{type(exc).__name__}: {exc} (retries exhausted)",
+        )
         raise
     except Exception as exc:
-        ledger.failed(task_id, f"{type(exc).__name__}: {exc}")
+        ledger.finished(task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}")
         raise
-    ledger.succeeded(task_id)
+    ledger.finished(task_id, attempt, TaskState.succeeded)
 
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.notification])

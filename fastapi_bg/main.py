@@ -24,9 +24,10 @@ from shared.api import (
     build_common_router,
     build_router,
     install_error_handlers,
+    new_tasks,
     notification_jobs,
 )
-from shared.ledger import Ledger, connect
+from shared.ledger import AsyncLedger, Heartbeat, Ledger, connect, connect_async
 from shared.models import Implementation, NotificationAccepted
 from shared.settings import Settings, get_settings
 
@@ -47,7 +48,9 @@ async def get_scheduler(
 ) -> BackgroundScheduler:
     # The settings the lifespan resolved (overrides included), not a per-request
     # get_settings call: that would be a sync dependency, i.e. a thread-pool trip.
-    return BackgroundScheduler(tasks, ledger, request.app.state.settings)
+    return BackgroundScheduler(
+        tasks, ledger, request.app.state.async_ledger, request.app.state.settings
+    )
 
 
 def create_app() -> FastAPI:
@@ -60,7 +63,21 @@ def create_app() -> FastAPI:
             if settings.redis_url
             else None
         )
+        async_client = (
+            connect_async(settings.redis_url, settings.redis_socket_timeout)
+            if settings.redis_url
+            else None
+        )
         app.state.ledger = Ledger(client, Implementation.bg, best_effort=True)
+        app.state.async_ledger = AsyncLedger(async_client, Implementation.bg, best_effort=True)
+        # This process runs the tasks: its heartbeat tells the ledger it is alive.
+        heartbeat = (
+            Heartbeat(
+                client, Implementation.bg, "bg-api", interval=settings.runner_heartbeat_seconds
+            ).start()
+            if client is not None
+            else None
+        )
         if settings.threadpool_tokens is not None:
             # The limiter is per event loop: set it here, on the loop that serves.
             limiter = anyio.to_thread.current_default_thread_limiter()
@@ -70,6 +87,10 @@ def create_app() -> FastAPI:
         if not app.state.ledger.ping():
             logger.warning("ledger unavailable at %s: serving without it", settings.redis_url)
         yield
+        if heartbeat is not None:
+            heartbeat.stop()
+        if async_client is not None:
+            await async_client.aclose()
         if client is not None:
             client.close()
 
@@ -92,15 +113,14 @@ def create_app() -> FastAPI:
     def send_notification_inline(
         email: EmailPath, ledger: LedgerDep, settings: SettingsDep
     ) -> NotificationAccepted:
-        task_ids = []
-        for kind, payload in notification_jobs(email):
-            task_id = str(uuid.uuid4())
-            ledger.queued(task_id, kind.value, {"mode": "inline"})
+        jobs = notification_jobs(email)
+        task_ids = [str(uuid.uuid4()) for _ in jobs]
+        ledger.queued(new_tasks(task_ids, jobs))
+        for task_id, (kind, payload) in zip(task_ids, jobs, strict=True):
             try:
                 run_job(ledger, settings, kind.value, payload, task_id)
             except Exception as exc:
                 raise HTTPException(status_code=502, detail=f"{kind.value} failed: {exc}") from exc
-            task_ids.append(task_id)
         return NotificationAccepted(email=email, message="notification sent", task_ids=task_ids)
 
     return app

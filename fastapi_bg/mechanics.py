@@ -21,8 +21,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 
-from shared.api import LedgerDep
-from shared.ledger import Ledger, runner_id
+from shared.api import AsyncLedgerDep
+from shared.ledger import Ledger, NewTask, runner_id
+from shared.models import TaskState
 
 router = APIRouter(prefix="/mechanics", tags=["mechanics (seed 004)"])
 
@@ -39,38 +40,38 @@ def _where(loop_thread: int) -> dict[str, str]:
 
 def sync_task(ledger: Ledger, task_id: str, seconds: float, loop_thread: int) -> None:
     """A plain def: Starlette runs it in AnyIO's thread pool; the loop stays free."""
-    ledger.running(task_id, "mechanics")
+    attempt = ledger.running(task_id, "mechanics")
     where = _where(loop_thread)
     time.sleep(seconds)
-    ledger.succeeded(task_id, where)
+    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 async def async_task(ledger: Ledger, task_id: str, seconds: float, loop_thread: int) -> None:
     """async def with await asyncio.sleep: runs on the event loop and yields to it."""
     # The ledger calls are quick sync Redis round trips on loopback; they are not
     # what this endpoint is about.
-    ledger.running(task_id, "mechanics")
+    attempt = ledger.running(task_id, "mechanics")
     where = _where(loop_thread)
     await asyncio.sleep(seconds)
-    ledger.succeeded(task_id, where)
+    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 async def blocking_async_task(
     ledger: Ledger, task_id: str, seconds: float, loop_thread: int
 ) -> None:
     """The anti-pattern: time.sleep inside async def blocks the loop; every request waits."""
-    ledger.running(task_id, "mechanics")
+    attempt = ledger.running(task_id, "mechanics")
     where = _where(loop_thread)
     time.sleep(seconds)  # blocks the event loop: the whole server stalls
-    ledger.succeeded(task_id, where)
+    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 async def to_thread_task(ledger: Ledger, task_id: str, seconds: float, loop_thread: int) -> None:
     """The fix: the same blocking call moved off the loop with asyncio.to_thread."""
-    ledger.running(task_id, "mechanics")
+    attempt = ledger.running(task_id, "mechanics")
     where = _where(loop_thread)
     await asyncio.to_thread(time.sleep, seconds)  # the fix: the loop stays free
-    ledger.succeeded(task_id, where)
+    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 VARIANTS = {
@@ -83,10 +84,11 @@ VARIANTS = {
 
 def _endpoint(variant: str) -> Callable[..., Awaitable[dict[str, object]]]:
     async def schedule(
-        request: Request, tasks: BackgroundTasks, ledger: LedgerDep, seconds: Seconds = 1.0
+        request: Request, tasks: BackgroundTasks, queue: AsyncLedgerDep, seconds: Seconds = 1.0
     ) -> dict[str, object]:
         task_id = str(uuid.uuid4())
-        ledger.queued(task_id, "mechanics", {"variant": variant}, owner=runner_id())
+        await queue.queued([NewTask(task_id, "mechanics", {"variant": variant})], owner=runner_id())
+        ledger: Ledger = request.app.state.ledger
         tasks.add_task(VARIANTS[variant], ledger, task_id, seconds, request.app.state.loop_thread)
         return {"variant": variant, "seconds": seconds, "task_ids": [task_id]}
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 
 from fastapi import BackgroundTasks
 
-from shared.ledger import Ledger, runner_id
-from shared.models import Implementation, TaskKind
+from shared.api import Job, new_tasks
+from shared.ledger import AsyncLedger, Ledger, runner_id
+from shared.models import Implementation, TaskState
 from shared.settings import Settings
 from shared.work import perform
 
@@ -29,26 +31,32 @@ def run_job(
     try:
         perform(kind, payload, task_id=task_id, attempt=attempt, settings=settings)
     except Exception as exc:
-        # Never let it vanish: the client got its 200 long ago, so the log and the
-        # ledger are the only places this failure can be seen.
+        # Never let it vanish: the client got its answer long ago, so the log and
+        # the ledger are the only places this failure can be seen.
         logger.exception("background task %s (%s) failed", task_id, kind)
-        ledger.failed(task_id, f"{type(exc).__name__}: {exc}")
+        ledger.finished(task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}")
         raise  # keep Starlette's semantics: the remaining tasks are skipped
-    ledger.succeeded(task_id)
+    ledger.finished(task_id, attempt, TaskState.succeeded)
 
 
 class BackgroundScheduler:
     implementation = Implementation.bg
 
-    def __init__(self, tasks: BackgroundTasks, ledger: Ledger, settings: Settings) -> None:
+    def __init__(
+        self, tasks: BackgroundTasks, ledger: Ledger, queue_ledger: AsyncLedger, settings: Settings
+    ) -> None:
         self.tasks = tasks
         self.ledger = ledger
+        self.queue_ledger = queue_ledger
         self.settings = settings
 
-    def schedule(self, kind: TaskKind, payload: dict[str, str]) -> str:
-        task_id = str(uuid.uuid4())
-        # The task lives in this process's memory until it runs: if the process
-        # dies first, the ledger shows who lost it.
-        self.ledger.queued(task_id, kind.value, owner=runner_id())
-        self.tasks.add_task(run_job, self.ledger, self.settings, kind.value, payload, task_id)
-        return task_id
+    async def schedule(self, jobs: Sequence[Job]) -> list[str]:
+        ids = [str(uuid.uuid4()) for _ in jobs]
+        # The tasks live in this process's memory until they run: if the process
+        # dies first, the ledger shows who lost them.
+        await self.queue_ledger.queued(new_tasks(ids, jobs), owner=runner_id())
+        for task_id, job in zip(ids, jobs, strict=True):
+            self.tasks.add_task(
+                run_job, self.ledger, self.settings, job.kind.value, job.payload, task_id
+            )
+        return ids

@@ -3,20 +3,21 @@ how a job is handed over (BackgroundTasks in-process, or a Celery publish)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, NamedTuple, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import EmailStr
 
-from shared.ledger import Ledger, LedgerUnavailable, runner_id
+from shared.ledger import AsyncLedger, Ledger, LedgerUnavailable, NewTask, runner_id
 from shared.models import (
     Health,
     Implementation,
     Item,
     ItemAccepted,
     NotificationAccepted,
+    RunnerRecord,
     TaskKind,
     TaskRecord,
 )
@@ -26,12 +27,27 @@ class SchedulerUnavailable(RuntimeError):
     """The job could not be handed over (the broker is down)."""
 
 
+class Job(NamedTuple):
+    kind: TaskKind
+    payload: dict[str, str]
+
+
 class Scheduler(Protocol):
     implementation: Implementation
 
-    def schedule(self, kind: TaskKind, payload: dict[str, str]) -> str:
-        """Hand one job over; return its task id. Jobs run in the order scheduled."""
+    async def schedule(self, jobs: Sequence[Job]) -> list[str]:
+        """Hand a request's jobs over, in order; return their task ids.
+
+        The ledger records them all in one round trip before this returns."""
         ...
+
+
+def new_tasks(ids: Sequence[str], jobs: Sequence[Job]) -> list[NewTask]:
+    """The ledger's first record of each job; each names the job scheduled before it."""
+    return [
+        NewTask(task_id, job.kind.value, after=ids[i - 1] if i else None)
+        for i, (task_id, job) in enumerate(zip(ids, jobs, strict=True))
+    ]
 
 
 async def get_ledger(request: Request) -> Ledger:
@@ -41,20 +57,26 @@ async def get_ledger(request: Request) -> Ledger:
     return ledger
 
 
+async def get_async_ledger(request: Request) -> AsyncLedger:
+    ledger: AsyncLedger = request.app.state.async_ledger
+    return ledger
+
+
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+AsyncLedgerDep = Annotated[AsyncLedger, Depends(get_async_ledger)]
 EmailPath = Annotated[EmailStr, Path(examples=["user@example.com"])]
 
 
-def notification_jobs(email: str) -> list[tuple[TaskKind, dict[str, str]]]:
+def notification_jobs(email: str) -> list[Job]:
     """The notification endpoint's two jobs, in order: the slow send, then a log line."""
     return [
-        (TaskKind.notification, {"email": email}),
-        (TaskKind.log, {"message": f"notification scheduled for {email}"}),
+        Job(TaskKind.notification, {"email": email}),
+        Job(TaskKind.log, {"message": f"notification scheduled for {email}"}),
     ]
 
 
-def item_jobs(item: Item) -> list[tuple[TaskKind, dict[str, str]]]:
-    return [(TaskKind.log, {"message": f"item created: {item.name} ({item.price:,.2f})"})]
+def item_jobs(item: Item) -> list[Job]:
+    return [Job(TaskKind.log, {"message": f"item created: {item.name} ({item.price:,.2f})"})]
 
 
 def build_router(
@@ -68,8 +90,8 @@ def build_router(
     scheduler_dep = Depends(get_scheduler)
 
     @router.post("/items/", response_model=ItemAccepted, description=delivery_note)
-    def create_item(item: Item, scheduler: Scheduler = scheduler_dep) -> ItemAccepted:
-        task_ids = [scheduler.schedule(kind, payload) for kind, payload in item_jobs(item)]
+    async def create_item(item: Item, scheduler: Scheduler = scheduler_dep) -> ItemAccepted:
+        task_ids = await scheduler.schedule(item_jobs(item))
         return ItemAccepted(item=item, message="item created", task_ids=task_ids)
 
     @router.post(
@@ -77,10 +99,10 @@ def build_router(
         response_model=NotificationAccepted,
         description=f"Schedules the slow notification, then a log line. {delivery_note}",
     )
-    def send_notification(
+    async def send_notification(
         email: EmailPath, scheduler: Scheduler = scheduler_dep
     ) -> NotificationAccepted:
-        task_ids = [scheduler.schedule(kind, payload) for kind, payload in notification_jobs(email)]
+        task_ids = await scheduler.schedule(notification_jobs(email))
         return NotificationAccepted(
             email=email, message="notification will be sent in the background", task_ids=task_ids
         )
@@ -90,7 +112,7 @@ def build_router(
         response_model=NotificationAccepted,
         description="The same validation and answer with no task at all: the latency baseline.",
     )
-    def send_notification_bare(email: EmailPath) -> NotificationAccepted:
+    async def send_notification_bare(email: EmailPath) -> NotificationAccepted:
         return NotificationAccepted(email=email, message="nothing scheduled", task_ids=[])
 
     return router
@@ -114,7 +136,12 @@ def build_common_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> list[TaskRecord]:
         """Every task of both sides (or one), oldest first: what the experiments count."""
-        return ledger.list(implementation, since=since, limit=limit)
+        return ledger.tasks(implementation, since=since, limit=limit)
+
+    @router.get("/runners", response_model=list[RunnerRecord], responses={503: {}})
+    def list_runners(ledger: LedgerDep) -> list[RunnerRecord]:
+        """The processes that run tasks, from their heartbeats: which are alive, since when."""
+        return ledger.runners()
 
     @router.get("/health", response_model=Health)
     async def health(request: Request) -> Health:

@@ -2,10 +2,20 @@
 
 One hash per task (``ledger:task:<id>``) and one sorted set per implementation
 (``ledger:index:<impl>``, scored by the time the task was first seen). The API
-writes ``queued`` before it answers; whatever runs the task writes ``running``
-(every run is an attempt, a redelivery after a crash included), ``retrying``,
-``succeeded`` or ``failed``. The experiments and the lab count lost, duplicated
-and retried tasks from here, the same way for both sides.
+writes ``queued`` before it answers, every task of the request in one round
+trip; whatever runs the task records each run (``attempt.<n>.*``: every run is
+an attempt, a redelivery after a crash included) and its outcome.
+
+A task delivered twice can have two runs going at once (the broker handed it
+out again while the first still ran). ``running`` counts the runs still going,
+and the task's ``state`` only becomes final when no run of it is left: the
+first run to succeed does not hide the second. A run counts as still going
+while its process is alive, which the ledger knows from the processes'
+heartbeats (``ledger:runner:<id>``, see ``Heartbeat``): a run whose process
+died (SIGKILL) never ends on its own.
+
+``shared.verdict`` reads all of this and decides, the same way for both
+sides, what became of each task.
 """
 
 from __future__ import annotations
@@ -14,33 +24,41 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
 
-from shared.models import Implementation, TaskRecord, TaskState
+from shared.models import Implementation, Run, RunnerRecord, TaskRecord, TaskState
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Fields = dict[str | bytes, bytes | float | int | str]
+# A hash's fields as redis-py takes them.
+Fields = dict[FieldT, EncodableT]
 
 TASK_KEY = "ledger:task:{}"
 INDEX_KEY = "ledger:index:{}"
+RUNNER_KEY = "ledger:runner:{}"
+RUNNERS_KEY = "ledger:runners"
+# A runner's heartbeat record outlives its process by this much (then Redis drops it).
+RUNNER_TTL = 3600
 
 # Tells processes apart even when a restarted container reuses the same PID.
 _NONCE = secrets.token_hex(3)
 
 
 def runner_id() -> str:
-    """This process, as "host:pid:nonce". Computed per call: prefork children have their own PID.
-
-    Recorded with each attempt, so that "running on a process that is gone" (lost)
-    can be told apart from "running".
-    """
+    """This process, as "host:pid:nonce". Computed per call: prefork children have their own PID."""
     return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
 
 
@@ -48,18 +66,136 @@ class LedgerUnavailable(RuntimeError):
     """Redis could not be reached (or is not configured)."""
 
 
+def _options(socket_timeout: float) -> dict[str, Any]:
+    return {
+        # Short timeouts on purpose: a dead Redis must turn into a quick 503, not a hang.
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "decode_responses": True,
+        "health_check_interval": 10,
+        # A pooled connection that a Redis restart closed fails once, then reconnects:
+        # one retry, at once, on a connection error only (a timeout is not retried).
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [redis.ConnectionError],
+    }
+
+
 def connect(url: str, socket_timeout: float = 1.0) -> redis.Redis:
-    # Short timeouts on purpose: a dead Redis must turn into a quick 503, not a hang.
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        decode_responses=True,
-        health_check_interval=10,
-    )
+    return redis.Redis.from_url(url, **_options(socket_timeout))
+
+
+def connect_async(url: str, socket_timeout: float = 1.0) -> redis.asyncio.Redis:
+    options = _options(socket_timeout)
+    options["retry"] = AsyncRetry(NoBackoff(), 1)
+    return redis.asyncio.Redis.from_url(url, **options)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task an API hands over, as the ledger first records it."""
+
+    task_id: str
+    kind: str
+    detail: Mapping[str, str] | None = None
+    # The task scheduled just before it by the same request.
+    after: str | None = None
+
+
+def _queued_fields(
+    implementation: Implementation, task: NewTask, now: float, owner: str | None
+) -> Fields:
+    fields: Fields = {
+        "task_id": task.task_id,
+        "implementation": implementation.value,
+        "kind": task.kind,
+        "state": TaskState.queued.value,
+        "attempts": 0,
+        "retries": 0,
+        "running": 0,
+        "queued_at": now,
+        "updated_at": now,
+    }
+    if owner is not None:
+        fields["runner"] = owner
+    if task.after is not None:
+        fields["after"] = task.after
+    fields.update({f"detail.{k}": v for k, v in (task.detail or {}).items()})
+    return fields
+
+
+# One round trip for the start of a run, atomic: the attempt number and the run's
+# record come from the same increment. A task the ledger does not know (Beat's,
+# never queued through an API; or one Redis forgot) is created by its first run.
+_START = """
+local key, index = KEYS[1], KEYS[2]
+local task_id, impl, kind, now, runner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('EXISTS', key) == 0 then
+  redis.call('HSET', key, 'task_id', task_id, 'implementation', impl, 'kind', kind,
+             'queued_at', now, 'attempts', 0, 'retries', 0, 'running', 0)
+  redis.call('ZADD', index, now, task_id)
+end
+local n = redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HINCRBY', key, 'running', 1)
+redis.call('HSETNX', key, 'first_started_at', now)
+local a = 'attempt.' .. n .. '.'
+redis.call('HSET', key, 'state', 'running', 'started_at', now, 'updated_at', now,
+           'runner', runner, a .. 'started_at', now, a .. 'runner', runner)
+return n
+"""
+
+# The end of run n. The runs still going are counted afresh: another run that has
+# not ended is still going only if its process has been seen alive (a heartbeat)
+# after run n started. A process that died before run n began (the crash that
+# caused a redelivery) cannot have been; one that still runs a duplicate has been,
+# if run n lasted longer than one heartbeat interval. The dead ones are closed as
+# "abandoned". The state becomes final (succeeded if any run succeeded) once no
+# run is left. If Redis forgot the task meanwhile, nothing is recreated.
+# The runner keys are read by name (not declared in KEYS): fine on one Redis, not
+# on a cluster.
+_FINISH = """
+local key, runner_prefix = KEYS[1], KEYS[2]
+local n, outcome, now, err, retry_in = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('EXISTS', key) == 0 then return -1 end
+local a = 'attempt.' .. n .. '.'
+redis.call('HSET', key, a .. 'ended_at', now, a .. 'outcome', outcome, 'updated_at', now)
+local my_start = tonumber(redis.call('HGET', key, a .. 'started_at') or now)
+local attempts = tonumber(redis.call('HGET', key, 'attempts') or 0)
+local left = 0
+for k = 1, attempts do
+  local b = 'attempt.' .. k .. '.'
+  if k ~= tonumber(n) and redis.call('HEXISTS', key, b .. 'started_at') == 1
+     and redis.call('HEXISTS', key, b .. 'ended_at') == 0 then
+    local runner = redis.call('HGET', key, b .. 'runner') or ''
+    local seen = tonumber(redis.call('HGET', runner_prefix .. runner, 'seen_at') or 0)
+    local stopped = redis.call('HEXISTS', runner_prefix .. runner, 'stopped_at')
+    if seen > my_start and stopped == 0 then
+      left = left + 1
+    else
+      redis.call('HSET', key, b .. 'ended_at', math.max(seen, 0), b .. 'outcome', 'abandoned')
+    end
+  end
+end
+redis.call('HSET', key, 'running', left)
+if err ~= '' then redis.call('HSET', key, 'error', err) end
+if outcome == 'retrying' then
+  redis.call('HINCRBY', key, 'retries', 1)
+  redis.call('HSET', key, 'detail.retry_in', retry_in)
+end
+if outcome == 'succeeded' then redis.call('HSET', key, 'outcome', 'succeeded') end
+for i = 6, #ARGV, 2 do redis.call('HSET', key, 'detail.' .. ARGV[i], ARGV[i + 1]) end
+if left == 0 then
+  local final = outcome
+  if redis.call('HGET', key, 'outcome') == 'succeeded' then final = 'succeeded' end
+  redis.call('HSET', key, 'state', final)
+  if final == 'succeeded' or final == 'failed' then redis.call('HSET', key, 'finished_at', now) end
+end
+return left
+"""
 
 
 class Ledger:
+    """The ledger through a synchronous client: the tasks, the worker, the readers."""
+
     def __init__(
         self,
         client: redis.Redis | None,
@@ -72,6 +208,8 @@ class Ledger:
         # The BackgroundTasks side keeps serving without Redis: it logs a failed
         # ledger write instead of failing the request or the task.
         self.best_effort = best_effort
+        self._start = client.register_script(_START) if client is not None else None
+        self._finish = client.register_script(_FINISH) if client is not None else None
 
     @property
     def enabled(self) -> bool:
@@ -95,120 +233,84 @@ class Ledger:
 
     # --- writes -----------------------------------------------------------------
 
-    def queued(
-        self,
-        task_id: str,
-        kind: str,
-        detail: Mapping[str, str] | None = None,
-        *,
-        owner: str | None = None,
-    ) -> None:
-        """``owner``: the process that holds the queued task in memory (BackgroundTasks)."""
+    def queued(self, tasks: Sequence[NewTask], *, owner: str | None = None) -> None:
+        """Record tasks handed over, in one round trip. ``owner``: the process that
+        holds them in memory until they run (BackgroundTasks)."""
         now = time.time()
-        fields: Fields = {
-            "task_id": task_id,
-            "implementation": self.implementation.value,
-            "kind": kind,
-            "state": TaskState.queued.value,
-            "attempts": 0,
-            "retries": 0,
-            "queued_at": now,
-            "updated_at": now,
-        }
-        if owner is not None:
-            fields["runner"] = owner
-        fields.update({f"detail.{k}": v for k, v in (detail or {}).items()})
 
         def op(r: redis.Redis) -> None:
-            pipe = r.pipeline()
-            pipe.hset(TASK_KEY.format(task_id), mapping=fields)
-            pipe.zadd(INDEX_KEY.format(self.implementation.value), {task_id: now})
+            pipe = r.pipeline(transaction=False)
+            for task in tasks:
+                pipe.hset(
+                    TASK_KEY.format(task.task_id),
+                    mapping=_queued_fields(self.implementation, task, now, owner),
+                )
+            pipe.zadd(INDEX_KEY.format(self.implementation.value), {t.task_id: now for t in tasks})
             pipe.execute()
 
         self._do("queued", op)
 
     def running(self, task_id: str, kind: str) -> int:
-        """Record the start of an attempt; return its number (1 for the first run)."""
-        now = time.time()
-        key = TASK_KEY.format(task_id)
+        """Record the start of a run; return its attempt number (1 for the first run)."""
+        keys = [TASK_KEY.format(task_id), INDEX_KEY.format(self.implementation.value)]
+        args = [task_id, self.implementation.value, kind, time.time(), runner_id()]
 
         def op(r: redis.Redis) -> int:
-            pipe = r.pipeline()
-            # Beat's tasks were never queued through an API: the first run creates them.
-            pipe.hsetnx(key, "task_id", task_id)
-            pipe.hsetnx(key, "implementation", self.implementation.value)
-            pipe.hsetnx(key, "kind", kind)
-            pipe.hsetnx(key, "queued_at", now)
-            pipe.hincrby(key, "attempts", 1)
-            pipe.hset(
-                key,
-                mapping={
-                    "state": TaskState.running.value,
-                    "started_at": now,
-                    "updated_at": now,
-                    "runner": runner_id(),
-                },
-            )
-            pipe.zadd(INDEX_KEY.format(self.implementation.value), {task_id: now}, nx=True)
-            return int(pipe.execute()[4])
+            assert self._start is not None
+            return int(self._start(keys=keys, args=args, client=r))
 
         return self._do("running", op) or 1
 
-    def retrying(self, task_id: str, error: str, countdown: float) -> None:
-        self._finish(task_id, TaskState.retrying, error=error, retries=1, countdown=countdown)
-
-    def succeeded(self, task_id: str, detail: Mapping[str, str] | None = None) -> None:
-        self._finish(task_id, TaskState.succeeded, detail=detail)
-
-    def failed(self, task_id: str, error: str) -> None:
-        self._finish(task_id, TaskState.failed, error=error)
-
-    def _finish(
+    def finished(
         self,
         task_id: str,
-        state: TaskState,
+        attempt: int,
+        outcome: TaskState,
         *,
         error: str | None = None,
-        retries: int = 0,
         countdown: float | None = None,
         detail: Mapping[str, str] | None = None,
     ) -> None:
-        now = time.time()
-        fields: Fields = {"state": state.value, "updated_at": now}
-        if state in (TaskState.succeeded, TaskState.failed):
-            fields["finished_at"] = now
-        if error is not None:
-            fields["error"] = error[:500]
-        if countdown is not None:
-            fields["detail.retry_in"] = f"{countdown:.3f}"
-        fields.update({f"detail.{k}": v for k, v in (detail or {}).items()})
-        key = TASK_KEY.format(task_id)
+        """Record the end of run ``attempt``: succeeded, failed, or retrying."""
+        args: list[str | float | int] = [
+            attempt,
+            outcome.value,
+            time.time(),
+            (error or "")[:500],
+            f"{countdown:.3f}" if countdown is not None else "",
+        ]
+        for k, v in (detail or {}).items():
+            args += [k, v]
+        keys = [TASK_KEY.format(task_id), RUNNER_KEY.format("")]
 
         def op(r: redis.Redis) -> None:
-            pipe = r.pipeline()
-            pipe.hset(key, mapping=fields)
-            if retries:
-                pipe.hincrby(key, "retries", retries)
+            assert self._finish is not None
+            self._finish(keys=keys, args=args, client=r)
+
+        self._do(outcome.value, op)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Remove tasks that were never handed over (their publish failed)."""
+        ids = list(task_ids)
+
+        def op(r: redis.Redis) -> None:
+            pipe = r.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.delete(TASK_KEY.format(task_id))
+            pipe.zrem(INDEX_KEY.format(self.implementation.value), *ids)
             pipe.execute()
 
-        self._do(state.value, op)
-
-    def forget(self, task_id: str) -> None:
-        """Remove a task that was never handed over (its publish failed)."""
-
-        def op(r: redis.Redis) -> None:
-            r.delete(TASK_KEY.format(task_id))
-            r.zrem(INDEX_KEY.format(self.implementation.value), task_id)
-
-        self._do("forget", op)
+        if ids:
+            self._do("forget", op)
 
     # --- reads ------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRecord | None:
         raw = self._do("get", lambda r: r.hgetall(TASK_KEY.format(task_id)), write=False)
-        return _record(raw) if raw else None
+        # decode_responses=True: every key and value is a str.
+        return parse_record(cast("dict[str, str]", raw)) if raw else None
 
-    def list(
+    def tasks(
         self,
         implementation: Implementation | None = None,
         *,
@@ -223,7 +325,7 @@ class Ledger:
         def op(r: redis.Redis) -> list[TaskRecord]:
             ids: list[tuple[str, float]] = []
             for impl in impls:
-                ids += r.zrangebyscore(
+                found = r.zrangebyscore(
                     INDEX_KEY.format(impl.value),
                     since if since is not None else "-inf",
                     "+inf",
@@ -231,13 +333,43 @@ class Ledger:
                     num=limit,
                     withscores=True,
                 )
+                ids += cast("list[tuple[str, float]]", found)
             ids.sort(key=lambda pair: pair[1])
-            pipe = r.pipeline()
+            pipe = r.pipeline(transaction=False)
             for task_id, _ in ids[:limit]:
                 pipe.hgetall(TASK_KEY.format(task_id))
-            return [_record(raw) for raw in pipe.execute() if raw]
+            return [parse_record(raw) for raw in pipe.execute() if raw and "task_id" in raw]
 
         return self._do("list", op, write=False) or []
+
+    def records(self, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+        """These tasks' records (the ones the ledger holds), in one round trip."""
+
+        def op(r: redis.Redis) -> dict[str, TaskRecord]:
+            pipe = r.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hgetall(TASK_KEY.format(task_id))
+            raws = pipe.execute()
+            return {
+                t: parse_record(raw)
+                for t, raw in zip(task_ids, raws, strict=True)
+                if raw and "task_id" in raw
+            }
+
+        return self._do("records", op, write=False) or {}
+
+    def runners(self, *, seen_since: float | None = None) -> list[RunnerRecord]:
+        """The processes that ran tasks, from their heartbeats (the last hour by default)."""
+        floor = seen_since if seen_since is not None else time.time() - RUNNER_TTL
+
+        def op(r: redis.Redis) -> list[RunnerRecord]:
+            ids = r.zrangebyscore(RUNNERS_KEY, floor, "+inf")
+            pipe = r.pipeline(transaction=False)
+            for rid in ids:
+                pipe.hgetall(RUNNER_KEY.format(rid))
+            return [parse_runner(raw) for raw in pipe.execute() if raw and "runner" in raw]
+
+        return self._do("runners", op, write=False) or []
 
     def ping(self) -> bool:
         try:
@@ -246,7 +378,162 @@ class Ledger:
             return False
 
 
-def _record(raw: Mapping[str, str]) -> TaskRecord:
-    detail = {k.removeprefix("detail."): v for k, v in raw.items() if k.startswith("detail.")}
-    fields = {k: v for k, v in raw.items() if not k.startswith("detail.")}
-    return TaskRecord.model_validate({**fields, "detail": detail})
+class AsyncLedger:
+    """What an API does on the request path: one round trip, on the event loop.
+
+    No thread-pool trip (and so none of AnyIO's tokens) for the bookkeeping: the
+    instrument must not change what it measures."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | None,
+        implementation: Implementation,
+        *,
+        best_effort: bool = False,
+    ) -> None:
+        self.client = client
+        self.implementation = implementation
+        self.best_effort = best_effort
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    async def queued(self, tasks: Sequence[NewTask], *, owner: str | None = None) -> None:
+        if self.client is None:
+            if self.best_effort:
+                return
+            raise LedgerUnavailable("the ledger is off: REDIS_URL is not set")
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        for task in tasks:
+            pipe.hset(
+                TASK_KEY.format(task.task_id),
+                mapping=_queued_fields(self.implementation, task, now, owner),
+            )
+        pipe.zadd(INDEX_KEY.format(self.implementation.value), {t.task_id: now for t in tasks})
+        try:
+            await pipe.execute()
+        except redis.RedisError as exc:
+            if self.best_effort:
+                logger.warning("ledger queued skipped, Redis unavailable: %s", exc)
+                return
+            raise LedgerUnavailable(f"the ledger is unavailable (Redis: {exc})") from exc
+
+    async def forget(self, task_ids: Iterable[str]) -> None:
+        ids = list(task_ids)
+        if self.client is None or not ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.delete(TASK_KEY.format(task_id))
+        pipe.zrem(INDEX_KEY.format(self.implementation.value), *ids)
+        await pipe.execute()
+
+    async def ping(self) -> bool:
+        if self.client is None:
+            return False
+        try:
+            return bool(await self.client.ping())
+        except redis.RedisError:
+            return False
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def parse_record(raw: Mapping[str, str]) -> TaskRecord:
+    detail: dict[str, str] = {}
+    runs: dict[int, dict[str, Any]] = {}
+    fields: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k.startswith("detail."):
+            detail[k.removeprefix("detail.")] = v
+        elif k.startswith("attempt."):
+            _, n, name = k.split(".", 2)
+            runs.setdefault(int(n), {"attempt": int(n)})[name] = v
+        elif k != "outcome":  # the sticky "some run succeeded" flag: in the state already
+            fields[k] = v
+    return TaskRecord.model_validate(
+        {
+            **fields,
+            "detail": detail,
+            "runs": [Run.model_validate(runs[n]) for n in sorted(runs)],
+        }
+    )
+
+
+def parse_runner(raw: Mapping[str, str]) -> RunnerRecord:
+    return RunnerRecord.model_validate(raw)
+
+
+# --- heartbeats -----------------------------------------------------------------------
+
+
+class Heartbeat:
+    """A process that runs tasks says it is alive, every ``interval`` seconds.
+
+    A daemon thread: it keeps beating while the process's event loop or its task
+    is busy, and stops when the process dies. ``stop()`` records a clean exit.
+    Best effort: a beat that cannot reach Redis is skipped (and logged once).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        implementation: Implementation,
+        role: str,
+        *,
+        interval: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.implementation = implementation
+        self.role = role
+        self.interval = interval
+        self.runner = runner_id()
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"ledger-heartbeat-{role}", daemon=True
+        )
+        self._failing = False
+
+    def start(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def beat(self, *, stopped: bool = False) -> None:
+        now = time.time()
+        key = RUNNER_KEY.format(self.runner)
+        fields: Fields = {
+            "runner": self.runner,
+            "implementation": self.implementation.value,
+            "role": self.role,
+            "started_at": self.started_at,
+            "seen_at": now,
+        }
+        if stopped:
+            fields["stopped_at"] = now
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, RUNNER_TTL)
+            pipe.zadd(RUNNERS_KEY, {self.runner: now})
+            pipe.zremrangebyscore(RUNNERS_KEY, "-inf", now - RUNNER_TTL)
+            pipe.execute()
+            self._failing = False
+        except redis.RedisError as exc:
+            if not self._failing:
+                logger.warning("heartbeat of %s skipped, Redis unavailable: %s", self.runner, exc)
+            self._failing = True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval + 2)
+        self.beat(stopped=True)

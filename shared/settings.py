@@ -7,9 +7,10 @@ Every field is read from an environment variable of the same name in upper case;
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -49,6 +50,53 @@ class Settings(BaseSettings):
     # endpoints, sync dependencies and sync background tasks all share (None keeps
     # AnyIO's 40). experiments/threadpool.py measures what raising it changes.
     threadpool_tokens: int | None = Field(default=None, ge=1)
+
+    # How often each process that runs tasks writes its heartbeat to the ledger:
+    # a run whose process has stopped beating is a run that died with it.
+    runner_heartbeat_seconds: float = Field(default=1.0, gt=0)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated; nothing read from the environment."""
+        return explicit_settings(**{**self.model_dump(), **changes})
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables a child process reads them from.
+
+        The one way settings reach the processes the harness starts. ``None`` (a
+        default the library decides, like AnyIO's 40 tokens) is left out.
+        """
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                env[name.upper()] = "true" if value else "false"
+            elif isinstance(value, float):
+                env[name.upper()] = repr(value)
+            else:
+                env[name.upper()] = str(value)
+        return env
+
+
+class _Explicit(Settings):
+    """Settings from the given values and the defaults only: what a harness hands a
+    child process must not depend on the environment it was started from."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def explicit_settings(**values: Any) -> Settings:
+    """``values`` on top of the defaults, validated; the environment and .env are not read."""
+    return _Explicit(**values)
 
 
 @lru_cache

@@ -1,0 +1,457 @@
+"""What became of each task: one rule, one vocabulary, for both sides.
+
+Everything that counts tasks (the crash experiment, the soak, the lab, the compose
+smoke's probe) hands what it observed to ``judge`` and uses nothing else. Pure:
+no process, no clock, no Redis; what was seen goes in, verdicts come out.
+
+What goes in (``Observation``): the ledger's records, the processes that run
+tasks as their heartbeats show them (alive, since when, gone since when), the
+lines each task wrote to ``LOG_FILE``, and the broker's redelivery rules.
+
+What comes out, per task (``Verdict``):
+
+- **completed**: it succeeded (or the ledger forgot it but its effect is written);
+- **failed**: it ran and failed for good (BackgroundTasks: the first exception;
+  Celery: once the bounded retries are spent);
+- **in flight**: queued, running or retrying, and whatever holds it is alive;
+- **awaiting redelivery** (Celery): its worker died mid-run, the message is
+  unacknowledged, and the broker will hand it out again;
+- **lost**: nothing will ever run or finish it;
+- **skipped** (BackgroundTasks): queued behind a task of the same request that
+  failed: Starlette runs no more of that request's tasks;
+
+with how many times it was delivered and started (``executions``: runs that were
+not retries) and how many effect lines it wrote (``writes``).
+
+The rule for *lost*:
+
+- BackgroundTasks: a queued or running task lives only in the memory of the API
+  process that accepted it. Once that process is gone (no heartbeat for
+  ``stale_after`` seconds, or a clean exit recorded), the task is lost at once:
+  nothing else holds it and nothing redelivers it.
+- Celery: a run whose worker process is gone is *awaiting redelivery* until the
+  broker hands the message back (``Redelivery.due``): on Redis, kombu restores an
+  unacknowledged message once its delivery is older than the visibility timeout,
+  at the next scan of a live worker; on RabbitMQ, the moment the dead worker's
+  connection closes. From then on, as for a task still queued, it is **lost only
+  when a live worker process has been free, with the broker up, for ``slack``
+  seconds past that moment** and the task still has not started again. With
+  stock acknowledgement (``acks_late`` off) the message was acknowledged when
+  the run began: a dead run is lost at once.
+
+Of the two rules this replaces, the lab's was kept (lost once a worker has been
+idle past the horizon), because it asks the right question: could a worker have
+taken the task, and did it not? The crash experiment's counted the visibility
+timeout from the restart and waited for the ledger to go quiet, which makes the
+answer depend on when the observer looked. Both had a flaw fixed here: the
+visibility timeout counts from the message's delivery (the run's start), as
+kombu's restore does, not from the death or the restart. Waiting for the ledger
+to go quiet stays where it belongs, in whoever decides when to stop watching.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from shared.models import Implementation, RunnerRecord, TaskRecord, TaskState
+from shared.settings import Settings
+
+
+class Verdict(StrEnum):
+    completed = "completed"
+    failed = "failed"
+    in_flight = "in flight"
+    awaiting_redelivery = "awaiting redelivery"
+    lost = "lost"
+    skipped = "skipped"
+
+
+# Nothing will change these any more (barring a task the ledger forgot coming back).
+FINAL = frozenset({Verdict.completed, Verdict.failed, Verdict.lost, Verdict.skipped})
+
+Transport = Literal["redis", "amqp"]
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """When the broker gives an unacknowledged message back (the Celery side)."""
+
+    transport: Transport = "redis"
+    visibility_timeout: float = 60.0
+    restore_interval: float = 5.0
+    acks_late: bool = True
+
+    @classmethod
+    def of(cls, settings: Settings) -> Redelivery:
+        """The rules a stack running with ``settings`` has."""
+        return cls(
+            transport="redis",
+            visibility_timeout=settings.celery_visibility_timeout,
+            restore_interval=settings.celery_restore_interval,
+            acks_late=settings.celery_acks_late,
+        )
+
+    def due(self, started_at: float, died_at: float) -> float:
+        """When a run started at ``started_at`` that died at ``died_at`` is back in the queue."""
+        if self.transport == "redis":
+            # kombu restores a message whose delivery is older than the visibility
+            # timeout, at a scan that a live worker runs every restore interval.
+            return max(started_at + self.visibility_timeout, died_at) + self.restore_interval
+        # AMQP: the broker requeues a consumer's unacked messages when its connection closes.
+        return died_at
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: float
+    records: Sequence[TaskRecord]
+    runners: Sequence[RunnerRecord] = ()
+    # The tasks the observer handed over and their side: one the ledger does not
+    # hold at all was forgotten (Redis restarted without persistence).
+    expected: Mapping[str, Implementation] | None = None
+    # Lines per task id in LOG_FILE, the work's only effect (None: not looked at).
+    effects: Mapping[str, int] | None = None
+    # Per task id, runs that found their effect already written and skipped it.
+    skipped_writes: Mapping[str, int] | None = None
+    redelivery: Redelivery = field(default_factory=Redelivery)
+    # Since when the Celery broker has been up (-inf: all along; None: down now).
+    broker_up_since: float | None = -math.inf
+    # A process not seen for this long is gone (three missed heartbeats).
+    stale_after: float = 3.0
+    # How long a free worker may take to pick up a task that is due.
+    slack: float = 3.0
+
+
+@dataclass(frozen=True)
+class TaskVerdict:
+    task_id: str
+    implementation: Implementation
+    kind: str
+    verdict: Verdict
+    why: str
+    # Deliveries that started a run (retries not counted): 2 means it ran twice.
+    executions: int
+    retries: int
+    # Effect lines it wrote; None when the effects were not looked at.
+    writes: int | None
+    skipped_writes: int = 0
+    record: TaskRecord | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SideSummary:
+    implementation: Implementation
+    accepted: int = 0
+    completed: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    awaiting_redelivery: int = 0
+    lost: int = 0
+    skipped: int = 0
+    # Tasks delivered and started more than once (a redelivery, or a visibility
+    # timeout shorter than the task), and tasks retried after a transient error.
+    executed_more_than_once: int = 0
+    retried: int = 0
+    # Tasks with more than one effect line, and the lines beyond the first (None:
+    # effects not looked at). Idempotency keeps both at 0 however often a task ran.
+    duplicate_effects: int | None = None
+    extra_writes: int | None = None
+    # Runs that found their effect already written (the idempotency check at work).
+    skipped_writes: int = 0
+    # Handed over, then gone from the ledger itself.
+    missing_from_ledger: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left that may still change."""
+        return self.in_flight == 0 and self.awaiting_redelivery == 0
+
+    @property
+    def balanced(self) -> bool:
+        """Every accepted task has exactly one verdict."""
+        return self.accepted == (
+            self.completed
+            + self.failed
+            + self.in_flight
+            + self.awaiting_redelivery
+            + self.lost
+            + self.skipped
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "settled": self.settled, "balanced": self.balanced}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    tasks: dict[str, TaskVerdict]
+    sides: dict[Implementation, SideSummary]
+
+    def ids(self, *verdicts: Verdict, side: Implementation | None = None) -> list[str]:
+        return [
+            t.task_id
+            for t in self.tasks.values()
+            if t.verdict in verdicts and (side is None or t.implementation == side)
+        ]
+
+    def side(self, side: Implementation | str) -> SideSummary:
+        impl = Implementation(side)
+        return self.sides.get(impl, SideSummary(impl))
+
+    @property
+    def settled(self) -> bool:
+        return all(s.settled for s in self.sides.values())
+
+
+# --- the rule ---------------------------------------------------------------------------
+
+
+class _Processes:
+    """Which runners are alive, and since when each worker process has been free."""
+
+    def __init__(self, obs: Observation) -> None:
+        self.obs = obs
+        self.by_id = {r.runner: r for r in obs.runners}
+
+    def alive(self, runner: str | None, last_heard: float | None) -> bool:
+        if runner is None:
+            return False
+        r = self.by_id.get(runner)
+        if r is None:
+            # Never heard of: give it the benefit of the doubt for one stale period
+            # after the record last changed (it beats as soon as it starts).
+            return last_heard is not None and self.obs.now - last_heard <= self.obs.stale_after
+        return r.stopped_at is None and self.obs.now - r.seen_at <= self.obs.stale_after
+
+    def died_at(self, runner: str | None, fallback: float) -> float:
+        r = self.by_id.get(runner or "")
+        if r is None:
+            return fallback
+        return r.stopped_at if r.stopped_at is not None else r.seen_at
+
+    def celery_deaths_since(self, t: float) -> list[float]:
+        """When the Celery worker processes that may have been alive at ``t`` died.
+
+        A process is last seen up to one heartbeat before it dies: one seen
+        within ``stale_after`` before ``t`` may still have been alive at ``t``."""
+        return [
+            d
+            for r in self.obs.runners
+            if r.implementation == Implementation.celery
+            and not self.alive(r.runner, None)
+            and (d := self.died_at(r.runner, r.seen_at)) >= t - self.obs.stale_after
+        ]
+
+    def worker_free_since(self, celery: Iterable[TaskRecord]) -> float | None:
+        """Since when some live Celery worker process has had nothing to run (None: none has)."""
+        live = [
+            r
+            for r in self.obs.runners
+            if r.implementation == Implementation.celery and self.alive(r.runner, None)
+        ]
+        busy: set[str] = set()
+        last_end: dict[str, float] = {}
+        for record in celery:
+            for run in record.runs:
+                if run.runner is None:
+                    continue
+                if run.ended_at is None and record.state == TaskState.running:
+                    busy.add(run.runner)
+                elif run.ended_at is not None:
+                    last_end[run.runner] = max(last_end.get(run.runner, 0.0), run.ended_at)
+        free = [
+            max(r.started_at, last_end.get(r.runner, 0.0)) for r in live if r.runner not in busy
+        ]
+        return min(free) if free else None
+
+
+def judge(obs: Observation) -> Judgement:
+    """Every task's verdict, and each side's summary."""
+    procs = _Processes(obs)
+    by_id = {r.task_id: r for r in obs.records}
+    celery = [r for r in obs.records if r.implementation == Implementation.celery]
+    free_since = procs.worker_free_since(celery)
+    verdicts: dict[str, TaskVerdict] = {}
+
+    def waited_too_long(ready_at: float) -> bool:
+        """A free worker and a live broker have had ``slack`` seconds to start it."""
+        if free_since is None or obs.broker_up_since is None:
+            return False
+        return obs.now - max(ready_at, free_since, obs.broker_up_since) > obs.slack
+
+    def decide(record: TaskRecord) -> tuple[Verdict, str]:
+        if record.state == TaskState.succeeded:
+            return Verdict.completed, ""
+        if record.state == TaskState.failed:
+            return Verdict.failed, record.error or ""
+        heard = record.updated_at or record.queued_at
+        if record.implementation == Implementation.bg:
+            before = verdicts.get(record.after or "")
+            failed_before = before is not None and before.verdict in (
+                Verdict.failed,
+                Verdict.skipped,
+            )
+            if record.state == TaskState.queued and failed_before:
+                return Verdict.skipped, "the task before it in the same request failed"
+            if procs.alive(record.runner, heard):
+                return Verdict.in_flight, f"held by {record.runner}"
+            return Verdict.lost, f"its process {record.runner} is gone, and the task with it"
+        # Celery.
+        open_runs = [run for run in record.runs if run.ended_at is None]
+        if any(procs.alive(run.runner, heard) for run in open_runs):
+            return Verdict.in_flight, f"running on {record.runner}"
+        if record.state == TaskState.running:
+            run = open_runs[-1] if open_runs else None
+            started = (run.started_at if run else None) or record.started_at or obs.now
+            died = procs.died_at(run.runner if run else record.runner, started)
+            if not obs.redelivery.acks_late:
+                return Verdict.lost, "its worker died; stock acks had acknowledged it as it started"
+            due = obs.redelivery.due(started, died)
+            if waited_too_long(due):
+                return Verdict.lost, "its worker died and no worker took it again"
+            return Verdict.awaiting_redelivery, "its worker died; the broker hands it back"
+        if record.state == TaskState.retrying:
+            retry_in = float(record.detail.get("retry_in", "0") or 0)
+            ready = (record.updated_at or obs.now) + retry_in
+            if obs.redelivery.transport == "redis":
+                # The retry's message is held unacknowledged by a worker until its
+                # ETA; if that worker died, it comes back after the visibility timeout.
+                ready = max(ready, obs.redelivery.due(record.updated_at or obs.now, 0.0))
+            if waited_too_long(ready):
+                return Verdict.lost, "its retry never started"
+            return Verdict.in_flight, f"retrying in {retry_in:.1f}s"
+        ready = record.queued_at or obs.now
+        # A worker that died after the task was queued may have held it unacknowledged
+        # (prefetched, not started): it comes back when the broker redelivers it.
+        deaths = procs.celery_deaths_since(ready)
+        if deaths:
+            ready = max(ready, obs.redelivery.due(max(deaths), max(deaths)))
+        if waited_too_long(ready):
+            return Verdict.lost, "a worker was free and it never started"
+        return Verdict.in_flight, "waiting in the broker"
+
+    def verdict_for(record: TaskRecord) -> TaskVerdict:
+        done = verdicts.get(record.task_id)
+        if done is not None:
+            return done
+        before = by_id.get(record.after or "")
+        if before is not None and before.task_id != record.task_id:
+            # Its predecessor in the request first: a skip follows from that one's fate.
+            verdict_for(before)
+        verdict, why = decide(record)
+        verdicts[record.task_id] = TaskVerdict(
+            task_id=record.task_id,
+            implementation=record.implementation,
+            kind=record.kind,
+            verdict=verdict,
+            why=why,
+            executions=max(record.attempts - record.retries, 0),
+            retries=record.retries,
+            writes=obs.effects.get(record.task_id, 0) if obs.effects is not None else None,
+            skipped_writes=(obs.skipped_writes or {}).get(record.task_id, 0),
+            record=record,
+        )
+        return verdicts[record.task_id]
+
+    for record in obs.records:
+        verdict_for(record)
+    if obs.expected is not None:
+        # Judged for their successors' sake only: not part of what was asked.
+        verdicts = {k: v for k, v in verdicts.items() if k in obs.expected}
+    missing = set()
+    for task_id, impl in (obs.expected or {}).items():
+        if task_id in by_id:
+            continue
+        missing.add(task_id)
+        writes = obs.effects.get(task_id, 0) if obs.effects is not None else None
+        done = bool(writes)
+        verdicts[task_id] = TaskVerdict(
+            task_id=task_id,
+            implementation=Implementation(impl),
+            kind="?",
+            verdict=Verdict.completed if done else Verdict.lost,
+            why="gone from the ledger, its effect written"
+            if done
+            else "gone from the ledger, and its effect never written",
+            executions=1 if done else 0,
+            retries=0,
+            writes=writes,
+            skipped_writes=(obs.skipped_writes or {}).get(task_id, 0),
+        )
+    return Judgement(verdicts, summarize(verdicts.values(), missing=missing, effects=obs.effects))
+
+
+def summarize(
+    verdicts: Iterable[TaskVerdict],
+    *,
+    missing: Collection[str] = (),
+    effects: Mapping[str, int] | None = None,
+) -> dict[Implementation, SideSummary]:
+    counts: dict[Implementation, dict[str, int]] = {}
+    for t in verdicts:
+        c = counts.setdefault(t.implementation, {})
+
+        def add(name: str, n: int = 1, c: dict[str, int] = c) -> None:
+            c[name] = c.get(name, 0) + n
+
+        add("accepted")
+        add(t.verdict.name)
+        add("executed_more_than_once", int(t.executions > 1))
+        add("retried", int(t.retries > 0))
+        add("skipped_writes", t.skipped_writes)
+        add("missing_from_ledger", int(t.task_id in missing))
+        if t.writes is not None:
+            add("duplicate_effects", int(t.writes > 1))
+            add("extra_writes", max(t.writes - 1, 0))
+    sides = {}
+    for impl, c in counts.items():
+        known = effects is not None
+        sides[impl] = SideSummary(
+            implementation=impl,
+            accepted=c.get("accepted", 0),
+            completed=c.get("completed", 0),
+            failed=c.get("failed", 0),
+            in_flight=c.get("in_flight", 0),
+            awaiting_redelivery=c.get("awaiting_redelivery", 0),
+            lost=c.get("lost", 0),
+            skipped=c.get("skipped", 0),
+            executed_more_than_once=c.get("executed_more_than_once", 0),
+            retried=c.get("retried", 0),
+            duplicate_effects=c.get("duplicate_effects", 0) if known else None,
+            extra_writes=c.get("extra_writes", 0) if known else None,
+            skipped_writes=c.get("skipped_writes", 0),
+            missing_from_ledger=c.get("missing_from_ledger", 0),
+        )
+    return sides
+
+
+# --- reading the effects -------------------------------------------------------------------
+
+# shared.work tags every line it writes with "[<task id>]"...
+_TAG = re.compile(r"\[([^\]\s]+)\]")
+# ...and logs "task <id>: ... already sent/written, skipping" when its idempotency
+# check finds the effect there (in the process output, not in the log file).
+_SKIP = re.compile(r"task (\S+): .*already \w+, skipping")
+
+
+def count_effect_lines(lines: Iterable[str]) -> dict[str, int]:
+    """Lines per task id in a ``LOG_FILE`` (the first ``[...]`` tag of each line)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if match := _TAG.search(line):
+            counts[match[1]] = counts.get(match[1], 0) + 1
+    return counts
+
+
+def count_skipped_writes(lines: Iterable[str]) -> dict[str, int]:
+    """Per task id, the runs that found their effect already written (process output)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if match := _SKIP.search(line):
+            counts[match[1]] = counts.get(match[1], 0) + 1
+    return counts
