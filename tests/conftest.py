@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from experiments.processes import LocalStack, wait_until
+from harness.local import LocalStack
+from harness.procs import wait_until
 from shared.models import TaskRecord
 
 StackFactory = Callable[..., LocalStack]
@@ -22,11 +23,6 @@ StackFactory = Callable[..., LocalStack]
 def pytest_configure(config: pytest.Config) -> None:
     # One line per poll would drown a failing test's report.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if shutil.which("redis-server") is None:
-        raise pytest.UsageError(
-            "the tests start their own redis-server and none is on PATH: "
-            "apt-get install -y redis-server"
-        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -44,8 +40,14 @@ def _stack_factory(
 ) -> Iterator[StackFactory]:
     stacks: list[LocalStack] = []
 
-    def make(env: Mapping[str, str] | None = None, **kwargs: Any) -> LocalStack:
-        stack = LocalStack(tmp_path_factory.mktemp("stack"), env, **kwargs)
+    def make(**kwargs: Any) -> LocalStack:
+        """``kwargs``: LocalStack's options and any Settings field (a test's settings)."""
+        if shutil.which("redis-server") is None:
+            pytest.fail(
+                "this test starts its own redis-server and none is on PATH: "
+                "apt-get install -y redis-server (the unit tests, make test-fast, need none)"
+            )
+        stack = LocalStack(tmp_path_factory.mktemp("stack"), **kwargs)
         stacks.append(stack)
         node = request.node
         node._stacks = [*getattr(node, "_stacks", []), stack]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from experiments.processes import LocalStack, wait_until
+from harness.local import LocalStack
+from harness.procs import wait_until
 from tests.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 SIDES = ["bg", "celery"]
@@ -18,9 +20,7 @@ DELAY = 2.0  # the seed's slow notification; the response must come well before 
 
 @pytest.fixture(scope="module")
 def stack(make_module_stack: StackFactory) -> Iterator[LocalStack]:
-    stack = make_module_stack(
-        {"NOTIFICATION_DELAY_SECONDS": str(DELAY), "BEAT_INTERVAL_SECONDS": "1"}
-    )
+    stack = make_module_stack(notification_delay_seconds=DELAY, beat_interval_seconds=1)
     stack.start_all()
     yield stack
 
@@ -92,7 +92,7 @@ def test_unknown_task_is_404(stack: LocalStack, side: str) -> None:
     assert "never-seen" in r.json()["detail"]
 
 
-BAD_REQUESTS = {
+BAD_REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "invalid email": ("POST", "/send-notification/not-an-email", {}),
     "negative price": ("POST", "/items/", {"json": {"name": "노트북", "price": -1}}),
     "missing field": ("POST", "/items/", {"json": {"name": "노트북"}}),

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.processes import REPO_ROOT, Proc, free_port, wait_http
+from harness.procs import REPO_ROOT, Proc, free_port, wait_http
 from shared.settings import Settings
 
 DEFAULT = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")

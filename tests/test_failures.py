@@ -7,20 +7,20 @@ import time
 import httpx
 import pytest
 
-from experiments.processes import free_port, wait_until
+from harness.procs import free_port, wait_until
 from tests.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 FLAKY = {
-    "NOTIFICATION_DELAY_SECONDS": "0.2",
-    "NOTIFICATION_FAIL_FIRST_ATTEMPTS": "2",
-    "RETRY_BACKOFF_SECONDS": "0.1",
+    "notification_delay_seconds": 0.2,
+    "notification_fail_first_attempts": 2,
+    "retry_backoff_seconds": 0.1,
 }
 
 
 def test_celery_retries_and_succeeds_on_the_third_attempt_bg_records_failed(
     make_stack: StackFactory,
 ) -> None:
-    stack = make_stack(FLAKY)
+    stack = make_stack(**FLAKY)
     stack.start_all(("redis", "bg-api", "celery-api", "worker"))
 
     celery_ids = httpx.post(f"{stack.celery_url}/send-notification/a@example.com").json()
@@ -56,7 +56,7 @@ def test_celery_retries_and_succeeds_on_the_third_attempt_bg_records_failed(
 
 def test_celery_gives_up_after_the_bounded_retries(make_stack: StackFactory) -> None:
     stack = make_stack(
-        {**FLAKY, "NOTIFICATION_FAIL_FIRST_ATTEMPTS": "10", "NOTIFICATION_MAX_RETRIES": "2"}
+        **{**FLAKY, "notification_fail_first_attempts": 10, "notification_max_retries": 2}
     )
     stack.start_all(("redis", "celery-api", "worker"))
     ids = httpx.post(f"{stack.celery_url}/send-notification/b@example.com").json()["task_ids"]
@@ -109,7 +109,7 @@ def test_bg_app_starts_and_serves_without_redis(
 ) -> None:
     if redis_url == "unreachable":
         redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    stack = make_stack({"REDIS_URL": redis_url})
+    stack = make_stack(redis_url=redis_url)
     stack.start("bg-api")
     r = httpx.post(f"{stack.bg_url}/send-notification/user@example.com")
     assert r.status_code == 200

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from experiments.processes import LocalStack, wait_until
+from harness.local import LocalStack
+from harness.procs import wait_until
 from shared.ledger import TASK_KEY
 from tests.conftest import StackFactory, wait_for_state
 

@@ -1,0 +1,9 @@
+"""Starting, stopping and observing a stack: what the tests and the experiments share.
+
+- ``procs``: one child process in a process group of its own, bounded waits, free ports.
+- ``servers``: a redis-server (and a rabbitmq-server) of its own on free ports in a directory.
+- ``target``: the ``Target`` interface every caller drives, whatever runs the stack.
+- ``local``: ``LocalStack``, the stack as local processes (the default target).
+- ``compose``: every ``docker compose`` command, and ``ComposeTarget``.
+- ``observe``: what a target shows (ledger, runners, effects) turned into ``shared.verdict`` input.
+"""

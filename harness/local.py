@@ -1,0 +1,370 @@
+"""The whole comparison as local processes on free ports, in one work directory.
+
+``LocalStack`` is the default target: redis-server, both APIs, a Celery worker,
+beat and (when asked for) Flower, under the same service names as
+``docker-compose.yml``. Every Python process gets its settings from one
+``shared.settings.Settings`` (``Settings.to_env``), never from the environment
+this process happens to have. Services start on demand; ``close`` stops every
+one of them, by process group, in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from harness.procs import Proc, free_port, wait_http
+from harness.servers import RedisServer
+from harness.target import Memory, ServiceState, Side
+from shared.ledger import Ledger, connect
+from shared.models import Implementation, RunnerRecord, TaskRecord
+from shared.settings import Settings, explicit_settings
+from shared.verdict import count_effect_lines
+
+logger = logging.getLogger(__name__)
+
+SERVICES = ("redis", "bg-api", "celery-api", "worker", "beat")
+OPTIONAL = ("flower",)
+
+# Short demo values, so that every effect shows within seconds in a test.
+TEST_SETTINGS: dict[str, Any] = {
+    "notification_delay_seconds": 0.2,
+    "celery_visibility_timeout": 3.0,
+    "celery_restore_interval": 0.5,
+    "beat_interval_seconds": 3600.0,
+    "retry_backoff_seconds": 0.2,
+}
+
+
+@dataclass
+class LocalLedger:
+    """The ledger read straight from the stack's Redis: works with both APIs down."""
+
+    url: str
+    _ledger: Ledger | None = field(default=None, init=False, repr=False)
+
+    def _get(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger(connect(self.url, 2.0), Implementation.celery)
+        return self._ledger
+
+    def records(
+        self, *, implementation: Implementation | None = None, since: float | None = None
+    ) -> list[TaskRecord]:
+        return self._get().tasks(implementation, since=since, limit=1_000_000)
+
+    def records_of(self, task_ids: list[str]) -> dict[str, TaskRecord]:
+        return self._get().records(task_ids)
+
+    def runners(self) -> list[RunnerRecord]:
+        return self._get().runners()
+
+    def close(self) -> None:
+        if self._ledger is not None and self._ledger.client is not None:
+            self._ledger.client.close()
+        self._ledger = None
+
+
+class LocalStack:
+    """Local processes on free ports, one work directory; a ``harness.target.Target``."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        workdir: Path,
+        settings: Settings | None = None,
+        *,
+        appendonly: bool = False,
+        worker_concurrency: int = 2,
+        graceful_timeout: int | None = None,
+        bg_workers: int = 1,
+        redis_port: int | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.redis_server = RedisServer(
+            redis_port or free_port(), self.workdir, appendonly=appendonly
+        )
+        self.ports = {"bg-api": free_port(), "celery-api": free_port(), "flower": free_port()}
+        self.log_file = self.workdir / "log.txt"
+        base = settings if settings is not None else explicit_settings(**TEST_SETTINGS)
+        self._settings = base.replace(
+            **{"redis_url": self.redis_server.url, "log_file": str(self.log_file), **overrides}
+        )
+        # Per service: settings that differ from the stack's (``reconfigure``).
+        self.service_settings: dict[str, dict[str, Any]] = {}
+        self.worker_concurrency = worker_concurrency
+        self.graceful_timeout = graceful_timeout
+        self.bg_workers = bg_workers
+        self.procs: dict[str, Proc] = {}
+        self._ledger = LocalLedger(self.redis_server.url)
+
+    # --- what it runs ---------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return SERVICES + tuple(s for s in OPTIONAL if s in self.procs)
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis_server.url
+
+    @property
+    def appendonly(self) -> bool:
+        return self.redis_server.appendonly
+
+    @property
+    def fsync_lag(self) -> float:
+        """Seconds until a write to this Redis is on disk: none, with appendfsync always."""
+        return 0.0
+
+    @property
+    def worker_processes(self) -> int:
+        """How many tasks the Celery side runs at once."""
+        return self.worker_concurrency
+
+    def settings_for(self, service: str) -> Settings:
+        return self._settings.replace(**self.service_settings.get(service, {}))
+
+    def set_settings(self, **changes: Any) -> None:
+        """Change the settings of every process started from now on."""
+        self._settings = self._settings.replace(**changes)
+
+    def process_env(self, service: str | None = None) -> dict[str, str]:
+        """The environment a Python process of this stack gets: its settings, explicitly."""
+        names = {name.upper() for name in Settings.model_fields}
+        # The parent's settings (and Celery's own CELERY_BROKER_URL) must not leak in.
+        env = {k: v for k, v in os.environ.items() if k not in names and k != "CELERY_BROKER_URL"}
+        settings = self.settings_for(service) if service else self._settings
+        env.update(settings.to_env(), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        return env
+
+    def url(self, side: str) -> str:
+        return f"http://127.0.0.1:{self.ports['bg-api' if side == 'bg' else 'celery-api']}"
+
+    @property
+    def bg_url(self) -> str:
+        return self.url("bg")
+
+    @property
+    def celery_url(self) -> str:
+        return self.url("celery")
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['flower']}"
+
+    def _argv(self, service: str) -> list[str]:
+        py = sys.executable
+        if service == "redis":
+            return self.redis_server.argv()
+        if service in ("bg-api", "celery-api"):
+            module = "fastapi_bg.main:app" if service == "bg-api" else "celery_app.main:app"
+            argv = [py, "-m", "uvicorn", module, "--host", "127.0.0.1"]
+            argv += ["--port", str(self.ports[service]), "--no-access-log"]
+            if self.graceful_timeout is not None:
+                # uvicorn takes whole seconds only.
+                argv += ["--timeout-graceful-shutdown", str(int(self.graceful_timeout))]
+            if service == "bg-api" and self.bg_workers > 1:
+                argv += ["--workers", str(self.bg_workers)]
+            return argv
+        if service == "worker":
+            return [
+                py, "-m", "celery", "-A", "celery_app.worker", "worker",
+                "--pool", "prefork", "--concurrency", str(self.worker_concurrency),
+                "--loglevel", "INFO", "-E",
+                "--hostname", f"worker-{self.redis_server.port}@%h",
+                "--without-mingle", "--without-gossip",
+            ]  # fmt: skip
+        if service == "beat":
+            return [
+                py, "-m", "celery", "-A", "celery_app.worker", "beat",
+                "--loglevel", "INFO",
+                "--schedule", str(self.workdir / "celerybeat-schedule"),
+            ]  # fmt: skip
+        if service == "flower":
+            return [
+                py, "-m", "celery", "-A", "celery_app.worker", "flower",
+                "--address=127.0.0.1", f"--port={self.ports['flower']}",
+            ]  # fmt: skip
+        raise ValueError(f"unknown service {service!r}")
+
+    def _proc(self, service: str) -> Proc:
+        argv, env = self._argv(service), self.process_env(service)
+        proc = self.procs.get(service)
+        if proc is None or proc.argv != argv or proc.env != env:
+            proc = Proc(service, argv, env, self.workdir / f"{service}.out")
+            self.procs[service] = proc
+        return proc
+
+    # --- control ------------------------------------------------------------------------
+
+    def start(self, service: str, timeout: float = 60) -> None:
+        proc = self.procs.get(service)
+        if proc is not None and proc.alive:
+            return
+        proc = self._proc(service)
+        offset = len(proc.output())
+        proc.start()
+        if service == "redis":
+            self.redis_server.wait_ready(proc, timeout)
+        elif service in ("bg-api", "celery-api"):
+            wait_http(
+                self.url("bg" if service == "bg-api" else "celery") + "/health", timeout, proc
+            )
+        elif service == "worker":
+            proc.wait_for_output(r"ready\.", timeout, after=offset)
+        elif service == "beat":
+            proc.wait_for_output(r"beat: Starting", timeout, after=offset)
+        elif service == "flower":
+            wait_http(self.flower_url + "/healthcheck", timeout, proc)
+
+    def start_all(self, services: tuple[str, ...] = SERVICES) -> None:
+        for service in services:
+            self.start(service)
+
+    def kill(self, service: str) -> None:
+        self.procs[service].kill()
+
+    def terminate(self, service: str, timeout: float = 60) -> int | None:
+        """SIGTERM to the main process; SIGKILL to the group if it is still up at ``timeout``."""
+        proc = self.procs[service]
+        code = proc.terminate(timeout)
+        if code is None and proc.alive:
+            proc.kill()
+        return code
+
+    def is_up(self, service: str) -> bool:
+        proc = self.procs.get(service)
+        return proc is not None and proc.alive
+
+    def status(self) -> dict[str, ServiceState]:
+        out = {}
+        for service in self.services:
+            proc = self.procs.get(service)
+            up = proc is not None and proc.alive
+            pid = proc.pid if proc is not None and up else None
+            out[service] = ServiceState(
+                service,
+                up,
+                detail=f"pid {pid}" if pid else "",
+                pid=pid,
+                since=proc.started_at if proc is not None and up else None,
+            )
+        return out
+
+    def reconfigure(self, service: str, timeout: float = 90, **overrides: object) -> None:
+        self.service_settings[service] = {**self.service_settings.get(service, {}), **overrides}
+        if self.is_up(service):
+            self.terminate(service, timeout)
+        self.start(service, timeout)
+
+    def ledger(self) -> LocalLedger:  # a LedgerView
+        return self._ledger
+
+    def purge_queue(self) -> None:
+        client = self.redis()
+        try:
+            client.delete("celery")  # the default queue's list on the Redis transport
+        finally:
+            client.close()
+
+    @contextlib.contextmanager
+    def extra_api(self, side: Side, **overrides: object) -> Iterator[str]:
+        """Another uvicorn of this side, with ``overrides`` (stopped when the block ends)."""
+        service = "bg-api" if side == "bg" else "celery-api"
+        port = free_port()
+        module = "fastapi_bg.main:app" if side == "bg" else "celery_app.main:app"
+        argv = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+        env = {
+            **self.process_env(service),
+            **self.settings_for(service).replace(**overrides).to_env(),
+        }
+        name = f"{service}-{len(self.procs)}"
+        proc = Proc(name, argv, env, self.workdir / f"{name}.out")
+        self.procs[name] = proc  # close() stops it as well
+        proc.start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(url + "/health", 60, proc)
+            yield url
+        finally:
+            proc.stop()
+
+    def redis(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(
+            port=self.redis_server.port, db=db, decode_responses=True, socket_timeout=2
+        )
+
+    def effect_lines(self) -> dict[str, int]:
+        if not self.log_file.exists():
+            return {}
+        with self.log_file.open(encoding="utf-8") as f:
+            return count_effect_lines(f)
+
+    def output(self, service: str) -> str:
+        proc = self.procs.get(service)
+        # One file per service, appended to by every restart.
+        return proc.output() if proc is not None else ""
+
+    def outputs(self) -> str:
+        """Every process's output, for a failing test's report."""
+        return "\n".join(
+            f"===== {name}\n{proc.output()[-4000:]}" for name, proc in self.procs.items()
+        )
+
+    def memory(self) -> dict[str, Memory]:
+        """RSS and PSS of each running service's process tree (psutil, Linux's PSS)."""
+        import psutil  # the experiments' dependency, not the services'
+
+        out = {}
+        for name, proc in self.procs.items():
+            if not proc.alive or proc.pid is None:
+                continue
+            try:
+                root = psutil.Process(proc.pid)
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            rss = pss = 0.0
+            count = 0
+            for p in tree:
+                try:
+                    info = p.memory_full_info()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                rss += info.rss
+                pss += getattr(info, "pss", info.rss)
+                count += 1
+            out[name] = Memory(rss / 2**20, pss / 2**20, count)
+        return out
+
+    def close(self) -> None:
+        self._ledger.close()
+        # Reverse order: the producers and consumers go before their broker.
+        for name in reversed(list(self.procs)):
+            try:
+                self.procs[name].stop()
+            except Exception:  # teardown must reach every process
+                logger.exception("stopping %s", name)
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

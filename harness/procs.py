@@ -1,0 +1,159 @@
+"""Child processes, each in a process group of its own, and bounded waits.
+
+Every process is stopped by PID (or its group), never by name. Every wait has a
+deadline and raises ``Timeout`` when it runs out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+class Timeout(AssertionError):
+    """A bounded wait ran out."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; raise ``Timeout`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise Timeout(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Proc:
+    """One child process, in a process group of its own, with its output in a file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: Path = REPO_ROOT
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    started_at: float | None = None
+
+    def start(self) -> Proc:
+        if self.alive:
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            out.write(f"\n--- start {self.name}: {' '.join(self.argv)}\n".encode())
+            out.flush()
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # own process group: killpg reaches the children
+            )
+        self.started_at = time.time()
+        logger.info("started %s (pid %d)", self.name, self.popen.pid)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def send(self, sig: signal.Signals, *, group: bool = False) -> None:
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(self.popen.pid, sig)
+            else:
+                self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group (a Celery worker's pool children included)."""
+        self.send(signal.SIGKILL, group=True)
+        self.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int | None:
+        """SIGTERM to the main process only (a graceful shutdown); wait up to ``timeout``."""
+        self.send(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 5) -> None:
+        """Teardown: graceful if it goes quickly, then SIGKILL to the group, always."""
+        if self.popen is None:
+            return
+        if self.alive:
+            self.terminate(grace)
+        self.send(signal.SIGKILL, group=True)  # leftovers in the group, if any
+        self.wait(10)
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_output(self, pattern: str, timeout: float, *, after: int = 0) -> None:
+        rx = re.compile(pattern)
+
+        def seen() -> bool:
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited:\n{self.output()[-3000:]}")
+            return bool(rx.search(self.output()[after:]))
+
+        wait_until(seen, timeout, f"{self.name} to print {pattern!r}")
+
+
+def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
+    """Until ``url`` answers 200 (or ``proc`` exits, which raises at once)."""
+
+    def up() -> bool:
+        if proc is not None and not proc.alive:
+            raise RuntimeError(f"{proc.name} exited:\n{proc.output()[-3000:]}")
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout, f"{url} to answer 200", interval=0.1)

@@ -1,0 +1,140 @@
+"""Opening a stack for one measurement, on whichever target the user chose.
+
+``open_stack(where, spec)`` is the one way an experiment gets a running stack:
+a fresh ``LocalStack`` in a temp dir (started, and always stopped), or the
+running compose project with the spec's settings imposed on the services that
+need them (and put back afterwards). What a target cannot do (Redis without
+persistence on a stack that has it, say) raises ``Unsupported``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.compose import ComposeTarget
+from harness.local import LocalStack
+from harness.target import Target
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PYTHON_SERVICES = ("bg-api", "celery-api", "worker", "beat")
+
+
+class Unsupported(Exception):
+    """The target cannot run this spec (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """Which target, and how to reach it."""
+
+    kind: Literal["local", "compose"] = "local"
+    # local: where each stack's directory goes (default: the system's temp dir),
+    # and whether to keep it afterwards (it is kept anyway when the run failed).
+    workdir: Path | None = None
+    keep: bool = False
+    # compose: the project (-p), its files (-f), and the APIs' URLs if not published.
+    project: str | None = None
+    files: tuple[str, ...] = ()
+    bg_url: str | None = None
+    celery_url: str | None = None
+    flower_url: str | None = None
+
+    def attach(self) -> ComposeTarget:
+        return ComposeTarget.attach(
+            project=self.project,
+            files=self.files,
+            bg_url=self.bg_url,
+            celery_url=self.celery_url,
+            flower_url=self.flower_url,
+        )
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """What a measurement needs running, and with which settings."""
+
+    services: tuple[str, ...]
+    # Imposed on any target: the measurement is about them (stock acks, say).
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    # Redis's append-only file: required on (True), required off (False), or
+    # whatever the target has (None; local stacks run without it).
+    appendonly: bool | None = None
+    # uvicorn's --timeout-graceful-shutdown (local; compose has `stop -t`).
+    graceful_timeout: int | None = None
+    worker_concurrency: int = 2
+    bg_workers: int = 1
+
+
+@contextlib.contextmanager
+def open_stack(
+    where: Where, spec: StackSpec, *, base: Settings | None = None, label: str = "stack"
+) -> Iterator[Target]:
+    """A running stack for ``spec``. ``base``: a local stack's settings before the
+    spec's (a compose stack keeps its own, but for the spec's)."""
+    if where.kind == "compose":
+        with _compose(where, spec) as target:
+            yield target
+        return
+    if where.workdir is not None:
+        where.workdir.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=where.workdir))
+    stack = LocalStack(
+        path,
+        base,
+        appendonly=bool(spec.appendonly),
+        worker_concurrency=spec.worker_concurrency,
+        graceful_timeout=spec.graceful_timeout,
+        bg_workers=spec.bg_workers,
+        **spec.settings,
+    )
+    failed = False
+    try:
+        for service in spec.services:
+            stack.start(service)
+        yield stack
+    except BaseException:
+        failed = True
+        # What the processes printed is the only clue to a failed run.
+        logger.error("%s failed; process output (kept in %s):\n%s", label, path, stack.outputs())
+        raise
+    finally:
+        stack.close()
+        if not (where.keep or failed):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _compose(where: Where, spec: StackSpec) -> Iterator[Target]:
+    target = where.attach()
+    if spec.appendonly is not None and spec.appendonly != target.appendonly:
+        raise Unsupported(
+            "needs Redis "
+            + ("with" if spec.appendonly else "without")
+            + " the append-only file; the compose stack's Redis is configured otherwise"
+        )
+    if spec.bg_workers > 1:
+        raise Unsupported("needs bg-api with several uvicorn workers; the compose stack runs one")
+    for service in spec.services:
+        target.start(service)
+    changed: dict[str, Settings] = {}
+    try:
+        for service in (s for s in spec.services if s in PYTHON_SERVICES):
+            current = target.settings_for(service)
+            if current.replace(**spec.settings) != current:
+                logger.info("recreating %s with %s", service, dict(spec.settings))
+                changed[service] = current
+                target.reconfigure(service, **spec.settings)
+        yield target
+    finally:
+        for service, before in changed.items():
+            # As it was: the stack belongs to the user.
+            target.reconfigure(service, **before.model_dump())
