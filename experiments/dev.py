@@ -14,23 +14,15 @@ beat's schedule, redis.log) go to ``--state-dir``, which ignores itself in git.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-import redis
-from honcho.environ import parse, parse_procfile
-from honcho.manager import Manager
-from honcho.printer import Printer
-
-from experiments.processes import REPO_ROOT
+from harness.procs import REPO_ROOT, Proc
+from harness.servers import RedisServer
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -48,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def service_env(state_dir: Path) -> dict[str, str]:
     """Every service's environment: .env.example < .env < the process environment."""
+    from honcho.environ import parse
+
     env: dict[str, str] = {}
     for name in (".env.example", ".env"):
         path = REPO_ROOT / name
@@ -62,60 +56,38 @@ def service_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
-def start_redis(url: str, state_dir: Path) -> subprocess.Popen[bytes]:
-    """A redis-server for ``url`` (local only), AOF on as in compose; waits for PING."""
+def redis_server_for(url: str, state_dir: Path) -> RedisServer:
+    """The redis-server to start for ``url`` (local only), AOF on as in compose."""
     parts = urlsplit(url)
     if parts.scheme != "redis" or (parts.hostname or "") not in LOCAL_HOSTS:
         raise SystemExit(f"nothing answers at REDIS_URL={url} and it is not local: start it first")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit(
-            f"nothing answers at REDIS_URL={url} and redis-server is not on PATH: "
-            "apt-get install redis-server (or brew install redis), or point REDIS_URL at one"
-        )
-    port = parts.port or 6379
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(state_dir)]
-    argv += ["--appendonly", "yes", "--save", ""]
-    if parts.password:
-        argv += ["--requirepass", parts.password]
-    log = (state_dir / "redis.log").open("ab")
-    # Its own session: Ctrl-C reaches honcho, not Redis, which stops after the services.
-    proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    return RedisServer(
+        parts.port or 6379,
+        state_dir,
+        appendonly=True,
+        appendfsync="everysec",
+        password=parts.password,
     )
-    log.close()
-    deadline = time.monotonic() + 15
-    while not redis_answers(url):
-        if proc.poll() is not None:
-            raise SystemExit(f"redis-server exited ({proc.returncode}): see {state_dir}/redis.log")
-        if time.monotonic() > deadline:
-            stop(proc)
-            raise SystemExit(f"redis-server did not answer PING on port {port} within 15s")
-        time.sleep(0.1)
-    print(f"dev: started redis-server on 127.0.0.1:{port} (pid={proc.pid})", flush=True)
+
+
+def start_redis(server: RedisServer, state_dir: Path) -> Proc:
+    """Start it in a process group of its own (Ctrl-C reaches honcho, not Redis,
+    which stops after the services); wait for PING."""
+    try:
+        argv = server.argv()
+    except RuntimeError as exc:
+        raise SystemExit(
+            f"nothing answers at REDIS_URL and {exc} (or brew install redis), "
+            "or point REDIS_URL at one"
+        ) from exc
+    proc = Proc("redis", argv, dict(os.environ), state_dir / "redis.log").start()
+    try:
+        server.wait_ready(proc, 15)
+    except Exception as exc:
+        proc.stop()
+        raise SystemExit(f"redis-server did not answer PING: see {state_dir}/redis.log") from exc
+    print(f"dev: started redis-server on 127.0.0.1:{server.port} (pid={proc.pid})", flush=True)
     return proc
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
-    """SIGTERM (Redis writes its AOF and exits), SIGKILL after ``grace``; by PID only."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -130,13 +102,18 @@ def run(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / ".gitignore").write_text("*\n")
     env = service_env(state_dir)
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
     processes = parse_procfile(args.procfile.read_text(encoding="utf-8")).processes
     redis_proc = None
+    server = redis_server_for(env["REDIS_URL"], state_dir)
     try:
-        if redis_answers(env["REDIS_URL"]):
+        if server.answers():
             print(f"dev: using the Redis at {env['REDIS_URL']}", flush=True)
         else:
-            redis_proc = start_redis(env["REDIS_URL"], state_dir)
+            redis_proc = start_redis(server, state_dir)
         print(
             "dev: http://127.0.0.1:{}/docs (BackgroundTasks)  http://127.0.0.1:{}/docs (Celery)  "
             "http://127.0.0.1:{}/ (Flower, user {})  Ctrl-C stops everything".format(
@@ -158,5 +135,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         if redis_proc is not None:
-            stop(redis_proc)
+            # SIGTERM (Redis writes its AOF and exits), SIGKILL to its group after 10 s.
+            redis_proc.stop(grace=10)
             print(f"dev: redis-server stopped (pid={redis_proc.pid})", flush=True)

@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from experiments.processes import REPO_ROOT, Proc, free_port, wait_until
+from harness.procs import REPO_ROOT, Proc, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -183,7 +183,7 @@ def test_state_shows_every_process_of_both_sides(lab: RunningLab) -> None:
     procs = {side: {p["service"]: p for p in d["processes"]} for side, d in state["sides"].items()}
     assert set(procs["bg"]) == {"bg-api", "redis"}
     assert set(procs["celery"]) == {"celery-api", "worker", "beat", "redis"}
-    assert procs["bg"]["bg-api"]["detail"].startswith("runner ")
+    assert procs["bg"]["bg-api"]["detail"].startswith("pid ")
     assert state["links"]["bg_docs"].endswith("/docs")
     assert httpx.get(state["links"]["celery_docs"], timeout=10).status_code == 200
     assert state["links"]["flower"] is None  # local mode starts no Flower, and says so

@@ -19,30 +19,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from experiments import charts, report
-from experiments.load import (
-    add_common_arguments,
-    conditions,
-    open_target,
-    reports_dir,
-    say,
-    submit,
-    wait_finished,
-)
-from experiments.processes import LocalStack, Proc, free_port, wait_http
-from experiments.targets import ComposeTarget
+from experiments.common import say
+from experiments.perf import base
+from experiments.perf.load import submit, wait_finished
+from experiments.reporting.tables import markdown_table
+from harness.stacks import StackSpec, Where, open_stack
+from harness.target import Target
 
 NAME = "footprint"
 SIDES = {
@@ -53,7 +42,7 @@ MiB = 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    base.add_arguments(parser)
     parser.add_argument("--requests", type=int, help="notification requests per side (600)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (8)")
 
@@ -63,66 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 Sampler = Callable[[], dict[str, dict[str, float]]]
 
 
-def _tree_memory(pid: int) -> dict[str, float]:
-    """RSS and PSS (MiB) of a process and all its descendants."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return {"rss": 0.0, "pss": 0.0, "processes": 0}
-    rss = pss = 0.0
-    count = 0
-    for p in procs:
-        try:
-            info = p.memory_full_info()
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-            count += 1
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return {"rss": rss / MiB, "pss": pss / MiB, "processes": count}
-
-
-def _local_sampler(procs: dict[str, Proc]) -> Sampler:
-    def sample() -> dict[str, dict[str, float]]:
-        return {name: _tree_memory(p.pid) for name, p in procs.items() if p.pid is not None}
-
-    return sample
-
-
-_UNITS = {"b": 1, "kib": 1024, "mib": MiB, "gib": 1024 * MiB, "kb": 1000, "mb": 1e6, "gb": 1e9}
-
-
-def _parse_mem(text: str) -> float:
-    m = re.match(r"\s*([\d.]+)\s*([a-zA-Z]+)", text)
-    if not m:
-        return 0.0
-    return float(m.group(1)) * _UNITS.get(m.group(2).lower(), 1) / MiB
-
-
-def _compose_sampler(target: ComposeTarget) -> Sampler:
-    services = [s for side in SIDES.values() for s in side]
-    ids = {}
-    for service in services:
-        out = target.compose("ps", "-q", service, check=False).strip()
-        if out:
-            ids[out.splitlines()[0]] = service
+def sampler(target: Target) -> Sampler:
+    """Each running service's memory, as the target measures it (MiB)."""
 
     def sample() -> dict[str, dict[str, float]]:
-        done = subprocess.run(
-            ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        result = {}
-        for line in done.stdout.splitlines():
-            row = json.loads(line)
-            service = next((s for i, s in ids.items() if i.startswith(row["ID"])), None)
-            if service:
-                used = _parse_mem(row["MemUsage"].split("/")[0])
-                result[service] = {"rss": used, "pss": used, "processes": 1}
-        return result
+        return {name: asdict(mem) for name, mem in target.memory().items()}
 
     return sample
 
@@ -157,27 +91,6 @@ class PeakSampler:
 # --- the run -------------------------------------------------------------------------------
 
 
-def _start_flower(stack: LocalStack) -> Proc:
-    """Flower is not one of LocalStack's services: started here, stopped with the stack."""
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "celery_app.worker",
-        "flower",
-        f"--port={port}",
-        "--address=127.0.0.1",
-    ]
-    env = {**stack.process_env(), "FLOWER_UNAUTHENTICATED_API": "false"}
-    proc = Proc("flower", argv, env, stack.workdir / "flower.out")
-    stack.procs["flower"] = proc  # the stack's close() stops it, by PID/group
-    proc.start()
-    wait_http(f"http://127.0.0.1:{port}/healthcheck", 60, proc)
-    return proc
-
-
 async def _load(base: str, n: int, concurrency: int, label: str) -> tuple[list[str], int]:
     return await submit(
         base,
@@ -188,38 +101,43 @@ async def _load(base: str, n: int, concurrency: int, label: str) -> tuple[list[s
     )
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class FootprintResult:
+    sides: dict[str, dict[str, Any]]
+    target: str
+    ratios: dict[str, float]
+    config: dict[str, Any]
+    http_errors: int
+
+    @property
+    def ok(self) -> bool:
+        return self.http_errors == 0
+
+
+def measure(args: argparse.Namespace, where: Where) -> FootprintResult:
     n = args.requests or (40 if args.quick else 600)
-    out = reports_dir(args)
-    env = {"NOTIFICATION_DELAY_SECONDS": "0.02"}
     say(f"footprint: idle, then {n} notification requests per side")
-    with open_target(args, ("redis", "bg-api", "celery-api", "worker", "beat"), env=env) as target:
-        if isinstance(target, LocalStack):
-            _start_flower(target)
-            sample = _local_sampler(dict(target.procs))
-        else:
-            assert isinstance(target, ComposeTarget)
-            sample = _compose_sampler(target)
+    services = ("redis", "bg-api", "celery-api", "worker", "beat", "flower")
+    spec = StackSpec(services, settings={"notification_delay_seconds": 0.02})
+    with open_stack(where, spec, label="footprint") as target:
+        sample = sampler(target)
         time.sleep(2)  # let every process finish starting up
         idle = sample()
         loaded: dict[str, dict[str, float]] = {}
         errors = 0
         for side in SIDES:
             with PeakSampler(sample) as peak:
-                t0 = time.time()
                 ids, errs = asyncio.run(_load(target.url(side), n, args.concurrency, side))
-                wait_finished(
-                    target, ids, timeout=60 + n * 0.1, label=f"{side} tasks", since=t0 - 1
-                )
+                wait_finished(target, ids, timeout=60 + n * 0.1, label=f"{side} tasks")
             errors += errs
             loaded.update({k: v for k, v in peak.peak.items() if k in SIDES[side]})
         target_name = target.name
     data = _analyse(idle, loaded, target_name)
-    data["config"] = {"requests": n, "concurrency": args.concurrency, **env}
-    data["http_errors"] = errors
-    data["conditions"] = conditions()
-    _write(data, out)
-    return 0 if errors == 0 else 1
+    return FootprintResult(
+        **data,
+        config={"requests": n, "concurrency": args.concurrency, "NOTIFICATION_DELAY_SECONDS": 0.02},
+        http_errors=errors,
+    )
 
 
 def _analyse(idle: dict[str, Any], loaded: dict[str, Any], target: str) -> dict[str, Any]:
@@ -248,7 +166,7 @@ def _analyse(idle: dict[str, Any], loaded: dict[str, Any], target: str) -> dict[
     }
 
 
-def _write(data: dict[str, Any], out: Path) -> None:
+def render(data: dict[str, Any]) -> str:
     rows = []
     for side, d in data["sides"].items():
         for service, r in d["processes"].items():
@@ -274,7 +192,7 @@ def _write(data: dict[str, Any], out: Path) -> None:
                 d["load_pss_mib"],
             ]
         )
-    table = report.markdown_table(
+    table = markdown_table(
         [
             "side",
             "process",
@@ -286,12 +204,11 @@ def _write(data: dict[str, Any], out: Path) -> None:
         ],
         rows,
     )
-    table += "\n\n" + report.markdown_table(
+    table += "\n\n" + markdown_table(
         ["ratio", "value"], [[k, v] for k, v in data["ratios"].items()]
     )
     cfg = data["config"]
     notes = (
-        f"![footprint]({NAME}.png)\n\n"
         f"Load: {cfg['requests']} notification requests per side, {cfg['concurrency']} "
         f"clients, NOTIFICATION_DELAY_SECONDS={cfg['NOTIFICATION_DELAY_SECONDS']}. The "
         "worker row is its main process plus its prefork children (2). PSS splits pages "
@@ -301,11 +218,12 @@ def _write(data: dict[str, Any], out: Path) -> None:
     )
     if data["target"] == "compose":
         notes += " Compose: `docker stats` memory per container (RSS and PSS columns equal)."
-    report.write(NAME, data, table, directory=out, notes=notes)
-    _chart(data, out)
+    return f"{table}\n\n{notes}"
 
 
-def _chart(data: dict[str, Any], out: Path) -> None:
+def chart(data: dict[str, Any], path: Path) -> None:
+    from experiments.reporting import charts
+
     fig, (ax1, ax2) = charts.figure(1, 2, size=(11, 4.8))
     for ax, metric in ((ax1, "rss"), (ax2, "pss")):
         labels: list[str] = []
@@ -338,6 +256,8 @@ def _chart(data: dict[str, Any], out: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.set_title(f"{metric.upper()} per side, stacked by process")
     ax1.legend(fontsize=7, loc="upper left")
-    charts.save(
-        fig, out / f"{NAME}.png", extra=f"target {data['target']}", info=data.get("machine")
-    )
+    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+
+
+EXPERIMENT = base.Experiment(NAME, measure, render, chart)
+run = EXPERIMENT.run

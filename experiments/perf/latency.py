@@ -25,31 +25,20 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
-import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from experiments import charts, report
-from experiments.load import (
-    Progress,
-    add_common_arguments,
-    bursts,
-    client_for,
-    conditions,
-    is_local,
-    open_target,
-    ratio,
-    reports_dir,
-    say,
-    summary,
-    warm,
-)
-from experiments.processes import LocalStack, Proc, free_port, wait_http
-from experiments.targets import Target
+from experiments.common import Progress, ratio, say, summary
+from experiments.perf import base
+from experiments.perf.load import bursts, client_for, warm
+from experiments.reporting.tables import markdown_table, targets_table
+from harness.stacks import StackSpec, Unsupported, Where, open_stack
+from harness.target import Target
+from shared.settings import explicit_settings
 
 NAME = "latency"
 # (mode, app side, path suffix)
@@ -71,7 +60,7 @@ TARGETS = {"bg": 1.10, "celery": 1.5}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    base.add_arguments(parser)
     parser.add_argument("--levels", type=int, nargs="+", help="concurrency levels (1 4 16)")
     parser.add_argument("--requests", type=int, help="requests per mode and level (600)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per level (2)")
@@ -126,87 +115,49 @@ async def _segment(
     }
 
 
-def _measure_delay(target: Target) -> float:
-    """A compose stack's NOTIFICATION_DELAY_SECONDS, read off one inline request."""
-    r = httpx.post(target.url("bg") + "/send-notification/probe@example.com/inline", timeout=60)
-    r.raise_for_status()
-    delay = r.elapsed.total_seconds()
-    if delay > 1:
-        raise SystemExit(
-            f"the compose stack's notifications take {delay:.1f} s (NOTIFICATION_DELAY_SECONDS): "
-            "start it with NOTIFICATION_DELAY_SECONDS=0.05 for this experiment"
-        )
-    return delay
-
-
 def _settle(target: Target, delay: float) -> None:
-    """Between segments: let BackgroundTasks finish, drop Celery's backlog, empty the log.
+    """Between segments: let BackgroundTasks finish, and drop Celery's backlog.
 
     The Celery worker (2 processes, ``delay`` per notification) cannot keep up with
     the bursts; its backlog is deleted so that draining it does not compete with
-    the next segment for the 2 CPUs. The log is emptied because ``write_log`` scans
-    it (O(lines)) on both sides. Local target only: compose's Redis is not published.
-    """
+    the next segment for the 2 CPUs."""
     time.sleep(2 * delay + 0.3)
-    if is_local(target):
-        assert isinstance(target, LocalStack)
-        client = target.redis()
-        try:
-            client.delete("celery")
-        finally:
-            client.close()
-        target.log_file.write_text("")
+    target.purge_queue()
 
 
-@contextlib.contextmanager
-def _noledger_bg(stack: LocalStack) -> Iterator[str]:
-    """A second BackgroundTasks app with ``REDIS_URL`` empty: no ledger writes at all.
+@dataclass
+class LatencyResult:
+    config: dict[str, Any]
+    levels: dict[str, dict[str, Any]]
+    ratios: dict[str, dict[str, float]]
+    targets: list[dict[str, Any]]
+    target: str
+    errors: int = field(default=0)
 
-    Both sides write one ledger record per task (a Redis round trip) before
-    answering: the comparison's bookkeeping, not BackgroundTasks' own cost. This
-    app shows BackgroundTasks without it."""
-    port = free_port()
-    env = {**os.environ, **stack.settings_env, "REDIS_URL": "", "PYTHONUNBUFFERED": "1"}
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "fastapi_bg.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = Proc("bg-api-noledger", argv, env, stack.workdir / "bg-api-noledger.out")
-    stack.procs[proc.name] = proc  # the stack's close() stops it as well
-    proc.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/health", 30, proc)
-        yield url
-    finally:
-        proc.stop()
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
 
 
-def run(args: argparse.Namespace) -> int:
+def measure(args: argparse.Namespace, where: Where) -> LatencyResult:
     cfg = _config(args)
-    out = reports_dir(args)
-    env = {"NOTIFICATION_DELAY_SECONDS": str(cfg["delay"])}
     say(f"latency: levels {cfg['levels']}, {cfg['requests']} requests per mode and level")
+    spec = StackSpec(("redis", "bg-api", "celery-api", "worker"))
+    settings = explicit_settings(notification_delay_seconds=cfg["delay"])
     with (
-        open_target(args, ("redis", "bg-api", "celery-api", "worker"), env=env) as target,
+        open_stack(where, spec, base=settings, label="latency") as target,
         contextlib.ExitStack() as extra,
     ):
         urls = {"bg": target.url("bg"), "celery": target.url("celery")}
         modes = list(MODES)
-        if isinstance(target, LocalStack):
-            urls["bg-noledger"] = extra.enter_context(_noledger_bg(target))
-        else:  # a compose stack has no such app
+        try:
+            # Both sides write one ledger record per request before answering: the
+            # comparison's bookkeeping. This app shows BackgroundTasks without it.
+            urls["bg-noledger"] = extra.enter_context(target.extra_api("bg", redis_url=""))
+        except Unsupported:
             modes.remove("bg-noledger")
-        delay = cfg["delay"] if is_local(target) else _measure_delay(target)
+        # A compose stack runs with its own delay.
+        delay = target.settings.notification_delay_seconds
         cfg["delay"] = delay
         raw: dict[int, dict[str, dict[str, Any]]] = {}
         for level in cfg["levels"]:
@@ -228,11 +179,8 @@ def run(args: argparse.Namespace) -> int:
                     if not mode.startswith("bare"):  # bare leaves nothing behind
                         _settle(target, delay)
         data = _analyse(raw, cfg)
-        data["target"] = target.name
-    data["conditions"] = conditions()
-    _write(data, out)
-    errors = sum(s["errors"] for lvl in data["levels"].values() for s in lvl.values())
-    return 0 if errors == 0 else 1
+        errors = sum(s["errors"] for lvl in data["levels"].values() for s in lvl.values())
+        return LatencyResult(**data, target=target.name, errors=errors)
 
 
 def _analyse(raw: dict[int, dict[str, dict[str, Any]]], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -283,12 +231,12 @@ def _analyse(raw: dict[int, dict[str, dict[str, Any]]], cfg: dict[str, Any]) -> 
     }
 
 
-def _write(data: dict[str, Any], out: Any) -> None:
+def render(data: dict[str, Any]) -> str:
     rows = []
     for level, stats in data["levels"].items():
         for mode, s in stats.items():
             rows.append([level, mode, s["n"], s["p50"], s["p95"], s["p99"], s["errors"]])
-    table = report.markdown_table(
+    table = markdown_table(
         ["concurrency", "mode", "requests", "p50 ms", "p95 ms", "p99 ms", "errors"], rows
     )
     ratio_keys = [
@@ -300,15 +248,11 @@ def _write(data: dict[str, Any], out: Any) -> None:
         "inline p50 / delay",
     ]
     ratio_rows = [[lv, *(r[k] for k in ratio_keys)] for lv, r in data["ratios"].items()]
-    table += "\n\n" + report.markdown_table(["concurrency", *ratio_keys], ratio_rows)
-    table += "\n\n" + report.markdown_table(
-        ["target", "measured", "met"],
-        [[t["target"], t["measured"], "yes" if t["met"] else "no"] for t in data["targets"]],
-    )
+    table += "\n\n" + markdown_table(["concurrency", *ratio_keys], ratio_rows)
+    table += "\n\n" + targets_table(data["targets"])
     cfg = data["config"]
     cpu = [s["client_cpu_ms_per_request"] for st in data["levels"].values() for s in st.values()]
     notes = (
-        f"![latency]({NAME}.png)\n\n"
         f"NOTIFICATION_DELAY_SECONDS={cfg['delay']:g}; bursts of c simultaneous requests "
         f"every {', '.join(f'{v * 1000:.0f} ms (c={k})' for k, v in cfg['intervals'].items())}; "
         f"{cfg['rounds']} interleaved rounds. The load client (asyncio + httpx, keep-alive) "
@@ -317,11 +261,12 @@ def _write(data: dict[str, Any], out: Any) -> None:
         "cancel most of that out. Load average at the start: "
         f"{data['conditions']['loadavg_1m']}."
     )
-    report.write(NAME, data, table, directory=out, notes=notes)
-    _chart(data, out)
+    return f"{table}\n\n{notes}"
 
 
-def _chart(data: dict[str, Any], out: Any) -> None:
+def chart(data: dict[str, Any], path: Path) -> None:
+    from experiments.reporting import charts
+
     fig, (ax1, ax2) = charts.figure(1, 2, size=(12, 4.8))
     levels = list(data["levels"])
     modes = list(data["levels"][levels[0]])
@@ -383,7 +328,11 @@ def _chart(data: dict[str, Any], out: Any) -> None:
     ax2.set_title("the price of scheduling the task (p50 ratio)")
     charts.save(
         fig,
-        out / f"{NAME}.png",
+        path,
         extra=f"delay {data['config']['delay']:g}s, target {data['target']}",
         info=data.get("machine"),
     )
+
+
+EXPERIMENT = base.Experiment(NAME, measure, render, chart)
+run = EXPERIMENT.run

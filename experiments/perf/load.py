@@ -1,5 +1,5 @@
-"""What the performance experiments share: the target (local processes or a
-compose stack), an asyncio + httpx load client, percentiles and progress.
+"""The load client the performance experiments share: asyncio + httpx, and a
+minimal raw HTTP/1.1 client for probes; reading when tasks finished.
 
 The load client is Python (httpx, HTTP/1.1 keep-alive, one connection per
 concurrent worker) running on the same machine as the servers, so it costs CPU
@@ -10,164 +10,20 @@ same run (and the client's own CPU per request).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import math
-import os
 import random
-import shutil
-import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from experiments.processes import Timeout, wait_until
-from experiments.targets import ComposeTarget, LocalTarget, Target, health
-
-# --- arguments and targets ----------------------------------------------------------
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes (what the tests and `all --quick` use)"
-    )
-    parser.add_argument(
-        "--target",
-        choices=["local", "compose"],
-        default="local",
-        help="local: start its own processes on free ports (default); "
-        "compose: use a running `docker compose` stack",
-    )
-    parser.add_argument("--bg-url", default="http://127.0.0.1:8001", help="compose target only")
-    parser.add_argument("--celery-url", default="http://127.0.0.1:8002", help="compose target only")
-    parser.add_argument(
-        "--compose-project", default=None, help="compose target: the project name (-p)"
-    )
-    parser.add_argument(
-        "--reports-dir",
-        type=Path,
-        default=None,
-        help="where to write the report (default: $REPORTS_DIR or reports/)",
-    )
-
-
-def reports_dir(args: argparse.Namespace) -> Path:
-    # Read at call time (not import time), so a test can point it at a tmp dir.
-    return Path(args.reports_dir or os.environ.get("REPORTS_DIR", "reports"))
-
-
-@contextlib.contextmanager
-def open_target(
-    args: argparse.Namespace,
-    services: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    worker_concurrency: int = 2,
-) -> Iterator[Target]:
-    """A fresh local stack in a temp dir (always closed), or the running compose stack.
-
-    ``env`` (settings) and ``worker_concurrency`` only apply to the local target:
-    a compose stack runs with whatever settings it was started with.
-    """
-    if args.target == "compose":
-        compose = ComposeTarget(
-            project=args.compose_project, bg_url=args.bg_url, celery_url=args.celery_url
-        )
-        for side in {"bg" if s == "bg-api" else "celery" for s in services if s.endswith("-api")}:
-            if health(compose, side) is None:
-                raise RuntimeError(f"the compose stack's {side} API at {compose.url(side)} is down")
-        yield compose
-        return
-    workdir = Path(tempfile.mkdtemp(prefix="experiment-"))
-    stack = LocalTarget(workdir, env, worker_concurrency=worker_concurrency)
-    try:
-        for service in services:
-            stack.start(service, timeout=60)
-        yield stack
-    except BaseException:
-        print(f"process output (from {workdir}):\n{stack.outputs()[-6000:]}", file=sys.stderr)
-        raise
-    finally:
-        stack.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def is_local(target: Target) -> bool:
-    return isinstance(target, LocalTarget)
-
-
-# --- statistics -----------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); NaN when empty."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def summary(seconds: Sequence[float], *, scale: float = 1000.0) -> dict[str, float]:
-    """n, p50, p95, p99, max and mean of durations, in ms by default."""
-    return {
-        "n": len(seconds),
-        "p50": percentile(seconds, 50) * scale,
-        "p95": percentile(seconds, 95) * scale,
-        "p99": percentile(seconds, 99) * scale,
-        "max": (max(seconds) * scale) if seconds else math.nan,
-        "mean": (sum(seconds) / len(seconds) * scale) if seconds else math.nan,
-    }
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) else math.nan
-
-
-def conditions() -> dict[str, Any]:
-    """How busy the machine was when the run started (the numbers depend on it)."""
-    load1, load5, _ = os.getloadavg()
-    return {"loadavg_1m": round(load1, 2), "loadavg_5m": round(load5, 2), "cpus": os.cpu_count()}
-
-
-# --- progress -------------------------------------------------------------------------
-
-
-class Progress:
-    """One line per step on a terminal (``\\r``), every 10 % otherwise (CI logs)."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label = label
-        self.total = max(total, 1)
-        self.done = 0
-        self.tty = sys.stderr.isatty()
-        self._last_decile = -1
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if self.tty:
-            print(f"\r  {self.label}: {self.done}/{self.total}", end="", file=sys.stderr)
-            return
-        decile = self.done * 10 // self.total
-        if decile != self._last_decile and decile in (0, 5, 10):
-            self._last_decile = decile
-            print(f"  {self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
+from experiments.common import Progress
+from harness.procs import Timeout, wait_until
+from harness.target import Target
 
 # --- the load client ------------------------------------------------------------------
 
@@ -340,7 +196,7 @@ async def submit(
     async def post(client: httpx.AsyncClient, i: int) -> httpx.Response:
         body = json_for(i) if json_for else None
         r = await client.post(f"{base}{path_for(i)}", json=body)
-        if r.status_code == 200 and i >= 0:  # i < 0: warm-up requests, not counted
+        if r.status_code < 300 and i >= 0:  # i < 0: warm-up requests, not counted
             task_ids.extend(r.json()["task_ids"])
         return r
 
@@ -395,61 +251,25 @@ async def open_loop(
 # --- the ledger, read cheaply -----------------------------------------------------------
 
 
-def finished(
-    target: Target, task_ids: Sequence[str], since: float | None = None
-) -> dict[str, tuple[str, float, float]]:
-    """task id -> (state, started_at, finished_at) for the tasks that are done.
-
-    Local: one pipelined HMGET per poll straight from Redis, so polling costs the
-    servers nothing. Compose (Redis is not published): through the Celery API."""
+def finished(target: Target, task_ids: Sequence[str]) -> dict[str, tuple[str, float, float]]:
+    """task id -> (state, started_at, finished_at) for the tasks that are done."""
     out: dict[str, tuple[str, float, float]] = {}
-    if isinstance(target, LocalTarget):
-        client = target.redis()
-        try:
-            pipe = client.pipeline()
-            for task_id in task_ids:
-                pipe.hmget(f"ledger:task:{task_id}", "state", "started_at", "finished_at")
-            for task_id, (state, started, done) in zip(task_ids, pipe.execute(), strict=True):
-                if state in ("succeeded", "failed") and done:
-                    out[task_id] = (state, float(started or done), float(done))
-        finally:
-            client.close()
-        return out
-    wanted = set(task_ids)
-    params: dict[str, float | int] = {"limit": 5000}
-    if since is not None:
-        params["since"] = since
-    for side in ("celery", "bg"):
-        try:
-            r = httpx.get(target.url(side) + "/tasks", params=params, timeout=10)
-        except httpx.HTTPError:
-            continue
-        if r.status_code != 200:
-            continue
-        for rec in r.json():
-            if rec["task_id"] in wanted and rec.get("finished_at"):
-                started = rec.get("started_at") or rec["finished_at"]
-                out[rec["task_id"]] = (rec["state"], float(started), float(rec["finished_at"]))
-        return out
+    for task_id, r in target.ledger().records_of(list(task_ids)).items():
+        if r.state.value in ("succeeded", "failed") and r.finished_at:
+            out[task_id] = (r.state.value, r.started_at or r.finished_at, r.finished_at)
     return out
 
 
 def wait_finished(
-    target: Target,
-    task_ids: Sequence[str],
-    timeout: float,
-    label: str = "tasks",
-    since: float | None = None,
+    target: Target, task_ids: Sequence[str], timeout: float, label: str = "tasks"
 ) -> dict[str, tuple[str, float, float]]:
-    """Poll until every task is done or ``timeout`` passes; return what finished.
-
-    ``since``: no task was queued before it (narrows a compose stack's ledger read)."""
+    """Poll until every task is done or ``timeout`` passes; return what finished."""
     done: dict[str, tuple[str, float, float]] = {}
     progress = Progress(f"{label} finished", len(task_ids))
 
     def all_done() -> bool:
         nonlocal done
-        done = finished(target, task_ids, since)
+        done = finished(target, task_ids)
         progress.done = 0
         progress.advance(len(done))
         return len(done) == len(task_ids)

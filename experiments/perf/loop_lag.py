@@ -21,25 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from experiments import charts, report
-from experiments.load import (
-    LoadResult,
-    ProbePool,
-    add_common_arguments,
-    conditions,
-    open_loop,
-    open_target,
-    percentile,
-    ratio,
-    reports_dir,
-    say,
-)
-from experiments.targets import Target
+from experiments.common import percentile, ratio, say
+from experiments.perf import base
+from experiments.perf.load import LoadResult, ProbePool, open_loop
+from experiments.reporting.tables import markdown_table, targets_table
+from harness.stacks import StackSpec, Where, open_stack
+from harness.target import Target
 
 NAME = "loop-lag"
 VARIANTS = ["sync-task", "async-task", "blocking-async-task", "to-thread-task"]
@@ -48,7 +41,7 @@ LEAD_IN = 0.3  # probes before the task is scheduled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    base.add_arguments(parser)
     parser.add_argument("--seconds", type=float, help="how long each task sleeps (1.0)")
     parser.add_argument("--every", type=float, default=5.0, help="probe interval, ms (5)")
 
@@ -96,13 +89,25 @@ def _where(target: Target, task_id: str, seconds: float) -> dict[str, str]:
     return {}
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class LoopLagResult:
+    config: dict[str, Any]
+    idle_ms: dict[str, float]
+    variants: dict[str, dict[str, Any]]
+    targets: list[dict[str, Any]]
+    target: str
+
+    @property
+    def ok(self) -> bool:
+        return all(v["errors"] == 0 for v in self.variants.values())
+
+
+def measure(args: argparse.Namespace, where: Where) -> LoopLagResult:
     seconds = args.seconds or (0.4 if args.quick else 1.0)
     every = args.every / 1000
-    out = reports_dir(args)
     say(f"loop-lag: probes every {args.every:g} ms, tasks of {seconds:g} s")
     variants: dict[str, Any] = {}
-    with open_target(args, ("redis", "bg-api")) as target:
+    with open_stack(where, StackSpec(("redis", "bg-api")), label="loop-lag") as target:
         # Warm-up: the first request to each endpoint (and the thread pool's first
         # thread) costs tens of ms once; that is not what this measures.
         for variant in VARIANTS:
@@ -114,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         for variant in VARIANTS:
             say(f"  {variant}")
             result, task_id, scheduled_at = asyncio.run(_probe_run(target, variant, seconds, every))
-            where = _where(target, task_id, seconds) if task_id else {}
+            ran_on = _where(target, task_id, seconds) if task_id else {}
             lags = [max(0.0, lat - baseline) for lat in result.latencies()]
             variants[variant] = {
                 "probes": len(result.samples),
@@ -125,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
                     "p99": 1000 * percentile(lags, 99),
                     "max": 1000 * max(lags, default=math.nan),
                 },
-                "ran_on_loop_thread": where.get("on_loop_thread"),
-                "thread": where.get("thread"),
+                "ran_on_loop_thread": ran_on.get("on_loop_thread"),
+                "thread": ran_on.get("thread"),
                 # (sent, latency) of every probe, for the chart
                 "timeline": [
                     [round(s.sent, 4), round(1000 * s.latency, 3)]
@@ -135,20 +140,17 @@ def run(args: argparse.Namespace) -> int:
                 ],
             }
         target_name = target.name
-    data = {
-        "config": {"seconds": seconds, "probe_every_ms": args.every, "lead_in_s": LEAD_IN},
-        "idle_ms": {
+    return LoopLagResult(
+        config={"seconds": seconds, "probe_every_ms": args.every, "lead_in_s": LEAD_IN},
+        idle_ms={
             "p50": 1000 * baseline,
             "p99": 1000 * percentile(idle_lat, 99),
             "probes": len(idle_lat),
         },
-        "variants": variants,
-        "targets": _targets(variants, seconds),
-        "target": target_name,
-        "conditions": conditions(),
-    }
-    _write(data, out)
-    return 0
+        variants=variants,
+        targets=_targets(variants, seconds),
+        target=target_name,
+    )
 
 
 def _targets(variants: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
@@ -174,7 +176,7 @@ def _targets(variants: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
     return targets
 
 
-def _write(data: dict[str, Any], out: Path) -> None:
+def render(data: dict[str, Any]) -> str:
     rows = [
         [
             v,
@@ -186,18 +188,14 @@ def _write(data: dict[str, Any], out: Path) -> None:
         ]
         for v, d in data["variants"].items()
     ]
-    table = report.markdown_table(
+    table = markdown_table(
         ["task", "ran on the loop's thread", "probes", "lag p50 ms", "lag p99 ms", "lag max ms"],
         rows,
     )
-    table += "\n\n" + report.markdown_table(
-        ["target", "measured", "met"],
-        [[t["target"], t["measured"], "yes" if t["met"] else "no"] for t in data["targets"]],
-    )
+    table += "\n\n" + targets_table(data["targets"])
     cfg = data["config"]
     idle = data["idle_ms"]
     notes = (
-        f"![loop-lag]({NAME}.png)\n\n"
         f"One task of {cfg['seconds']:g} s per row; a `GET /health` probe every "
         f"{cfg['probe_every_ms']:g} ms, sent on schedule whether or not earlier ones were "
         f"answered. Lag = response time − the idle median ({idle['p50']:.2f} ms; idle p99 "
@@ -205,11 +203,12 @@ def _write(data: dict[str, Any], out: Path) -> None:
         f"{data['conditions']['cpus']} CPUs; load average at the start: "
         f"{data['conditions']['loadavg_1m']}."
     )
-    report.write(NAME, data, table, directory=out, notes=notes)
-    _chart(data, out)
+    return f"{table}\n\n{notes}"
 
 
-def _chart(data: dict[str, Any], out: Path) -> None:
+def chart(data: dict[str, Any], path: Path) -> None:
+    from experiments.reporting import charts
+
     fig, axes = charts.figure(2, 2, size=(11, 6.5))
     seconds = data["config"]["seconds"]
     top = max((lat for d in data["variants"].values() for _, lat in d["timeline"]), default=10.0)
@@ -236,6 +235,8 @@ def _chart(data: dict[str, Any], out: Path) -> None:
         f"(probe every {data['config']['probe_every_ms']:g} ms; dotted: idle + 5 ms)",
         fontsize=10,
     )
-    charts.save(
-        fig, out / f"{NAME}.png", extra=f"target {data['target']}", info=data.get("machine")
-    )
+    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+
+
+EXPERIMENT = base.Experiment(NAME, measure, render, chart)
+run = EXPERIMENT.run

@@ -19,25 +19,18 @@ import argparse
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from experiments import charts, report
-from experiments.load import (
-    ProbePool,
-    add_common_arguments,
-    conditions,
-    open_loop,
-    open_target,
-    ratio,
-    reports_dir,
-    say,
-    summary,
-    wait_finished,
-)
-from experiments.targets import Target
+from experiments.common import ratio, say, summary
+from experiments.perf import base
+from experiments.perf.load import ProbePool, open_loop, wait_finished
+from experiments.reporting.tables import markdown_table
+from harness.stacks import StackSpec, Where, open_stack
+from harness.target import Target
 
 NAME = "threadpool"
 # A sync endpoint that schedules nothing: an empty page of the ledger.
@@ -47,7 +40,7 @@ DEFAULT_TOKENS = 40
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    base.add_arguments(parser)
     parser.add_argument("--tasks", type=int, help="slow tasks fired at once (60; > 40)")
     parser.add_argument("--seconds", type=float, help="how long each task sleeps (2.0)")
     parser.add_argument("--every", type=float, default=20.0, help="probe interval, ms (20)")
@@ -88,9 +81,7 @@ async def _scenario(
         fired = results[0] or []
         sync_res, async_res = results[1], results[2]
     task_ids = [json.loads(body)["task_ids"][0] for _, status, body in fired if status == 200]
-    done = wait_finished(
-        target, task_ids, timeout=seconds * (k / 10 + 3) + 30, label="tasks", since=t0 - 1
-    )
+    done = wait_finished(target, task_ids, timeout=seconds * (k / 10 + 3) + 30, label="tasks")
     ends = [d[2] for d in done.values()]
     return {
         "tasks": k if variant else 0,
@@ -121,67 +112,68 @@ def _warm_up(target: Target) -> None:
             client.get(base + ASYNC_PATH).raise_for_status()
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class ThreadpoolResult:
+    config: dict[str, Any]
+    scenarios: dict[str, dict[str, Any]]
+    ratios: dict[str, dict[str, float]]
+    target: str
+
+    @property
+    def ok(self) -> bool:
+        return all(
+            s["finished"] == s["tasks"] and s["probe_errors"] == 0 for s in self.scenarios.values()
+        )
+
+
+def measure(args: argparse.Namespace, where: Where) -> ThreadpoolResult:
     k = args.tasks or (48 if args.quick else 60)
     seconds = args.seconds or (0.6 if args.quick else 2.0)
     every = args.every / 1000
     tokens = k + DEFAULT_TOKENS
-    out = reports_dir(args)
     scenarios: dict[str, dict[str, Any]] = {}
     say(f"threadpool: {k} tasks of {seconds:g} s, probes every {args.every:g} ms")
-    plan: list[tuple[str, str | None, dict[str, str]]] = [
-        ("idle", None, {}),
-        (f"{k} sync tasks", "sync-task", {}),
-        (f"{k} async tasks", "async-task", {}),
-        (
-            f"{k} sync tasks, THREADPOOL_TOKENS={tokens}",
-            "sync-task",
-            {"THREADPOOL_TOKENS": str(tokens)},
-        ),
+    plan: list[tuple[str, str | None, int | None]] = [
+        ("idle", None, None),
+        (f"{k} sync tasks", "sync-task", None),
+        (f"{k} async tasks", "async-task", None),
+        (f"{k} sync tasks, THREADPOOL_TOKENS={tokens}", "sync-task", tokens),
     ]
-    target_name = args.target
-    # Two fresh stacks: AnyIO's default limiter, then the raised one.
-    for env in ({}, {"THREADPOOL_TOKENS": str(tokens)}):
-        if env and args.target == "compose":
-            say("threadpool: skipping the THREADPOOL_TOKENS remedy on compose (needs a restart)")
-            continue
-        with open_target(args, ("redis", "bg-api"), env=env) as target:
+    target_name: str = where.kind
+    # Two stacks: AnyIO's default limiter, then the raised one.
+    for limit in (None, tokens):
+        spec = StackSpec(("redis", "bg-api"), settings={"threadpool_tokens": limit})
+        with open_stack(where, spec, label="threadpool") as target:
             target_name = target.name
             _warm_up(target)
             for name, variant, needs in plan:
-                if needs != env:
+                if needs != limit:
                     continue
                 say(f"  {name}")
                 scenarios[name] = asyncio.run(_scenario(target, variant, k, seconds, every))
-                scenarios[name]["threadpool_tokens"] = int(
-                    needs.get("THREADPOOL_TOKENS", DEFAULT_TOKENS)
-                )
-    data = {
-        "config": {
+                scenarios[name]["threadpool_tokens"] = needs or DEFAULT_TOKENS
+    idle = scenarios["idle"]["sync_endpoint_ms"]["p50"]
+    return ThreadpoolResult(
+        config={
             "tasks": k,
             "seconds": seconds,
             "probe_every_ms": args.every,
             "sync_endpoint": f"GET {SYNC_PATH}",
             "async_endpoint": f"GET {ASYNC_PATH}",
         },
-        "scenarios": scenarios,
-        "target": target_name,
-        "conditions": conditions(),
-    }
-    idle = scenarios["idle"]["sync_endpoint_ms"]["p50"]
-    data["ratios"] = {
-        name: {
-            "sync p50 / idle": ratio(s["sync_endpoint_ms"]["p50"], idle),
-            "sync max / task seconds": ratio(s["sync_endpoint_ms"]["max"], seconds * 1000),
-        }
-        for name, s in scenarios.items()
-    }
-    _write(data, out)
-    ok = all(s["finished"] == s["tasks"] and s["probe_errors"] == 0 for s in scenarios.values())
-    return 0 if ok else 1
+        scenarios=scenarios,
+        ratios={
+            name: {
+                "sync p50 / idle": ratio(s["sync_endpoint_ms"]["p50"], idle),
+                "sync max / task seconds": ratio(s["sync_endpoint_ms"]["max"], seconds * 1000),
+            }
+            for name, s in scenarios.items()
+        },
+        target=target_name,
+    )
 
 
-def _write(data: dict[str, Any], out: Path) -> None:
+def render(data: dict[str, Any]) -> str:
     rows = []
     for name, s in data["scenarios"].items():
         rows.append(
@@ -196,7 +188,7 @@ def _write(data: dict[str, Any], out: Path) -> None:
                 s["tasks_span_s"],
             ]
         )
-    table = report.markdown_table(
+    table = markdown_table(
         [
             "scenario",
             "tokens",
@@ -211,7 +203,6 @@ def _write(data: dict[str, Any], out: Path) -> None:
     )
     cfg = data["config"]
     notes = (
-        f"![threadpool]({NAME}.png)\n\n"
         f"{cfg['tasks']} tasks of {cfg['seconds']:g} s fired at once; probes every "
         f"{cfg['probe_every_ms']:g} ms for 0.9 × {cfg['seconds']:g} s on the sync endpoint "
         f"(`{cfg['sync_endpoint']}`, a `def`) and the async one (`{cfg['async_endpoint']}`). "
@@ -219,11 +210,12 @@ def _write(data: dict[str, Any], out: Path) -> None:
         "dependencies are `async def`. Load average at "
         f"the start: {data['conditions']['loadavg_1m']}."
     )
-    report.write(NAME, data, table, directory=out, notes=notes)
-    _chart(data, out)
+    return f"{table}\n\n{notes}"
 
 
-def _chart(data: dict[str, Any], out: Path) -> None:
+def chart(data: dict[str, Any], path: Path) -> None:
+    from experiments.reporting import charts
+
     fig, (ax1, ax2) = charts.figure(1, 2, size=(12, 4.8))
     names = list(data["scenarios"])
     short = [n.replace(", THREADPOOL_TOKENS=", "\nTOKENS=") for n in names]
@@ -263,6 +255,8 @@ def _chart(data: dict[str, Any], out: Path) -> None:
     ax2.set_ylabel("sync endpoint response, ms (log)")
     ax2.legend(fontsize=7)
     ax2.set_title("each probe of the sync endpoint")
-    charts.save(
-        fig, out / f"{NAME}.png", extra=f"target {data['target']}", info=data.get("machine")
-    )
+    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+
+
+EXPERIMENT = base.Experiment(NAME, measure, render, chart)
+run = EXPERIMENT.run

@@ -21,37 +21,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments import charts, report
-from experiments.load import (
-    add_common_arguments,
-    conditions,
-    is_local,
-    open_target,
-    ratio,
-    reports_dir,
-    say,
-    submit,
-    wait_finished,
-)
-from experiments.targets import LocalTarget, Target
+from experiments.common import ratio, say
+from experiments.perf import base
+from experiments.perf.load import submit, wait_finished
+from experiments.reporting.tables import markdown_table, targets_table
+from harness.stacks import StackSpec, Where, open_stack
+from harness.target import Target
 
 NAME = "throughput"
-PHASES: dict[str, tuple[str, dict[str, str]]] = {
+PHASES: dict[str, tuple[str, dict[str, Any]]] = {
     "bg": ("bg", {}),
     "celery reliable": ("celery", {}),
-    "celery stock": (
-        "celery",
-        {"CELERY_ACKS_LATE": "false", "CELERY_PREFETCH_MULTIPLIER": "4"},
-    ),
+    "celery stock": ("celery", {"celery_acks_late": False, "celery_prefetch_multiplier": 4}),
 }
 TARGET_RATIO = 0.8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    base.add_arguments(parser)
     parser.add_argument("--tasks", type=int, help="tasks per measurement (1000)")
     parser.add_argument("--concurrency", type=int, help="concurrent HTTP clients (8)")
     parser.add_argument(
@@ -74,7 +65,7 @@ def _measure(target: Target, side: str, n: int, concurrency: int, label: str) ->
     t_first = time.time()
     task_ids, errors = asyncio.run(_dispatch(target.url(side), n, concurrency, label))
     t_sent = time.time()
-    done = wait_finished(target, task_ids, timeout=60 + n * 0.2, label=label, since=t_first - 1)
+    done = wait_finished(target, task_ids, timeout=60 + n * 0.2, label=label)
     starts = [d[1] for d in done.values()]
     ends = [d[2] for d in done.values()]
     last = max(ends) if ends else float("nan")
@@ -90,11 +81,10 @@ def _measure(target: Target, side: str, n: int, concurrency: int, label: str) ->
     }
 
 
-def _drain(stack: LocalTarget, n: int, concurrency: int, label: str) -> dict[str, Any]:
+def _drain(stack: Target, n: int, concurrency: int, label: str) -> dict[str, Any]:
     """Queue N tasks with the worker stopped; start it; first start to last finish."""
     stack.terminate("worker", timeout=30)
-    stack.log_file.write_text("")
-    task_ids, errors = asyncio.run(_dispatch(stack.celery_url, n, concurrency, label + " queue"))
+    task_ids, errors = asyncio.run(_dispatch(stack.url("celery"), n, concurrency, label + " queue"))
     stack.start("worker", timeout=60)
     done = wait_finished(stack, task_ids, timeout=60 + n * 0.2, label=label + " drain")
     starts = [d[1] for d in done.values()]
@@ -109,36 +99,38 @@ def _drain(stack: LocalTarget, n: int, concurrency: int, label: str) -> dict[str
     }
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class ThroughputResult:
+    config: dict[str, Any]
+    results: dict[str, dict[str, Any]]
+    drain: dict[str, dict[str, Any]]
+    ratios: dict[str, float]
+    targets: list[dict[str, Any]]
+    target: str
+
+    @property
+    def ok(self) -> bool:
+        runs = [*self.results.values(), *self.drain.values()]
+        return all(r["finished"] == r["tasks"] for r in runs)
+
+
+def measure(args: argparse.Namespace, where: Where) -> ThroughputResult:
     n = args.tasks or (60 if args.quick else 1000)
     concurrency = args.concurrency or (4 if args.quick else 8)
-    out = reports_dir(args)
     results: dict[str, dict[str, Any]] = {}
     drains: dict[str, dict[str, Any]] = {}
-    target_name = args.target
-    for phase, (side, env) in PHASES.items():
-        if args.target == "compose" and phase == "celery stock":
-            say(
-                "throughput: skipping 'celery stock' on compose (it needs a worker restarted "
-                "with other settings)"
-            )
-            continue
+    target_name: str = where.kind
+    for phase, (side, settings) in PHASES.items():
         say(f"throughput: {phase}, {n} tasks, {concurrency} clients")
         services = ("redis", "bg-api") if side == "bg" else ("redis", "celery-api", "worker")
-        with open_target(
-            args, services, env=env, worker_concurrency=args.worker_concurrency
-        ) as target:
+        spec = StackSpec(services, settings=settings, worker_concurrency=args.worker_concurrency)
+        with open_stack(where, spec, label=f"throughput-{side}") as target:
             results[phase] = _measure(target, side, n, concurrency, phase)
-            if side == "celery" and is_local(target):
-                assert isinstance(target, LocalTarget)
+            if side == "celery":
                 drains[phase] = _drain(target, n, concurrency, phase)
             target_name = target.name
     data = _analyse(results, drains, n, concurrency, args.worker_concurrency)
-    data["target"] = target_name
-    data["conditions"] = conditions()
-    _write(data, out)
-    complete = all(r["finished"] == r["tasks"] for r in [*results.values(), *drains.values()])
-    return 0 if complete else 1
+    return ThroughputResult(**data, target=target_name)
 
 
 def _analyse(
@@ -183,12 +175,12 @@ def _analyse(
     }
 
 
-def _write(data: dict[str, Any], out: Path) -> None:
+def render(data: dict[str, Any]) -> str:
     rows = [
         [phase, r["finished"], r["dispatch_s"], r["span_s"], r["tasks_per_s"], r["worker_span_s"]]
         for phase, r in data["results"].items()
     ]
-    table = report.markdown_table(
+    table = markdown_table(
         [
             "side",
             "tasks done",
@@ -201,21 +193,17 @@ def _write(data: dict[str, Any], out: Path) -> None:
     )
     if data["drain"]:
         table += "\n\nWorker alone (queued first, then the worker started):\n\n"
-        table += report.markdown_table(
+        table += markdown_table(
             ["side", "tasks done", "first start → last done, s", "tasks/s"],
             [[p, r["finished"], r["span_s"], r["tasks_per_s"]] for p, r in data["drain"].items()],
         )
-    table += "\n\n" + report.markdown_table(
+    table += "\n\n" + markdown_table(
         ["ratio", "value"], [[k, v] for k, v in data["ratios"].items()]
     )
     if data["targets"]:
-        table += "\n\n" + report.markdown_table(
-            ["target", "measured", "met"],
-            [[t["target"], t["measured"], "yes" if t["met"] else "no"] for t in data["targets"]],
-        )
+        table += "\n\n" + targets_table(data["targets"])
     cfg = data["config"]
     notes = (
-        f"![throughput]({NAME}.png)\n\n"
         f"{cfg['tasks']} tasks per measurement, {cfg['http_concurrency']} HTTP clients "
         f"(closed loop), Celery worker: {cfg['worker_pool']} pool, concurrency "
         f"{cfg['worker_concurrency']}; 'stock' = CELERY_ACKS_LATE=false, "
@@ -224,11 +212,12 @@ def _write(data: dict[str, Any], out: Path) -> None:
         f"{data['conditions']['cpus']} CPUs; load average at the start: "
         f"{data['conditions']['loadavg_1m']}."
     )
-    report.write(NAME, data, table, directory=out, notes=notes)
-    _chart(data, out)
+    return f"{table}\n\n{notes}"
 
 
-def _chart(data: dict[str, Any], out: Path) -> None:
+def chart(data: dict[str, Any], path: Path) -> None:
+    from experiments.reporting import charts
+
     fig, (ax1, ax2) = charts.figure(1, 2, size=(11, 4.5))
     phases = list(data["results"])
     colors = {
@@ -260,6 +249,8 @@ def _chart(data: dict[str, Any], out: Path) -> None:
         ax2.set_title(f"worker draining a queue (prefork ×{data['config']['worker_concurrency']})")
     else:
         ax2.set_axis_off()
-    charts.save(
-        fig, out / f"{NAME}.png", extra=f"target {data['target']}", info=data.get("machine")
-    )
+    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+
+
+EXPERIMENT = base.Experiment(NAME, measure, render, chart)
+run = EXPERIMENT.run

@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from experiments import report
+from experiments.reporting import report
 
 COLORS = {
     "bare": "#9e9e9e",

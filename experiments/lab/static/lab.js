@@ -132,7 +132,7 @@ function renderTimeline(side) {
   if (tasks.length) t0 = Math.max(t0, Math.min(...tasks.map((t) => t.queued_at)) - 1);
   t0 = Math.max(t0, now - 180);
   // Once nothing is in flight the story is over: stop scrolling and keep it in view.
-  const busy = tasks.some((t) => ["queued", "running", "retrying", "redelivery"].includes(t.state));
+  const busy = tasks.some((t) => t.in_flight);
   const last = Math.max(t0, ...tasks.map((t) => t.ended_at ?? t.started_at ?? t.queued_at),
                         ...marks.map((e) => e.at));
   const t1 = Math.max(busy ? now + 1 : Math.min(now + 1, last + 6), t0 + 20);
@@ -164,8 +164,8 @@ function renderTimeline(side) {
     if (t.state === "lost") {
       svg.append(el("text", {x: x(end) + 2, y: y + h, fill: COLORS.lost, style: `fill:${COLORS.lost};font-weight:700`}, "✕"));
     }
-    if (t.attempts > 1 && t.state !== "lost") {
-      svg.append(el("text", {x: x(end) + 2, y: y + h}, `×${t.attempts}`));
+    if (t.executions > 1 && t.state !== "lost") {
+      svg.append(el("text", {x: x(end) + 2, y: y + h}, `×${t.executions}`));
     }
   });
   let lastLabelX = -100;

@@ -1,0 +1,122 @@
+"""What every command shares: choosing the target, progress lines, small statistics."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.stacks import Where
+
+
+def add_target_arguments(parser: argparse.ArgumentParser, *, reports: bool = True) -> None:
+    """--target and how to reach it: the same flags on every command."""
+    parser.add_argument(
+        "--target",
+        choices=("local", "compose"),
+        default="local",
+        help="local: start its own processes on free ports (default); "
+        "compose: use a running `docker compose` project (its own settings apply)",
+    )
+    group = parser.add_argument_group("where it runs")
+    group.add_argument("--workdir", type=Path, default=None, help="local: where runs' files go")
+    group.add_argument("--keep", action="store_true", help="local: keep each run's files")
+    group.add_argument("--compose-project", default=None, help="compose: the project name (-p)")
+    group.add_argument(
+        "--compose-file", action="append", default=[], help="compose: a compose file (-f)"
+    )
+    group.add_argument(
+        "--bg-url", default=None, help="compose: bg-api (default: its published port)"
+    )
+    group.add_argument(
+        "--celery-url", default=None, help="compose: celery-api (default: its published port)"
+    )
+    group.add_argument(
+        "--flower-url", default=None, help="compose: Flower (default: its published port)"
+    )
+    if reports:
+        parser.add_argument(
+            "--reports-dir",
+            type=Path,
+            default=None,
+            help="where to write the report (default: $REPORTS_DIR or reports/)",
+        )
+
+
+def where_from(args: argparse.Namespace) -> Where:
+    return Where(
+        kind=args.target,
+        workdir=args.workdir,
+        keep=args.keep,
+        project=args.compose_project,
+        files=tuple(args.compose_file),
+        bg_url=args.bg_url,
+        celery_url=args.celery_url,
+        flower_url=args.flower_url,
+    )
+
+
+def say(message: str) -> None:
+    """Progress for the person running it: on stderr, line by line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """One line per step on a terminal (``\\r``), at 0, 50 and 100 % otherwise (CI logs)."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.total = max(total, 1)
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+        self._last_decile = -1
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.tty:
+            print(f"\r  {self.label}: {self.done}/{self.total}", end="", file=sys.stderr)
+            return
+        decile = self.done * 10 // self.total
+        if decile != self._last_decile and decile in (0, 5, 10):
+            self._last_decile = decile
+            print(f"  {self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def conditions() -> dict[str, Any]:
+    """How busy the machine was when the run started (the numbers depend on it)."""
+    load1, load5, _ = os.getloadavg()
+    return {"loadavg_1m": round(load1, 2), "loadavg_5m": round(load5, 2), "cpus": os.cpu_count()}
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); NaN when empty."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary(seconds: Sequence[float], *, scale: float = 1000.0) -> dict[str, float]:
+    """n, p50, p95, p99, max and mean of durations, in ms by default."""
+    return {
+        "n": len(seconds),
+        "p50": percentile(seconds, 50) * scale,
+        "p95": percentile(seconds, 95) * scale,
+        "p99": percentile(seconds, 99) * scale,
+        "max": (max(seconds) * scale) if seconds else math.nan,
+        "mean": (sum(seconds) / len(seconds) * scale) if seconds else math.nan,
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else math.nan

@@ -1,0 +1,7 @@
+"""``python -m experiments crash``: kill things mid-task and count what survives.
+
+- ``scenarios``: what each scenario kills, with which settings, and what it expects (pure);
+- ``runner``: one scenario end to end on a target, counted by ``shared.verdict``;
+- ``report``: the table and the notes;
+- ``cli``: the command line.
+"""

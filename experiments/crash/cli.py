@@ -1,0 +1,149 @@
+"""``python -m experiments crash`` (``make crash``): every scenario, one table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+
+from experiments.common import add_target_arguments, where_from
+from experiments.crash import report
+from experiments.crash.runner import Say, adapt, run_scenario
+from experiments.crash.scenarios import SCENARIOS, Params, Scenario, pick
+from experiments.reporting.report import write
+
+NAME = "crash"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = Params()
+    add_target_arguments(parser)
+    parser.add_argument(
+        "--scenarios",
+        default="all",
+        help="comma-separated keys or numbers (default all): "
+        + ", ".join(f"{s.number}={s.key}" for s in SCENARIOS),
+    )
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=d.tasks,
+        help=f"notification requests per scenario, 2 tasks each (default {d.tasks})",
+    )
+    parser.add_argument(
+        "--delay", type=float, default=d.delay, help=f"NOTIFICATION_DELAY_SECONDS ({d.delay:g})"
+    )
+    parser.add_argument(
+        "--visibility-timeout",
+        type=float,
+        default=d.visibility,
+        help=f"CELERY_VISIBILITY_TIMEOUT (default {d.visibility:g})",
+    )
+    parser.add_argument(
+        "--restore-interval",
+        type=float,
+        default=d.restore_interval,
+        help=f"CELERY_RESTORE_INTERVAL, kombu's unacked scan (default {d.restore_interval:g})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        help=f"Celery worker processes (default {d.concurrency})",
+    )
+    parser.add_argument(
+        "--grace",
+        type=int,
+        default=d.grace,
+        help=f"scenario 2b's graceful-shutdown timeout, whole seconds (default {d.grace})",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument(
+        "--json", action="store_true", help="also print the results as JSON on stdout"
+    )
+
+
+def params_from(args: argparse.Namespace) -> Params:
+    params = Params(
+        tasks=args.tasks,
+        delay=args.delay,
+        visibility=args.visibility_timeout,
+        restore_interval=args.restore_interval,
+        concurrency=args.concurrency,
+        grace=args.grace,
+    )
+    if args.quick:
+        params = replace(params, tasks=2, delay=1.5, visibility=3.0)
+    return params
+
+
+def _progress(total: int) -> Callable[[int, Scenario], Say]:
+    """Plain lines on stderr: one per step, prefixed with the scenario and the clock."""
+    started = time.monotonic()
+
+    def for_scenario(i: int, sc: Scenario) -> Say:
+        def say(msg: str) -> None:
+            elapsed = time.monotonic() - started
+            print(f"[{i}/{total} {elapsed:5.0f}s] {sc.label}: {msg}", file=sys.stderr, flush=True)
+
+        return say
+
+    return for_scenario
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        for s in SCENARIOS:
+            print(f"{s.number:>3}  {s.key:<24} {s.title}: {s.expected}")
+        return 0
+    params = params_from(args)
+    try:
+        scenarios = pick(args.scenarios)
+    except ValueError as exc:
+        print(f"crash: {exc}", file=sys.stderr)
+        return 2
+    where = where_from(args)
+    if where.kind == "compose":
+        try:
+            params = adapt(params, where.attach())
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            print(f"crash: cannot read the compose stack's settings: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"crash: compose: the stack's own settings apply (delay {params.delay:g}s, "
+            f"visibility timeout {params.visibility:g}s, scan every "
+            f"{params.restore_interval:g}s, concurrency {params.concurrency}); "
+            "set them when you bring the stack up (NOTIFICATION_DELAY_SECONDS, ...)",
+            file=sys.stderr,
+        )
+    problems = params.problems()
+    if problems:
+        for problem in problems:
+            print(f"crash: {problem}", file=sys.stderr)
+        return 2
+
+    progress = _progress(len(scenarios))
+    outcomes = []
+    for i, sc in enumerate(scenarios, 1):
+        say = progress(i, sc)
+        say(f"starting — expected: {sc.expected}")
+        outcomes.append(run_scenario(sc, params, where, say))
+
+    data = {
+        "target": where.kind,
+        "params": asdict(params),
+        "scenarios": [o.to_dict() for o in outcomes],
+    }
+    text = report.render(data)
+    print()
+    print(text)
+    path = write(NAME, data, text, directory=args.reports_dir)
+    print(f"\nwritten: {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    return 1 if any(o.status == "error" for o in outcomes) else 0

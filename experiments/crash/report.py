@@ -1,0 +1,114 @@
+"""The crash experiment's table and notes, rendered from its JSON report.
+
+Rendered from the data (not from live objects), so that ``python -m experiments
+docs`` draws the same table from the committed ``reports/crash.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from experiments.reporting.tables import markdown_table
+
+HEADERS = [
+    "scenario",
+    "tasks submitted",
+    "at the kill: running / queued",
+    "completed",
+    "lost",
+    "executed more than once",
+    "repeat writes: skipped / made",
+    "retried",
+    "redelivered after",
+    "last task completed after",
+]
+
+
+def _secs(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f} s"
+
+
+def _span(lo_hi: Sequence[float]) -> str:
+    lo, hi = lo_hi
+    return f"{lo:.1f} s" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f} s"
+
+
+def row(o: Mapping[str, Any]) -> list[str]:
+    label = f"{o['number']}. {o['title']}"
+    if o["status"] != "ok":
+        return [label, f"{o['status']}: {o['reason']}"] + [""] * (len(HEADERS) - 2)
+    redelivered = "—" if o["redelivered_after"] is None else _span(o["redelivered_after"])
+    at_kill = (
+        "—" if o["stopped_after"] is None else f"{o['running_at_kill']} / {o['queued_at_kill']}"
+    )
+    made = "?" if o["duplicate_effects"] is None else o["duplicate_effects"]
+    lost = str(o["lost"]) + (f" (+{o['skipped']} skipped)" if o.get("skipped") else "")
+    never = o["lost"] > 0
+    return [
+        label,
+        str(o["submitted"]),
+        at_kill,
+        str(o["completed"]),
+        lost,
+        str(o["executed_more_than_once"]),
+        f"{o['skipped_writes']} / {made}",
+        str(o["retried"]),
+        redelivered,
+        "never" if never else _secs(o["last_completed_after"]),
+    ]
+
+
+def table(data: Mapping[str, Any]) -> str:
+    return markdown_table(HEADERS, [row(o) for o in data["scenarios"]])
+
+
+def notes(data: Mapping[str, Any]) -> str:
+    p = data["params"]
+    lines = [
+        f"Target: {data['target']}. {p['tasks']} notification requests per scenario, each "
+        f"scheduling 2 tasks (the {p['delay']:g} s notification, then a log line); "
+        f"Celery worker concurrency {p['concurrency']}, visibility timeout "
+        f"{p['visibility']:g} s, unacked scan every {p['restore_interval']:g} s.",
+        "",
+        "- *at the kill*: the ledger just before the signal (the kill waits until the "
+        "notifications are `running`); a Celery worker runs as many as it has processes, "
+        "the rest are queued in the broker.",
+        "- *lost*, *completed*, *executed more than once*: the verdict of `shared/verdict.py`, "
+        "the same rule for both sides and for the lab. BackgroundTasks: lost as soon as the "
+        "process that held the task is gone. Celery: lost only once the broker's redelivery "
+        "is due and a live worker has been free for a while without taking it.",
+        "- *repeat writes*: runs that found the task's log line already written and skipped "
+        "it (the idempotency check, from the process output) / tasks with more than one "
+        "line in the log file.",
+        "- times are from the signal (scenario 8: from the submission).",
+        "",
+    ]
+    for o in data["scenarios"]:
+        label = f"**{o['number']}. {o['title']}**"
+        if o["status"] != "ok":
+            lines.append(f"- {label}: {o['status']}: {o['reason']}")
+            continue
+        extra = []
+        if o["finished_while_stopping"]:
+            extra.append(f"{o['finished_while_stopping']} finished during the shutdown")
+        if o["missing_from_ledger"]:
+            extra.append(f"{o['missing_from_ledger']} gone from the ledger itself")
+        if o["redelivered_after"] is not None:
+            extra.append(
+                f"the interrupted tasks started again {_span(o['redelivered_after'])} "
+                "after the signal"
+            )
+        if o["restarted_after"] is not None:
+            extra.append(f"back up {o['restarted_after']:.1f} s after the signal")
+        detail = f" ({'; '.join(extra)})" if extra else ""
+        lines.append(
+            f"- {label}: expected: {o['expected']}. "
+            f"Measured: {o['lost']} lost of {o['submitted']}{detail}. Settled: {o['settle']}."
+        )
+    return "\n".join(lines)
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """The table and the notes: the report's markdown, and the generated doc's."""
+    return f"{table(data)}\n\n{notes(data)}"

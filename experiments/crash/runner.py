@@ -1,0 +1,337 @@
+"""One crash scenario end to end, on any target, counted by ``shared.verdict``.
+
+Submit N notification requests (each schedules two tasks: the slow notification,
+then a log line), wait until the ledger shows the notifications *running* (the
+kill is verified, not timed by a sleep), kill or stop one service, start it
+again, and watch until every task has a final verdict and the ledger has been
+still for a moment; then count.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import httpx
+
+from experiments.crash.scenarios import Params, Scenario
+from harness.observe import observe
+from harness.procs import Timeout, wait_until
+from harness.stacks import Unsupported, Where, open_stack
+from harness.target import Target
+from shared.models import Implementation, TaskRecord, TaskState
+from shared.verdict import Judgement, Verdict, judge
+
+logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    number: str
+    key: str
+    title: str
+    side: str
+    expected: str
+    status: Literal["ok", "skipped", "error"] = "ok"
+    reason: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    submitted: int = 0
+    # The ledger just before the kill (verified, not assumed).
+    running_at_kill: int = 0
+    queued_at_kill: int = 0
+    done_at_kill: int = 0
+    # The verdicts, at the end.
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    skipped: int = 0
+    lost_notifications: int = 0
+    missing_from_ledger: int = 0
+    executed_more_than_once: int = 0
+    retried: int = 0
+    duplicate_effects: int | None = None
+    extra_effect_lines: int | None = None
+    # Runs that found their effect already written and did not write it again.
+    skipped_writes: int = 0
+    # Seconds from the kill (or, without one, the first submission).
+    stopped_after: float | None = None  # the service was down
+    restarted_after: float | None = None  # ...and answering again
+    finished_while_stopping: int = 0  # tasks that completed between the signal and the exit
+    finished_after_stop: int = 0  # ...and after it was down (run by the restarted one)
+    redelivered_after: tuple[float, float] | None = None  # min, max start of a rerun
+    last_completed_after: float | None = None  # None: never (something was lost)
+    settle: str = ""
+    running_ids_at_kill: list[str] = field(default_factory=list)
+    lost_ids: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    # Every task's verdict and runs, for drill-down in the JSON report.
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def never(self) -> bool:
+        return self.status == "ok" and self.lost > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def submit(target: Target, side: str, n: int) -> list[list[str]]:
+    """POST n notification requests; return each one's task ids (notification, log)."""
+    out = []
+    with httpx.Client(base_url=target.url("bg" if side == "bg" else "celery"), timeout=10) as c:
+        for i in range(n):
+            r = c.post(f"/send-notification/crash{i}@example.com")
+            r.raise_for_status()
+            out.append(list(r.json()["task_ids"]))
+    return out
+
+
+def _records(target: Target, since: float, ids: Sequence[str]) -> list[TaskRecord]:
+    wanted = set(ids)
+    return [r for r in target.ledger().records(since=since) if r.task_id in wanted]
+
+
+def wait_running(
+    target: Target,
+    since: float,
+    ids: Sequence[str],
+    notification_ids: Sequence[str],
+    want: int,
+    timeout: float,
+    not_before: float = 0.0,
+) -> list[TaskRecord]:
+    """Poll the ledger until ``want`` notifications are running (and the monotonic
+    clock is past ``not_before``); return that snapshot."""
+    notifications = set(notification_ids)
+    snapshot: list[TaskRecord] = []
+
+    def enough() -> bool:
+        nonlocal snapshot
+        if time.monotonic() < not_before:
+            return False
+        snapshot = _records(target, since, ids)
+        running = sum(
+            1 for r in snapshot if r.task_id in notifications and r.state == TaskState.running
+        )
+        return running >= want
+
+    wait_until(enough, timeout, f"{want} notification(s) running", interval=0.05)
+    return snapshot
+
+
+def _fingerprint(records: Sequence[TaskRecord]) -> tuple[tuple[str, str, int, float | None], ...]:
+    return tuple(sorted((r.task_id, r.state.value, r.attempts, r.updated_at) for r in records))
+
+
+def settle(
+    target: Target,
+    since: float,
+    expected: dict[str, Implementation],
+    *,
+    quiet: float,
+    cap: float,
+) -> tuple[Judgement, str]:
+    """Watch until every task has a final verdict and the ledger has not changed for
+    ``quiet`` seconds (a verdict is a reading of one moment: stillness makes sure it
+    is the last one); ``cap`` (monotonic) bounds the wait."""
+    last_fp: object = None
+    last_change = time.monotonic()
+    judgement: Judgement | None = None
+    while True:
+        now = time.monotonic()
+        try:
+            obs = observe(target, since=since, expected=expected, skipped_writes=False)
+        except (RuntimeError, OSError) as exc:  # the API or Redis is still coming back
+            logger.info("ledger not readable yet: %s", exc)
+            if now >= cap:
+                if judgement is None:
+                    raise
+                return judgement, "gave up: the ledger did not answer before the deadline"
+            time.sleep(0.3)
+            continue
+        judgement = judge(obs)
+        fp = _fingerprint(obs.records)
+        if fp != last_fp:
+            last_fp, last_change = fp, now
+        if judgement.settled and now - last_change >= quiet:
+            lost = len(judgement.ids(Verdict.lost))
+            return judgement, (
+                f"every task has a final verdict ({lost} lost), no change for {quiet:.0f}s"
+            )
+        if now >= cap:
+            return judgement, "gave up at the settle deadline: some tasks still in flight"
+        time.sleep(0.25)
+
+
+def run_scenario(
+    scenario: Scenario, params: Params, where: Where, say: Say = logger.info
+) -> Outcome:
+    """One scenario end to end, from a clean state; never raises for a scenario failure."""
+    spec = scenario.spec(params)
+    outcome = Outcome(
+        scenario.number,
+        scenario.key,
+        scenario.title,
+        scenario.side,
+        scenario.expected,
+        params={**asdict(params), "settings": dict(spec.settings)},
+    )
+    started = time.monotonic()
+    try:
+        with open_stack(where, spec, base=params.settings(), label=f"crash-{scenario.key}") as t:
+            _drive(scenario, params, t, outcome, say)
+    except Unsupported as exc:
+        outcome.status, outcome.reason = "skipped", str(exc)
+        say(f"skipped: {exc}")
+    except (Timeout, RuntimeError, httpx.HTTPError, OSError, subprocess.SubprocessError) as exc:
+        outcome.status, outcome.reason = "error", f"{type(exc).__name__}: {exc}"
+        logger.exception("scenario %s failed", scenario.key)
+        say(f"error: {outcome.reason}")
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> None:
+    # The ledger index is scored by wall-clock time; a second of slack for clock
+    # differences between this process and a container.
+    since = time.time() - 1
+    t_submit = time.time()
+    pairs = submit(target, sc.side, p.tasks)
+    submitted = time.monotonic()
+    ids = [task_id for pair in pairs for task_id in pair]
+    notifications = [pair[0] for pair in pairs]
+    expected = dict.fromkeys(ids, Implementation(sc.side))
+    out.submitted = len(ids)
+    delay = target.settings.notification_delay_seconds
+
+    if sc.action is None or sc.service is None:
+        t0 = t_submit
+        say(f"{len(ids)} tasks submitted ({p.tasks} notifications); nothing is killed")
+    else:
+        # Every BackgroundTasks request runs its tasks at once (thread pool); a
+        # Celery worker runs as many as it has processes, the rest wait in the broker.
+        want = p.tasks if sc.side == "bg" else min(p.tasks, target.worker_processes)
+        before = wait_running(
+            target,
+            since,
+            ids,
+            notifications,
+            want,
+            timeout=15 + 2 * delay,
+            not_before=submitted + (target.fsync_lag if sc.wait_for_fsync else 0.0),
+        )
+        states = [r.state for r in before]
+        out.running_at_kill = states.count(TaskState.running)
+        out.queued_at_kill = states.count(TaskState.queued)
+        out.done_at_kill = sum(s in (TaskState.succeeded, TaskState.failed) for s in states)
+        out.running_ids_at_kill = [r.task_id for r in before if r.state == TaskState.running]
+        verb = "SIGKILL" if sc.action == "kill" else "SIGTERM"
+        say(
+            f"{len(ids)} tasks submitted; ledger: {out.running_at_kill} running, "
+            f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {sc.service}"
+        )
+        t0 = time.time()
+        if sc.action == "kill":
+            target.kill(sc.service)
+        else:
+            stop_timeout = sc.stop_timeout(p)
+            target.terminate(sc.service, timeout=stop_timeout)
+            wait_until(
+                lambda: not target.is_up(sc.service or ""),
+                stop_timeout + 30,
+                f"{sc.service} to exit after SIGTERM",
+                interval=0.1,
+            )
+        out.stopped_after = time.time() - t0
+        say(f"{sc.service} down after {out.stopped_after:.1f}s; starting it again")
+        target.start(sc.service)
+        out.restarted_after = time.time() - t0
+        if sc.side == "celery":
+            s = target.settings
+            say(
+                f"settling: redelivery is due {s.celery_visibility_timeout:g}s after delivery "
+                f"(visibility timeout), found by a scan every {s.celery_restore_interval:g}s"
+            )
+
+    # Bounded: what is queued behind the kill still has to run, a round at a time.
+    rounds = -(-len(ids) // max(target.worker_processes, 1))
+    horizon = (
+        target.settings.celery_visibility_timeout + 2 * target.settings.celery_restore_interval
+    )
+    cap = time.monotonic() + horizon + rounds * delay * 3 + 60
+    _, why = settle(target, since, expected, quiet=p.margin, cap=cap)
+    out.settle = why
+
+    # The final count, with the effects and what the processes said they skipped.
+    final = judge(observe(target, since=since, expected=expected))
+    side = final.side(sc.side)
+    out.summary = side.to_dict()
+    out.completed, out.failed, out.lost, out.skipped = (
+        side.completed,
+        side.failed,
+        side.lost,
+        side.skipped,
+    )
+    out.lost_ids = sorted(final.ids(Verdict.lost))
+    out.lost_notifications = len(set(notifications) & set(out.lost_ids))
+    out.missing_from_ledger = side.missing_from_ledger
+    out.executed_more_than_once = side.executed_more_than_once
+    out.retried = side.retried
+    out.duplicate_effects, out.extra_effect_lines = side.duplicate_effects, side.extra_writes
+    out.skipped_writes = side.skipped_writes
+    records = [t.record for t in final.tasks.values() if t.record is not None]
+    out.tasks = [
+        {
+            "task_id": t.task_id,
+            "kind": t.kind,
+            "verdict": t.verdict.value,
+            "why": t.why,
+            "executions": t.executions,
+            "writes": t.writes,
+            "runs": [r.model_dump(mode="json") for r in t.record.runs] if t.record else [],
+        }
+        for t in final.tasks.values()
+    ]
+    if out.stopped_after is not None and out.restarted_after is not None:
+        # The boundary is the exit, not "answering again": a restarted worker may
+        # run a task before its "ready." line is seen.
+        t_down = t0 + out.stopped_after
+        ends = [r.finished_at for r in records if r.finished_at is not None]
+        out.finished_while_stopping = sum(1 for f in ends if t0 <= f <= t_down)
+        out.finished_after_stop = sum(1 for f in ends if f > t_down)
+    reruns = [
+        run.started_at - t0
+        for r in records
+        for run in r.runs[1:]
+        if run.started_at is not None and r.attempts - r.retries > 1
+    ]
+    if reruns and sc.action is not None:
+        out.redelivered_after = (min(reruns), max(reruns))
+    ends = [r.finished_at for r in records if r.finished_at is not None]
+    if out.lost == 0 and ends:
+        out.last_completed_after = max(ends) - t0
+    say(
+        f"{out.completed} completed, {out.lost} lost, "
+        f"{out.executed_more_than_once} ran more than once, "
+        f"{out.skipped_writes} repeat writes skipped, "
+        f"{out.duplicate_effects} made ({why})"
+    )
+
+
+def adapt(params: Params, target: Target) -> Params:
+    """The parameters a compose stack really runs with: its own settings apply."""
+    s = target.settings
+    return replace(
+        params,
+        delay=s.notification_delay_seconds,
+        visibility=s.celery_visibility_timeout,
+        restore_interval=s.celery_restore_interval,
+        concurrency=target.worker_processes,
+    )

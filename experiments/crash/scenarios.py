@@ -1,0 +1,229 @@
+"""The crash scenarios and their parameters: pure data, checked without processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.stacks import StackSpec
+from shared.settings import Settings, explicit_settings
+
+Action = Literal["kill", "terminate"]
+
+
+@dataclass(frozen=True)
+class Params:
+    """What a run is made of. The defaults finish in about two minutes on 2 cores."""
+
+    tasks: int = 6  # notification requests per scenario (each schedules 2 tasks)
+    delay: float = 2.0  # NOTIFICATION_DELAY_SECONDS: how long a notification runs
+    visibility: float = 5.0  # CELERY_VISIBILITY_TIMEOUT: longer than a task, or it runs twice
+    restore_interval: float = 0.5  # CELERY_RESTORE_INTERVAL: kombu's scan for expired unacked
+    concurrency: int = 2  # Celery worker processes: only this many notifications run at once
+    grace: int = 1  # the short graceful-shutdown timeout of scenario 2b (whole seconds: uvicorn)
+    margin: float = 3.0  # slack on every settle deadline (a loaded machine is slow)
+
+    def settings(self) -> Settings:
+        """The settings every process of a (local) scenario runs with."""
+        return explicit_settings(
+            notification_delay_seconds=self.delay,
+            notification_fail_first_attempts=0,
+            celery_visibility_timeout=self.visibility,
+            celery_restore_interval=self.restore_interval,
+            celery_acks_late=True,
+            celery_prefetch_multiplier=1,
+            # Beat is not part of any scenario; keep its heartbeats out of the way.
+            beat_interval_seconds=3600,
+        )
+
+    def problems(self) -> list[str]:
+        """Combinations that would make a scenario measure something else."""
+        out = []
+        if self.tasks < 1:
+            out.append("--tasks must be at least 1")
+        if self.concurrency < 1:
+            out.append("--concurrency must be at least 1")
+        if self.delay <= self.grace:
+            out.append(
+                f"--delay ({self.delay:g}s) must be longer than --grace ({self.grace}s), "
+                "or scenario 2b's shutdown timeout never cuts a task short"
+            )
+        if self.visibility <= self.delay + 1:
+            out.append(
+                f"--visibility-timeout ({self.visibility:g}s) must exceed --delay "
+                f"({self.delay:g}s) by a second or more, or every notification runs twice "
+                "even without a crash (that is scenario 8, on purpose)"
+            )
+        return out
+
+
+BG_SERVICES = ("redis", "bg-api")
+CELERY_SERVICES = ("redis", "celery-api", "worker")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    number: str
+    key: str
+    title: str
+    side: Literal["bg", "celery"]
+    # The service hit and how; no action: nothing is killed (scenario 8).
+    action: Action | None
+    service: str | None
+    expected: str
+    # Settings the scenario is about (imposed on any target), from the parameters.
+    settings: Callable[[Params], Mapping[str, Any]] = lambda p: {}
+    appendonly: bool | None = None
+    graceful_timeout: Callable[[Params], int | None] = lambda p: None
+    # terminate: how long the stop may take (for compose, `docker compose stop -t`).
+    stop_timeout: Callable[[Params], float] = lambda p: 30.0
+    # Redis kills: the question is whether *queued* tasks survive, not the last
+    # second of writes, so the kill waits until Redis has fsynced the submissions.
+    wait_for_fsync: bool = False
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def label(self) -> str:
+        return f"{self.number}. {self.title}"
+
+    def spec(self, p: Params) -> StackSpec:
+        return StackSpec(
+            BG_SERVICES if self.side == "bg" else CELERY_SERVICES,
+            settings=self.settings(p),
+            appendonly=self.appendonly,
+            graceful_timeout=self.graceful_timeout(p),
+            worker_concurrency=p.concurrency,
+        )
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        number="1",
+        key="bg-kill",
+        title="bg-api SIGKILL",
+        side="bg",
+        action="kill",
+        service="bg-api",
+        expected="every task in flight is lost: it lived only in the killed process",
+    ),
+    Scenario(
+        number="2a",
+        key="bg-term",
+        title="bg-api SIGTERM (graceful)",
+        side="bg",
+        action="terminate",
+        service="bg-api",
+        expected="nothing lost: uvicorn waits for running background tasks before it exits",
+        stop_timeout=lambda p: 2 * p.delay + 30,
+    ),
+    Scenario(
+        number="2b",
+        key="bg-term-timeout",
+        title="bg-api SIGTERM, shutdown timeout < task",
+        side="bg",
+        action="terminate",
+        service="bg-api",
+        expected="every task in flight is lost once the shutdown timeout cuts it off",
+        # Local: uvicorn's --timeout-graceful-shutdown. Compose: `docker compose
+        # stop -t grace`, i.e. SIGKILL after the grace period.
+        graceful_timeout=lambda p: p.grace,
+        stop_timeout=lambda p: float(p.grace),
+    ),
+    Scenario(
+        number="3",
+        key="celery-api-kill",
+        title="celery-api SIGKILL",
+        side="celery",
+        action="kill",
+        service="celery-api",
+        expected="nothing lost: the tasks were already in Redis and the worker runs them",
+    ),
+    Scenario(
+        number="4",
+        key="worker-kill",
+        title="worker SIGKILL (acks_late)",
+        side="celery",
+        action="kill",
+        service="worker",
+        expected="nothing lost: the unacked tasks come back after the visibility timeout "
+        "and run again, writing once",
+    ),
+    Scenario(
+        number="5",
+        key="worker-kill-stock-acks",
+        title="worker SIGKILL (stock acks)",
+        side="celery",
+        action="kill",
+        service="worker",
+        expected="the running tasks are lost: stock Celery acks a task as it starts",
+        settings=lambda p: {"celery_acks_late": False},
+    ),
+    Scenario(
+        number="6",
+        key="worker-term",
+        title="worker SIGTERM (warm shutdown)",
+        side="celery",
+        action="terminate",
+        service="worker",
+        expected="nothing lost: running tasks finish, queued ones wait in Redis for the restart",
+        stop_timeout=lambda p: 2 * p.delay + 30,
+    ),
+    Scenario(
+        number="7",
+        key="redis-restart",
+        title="redis SIGKILL + restart, AOF on",
+        side="celery",
+        action="kill",
+        service="redis",
+        expected="nothing lost: the queue and the ledger are replayed from the append-only file",
+        appendonly=True,
+        wait_for_fsync=True,
+    ),
+    Scenario(
+        number="7b",
+        key="redis-restart-no-aof",
+        title="redis SIGKILL + restart, no persistence",
+        side="celery",
+        action="kill",
+        service="redis",
+        expected="everything not yet finished is lost, and the ledger forgets it too",
+        appendonly=False,
+        wait_for_fsync=True,
+    ),
+    Scenario(
+        number="8",
+        key="slow-task",
+        title="no crash, task longer than visibility timeout",
+        side="celery",
+        action=None,
+        service=None,
+        expected="nothing lost, but every notification runs twice (idempotency writes it once)",
+        settings=lambda p: {"celery_visibility_timeout": p.delay / 2},
+    ),
+)
+BY_KEY = {s.key: s for s in SCENARIOS}
+BY_NUMBER = {s.number: s for s in SCENARIOS}
+
+
+def pick(names: str | Sequence[str] | None) -> list[Scenario]:
+    """Scenarios by key or number ("1,2a,worker-kill"); None or "all": every one."""
+    if names is None:
+        return list(SCENARIOS)
+    items = names.split(",") if isinstance(names, str) else list(names)
+    chosen: list[Scenario] = []
+    for raw in items:
+        name = raw.strip()
+        if not name:
+            continue
+        if name == "all":
+            return list(SCENARIOS)
+        if name in BY_KEY:
+            chosen.append(BY_KEY[name])
+        elif name in BY_NUMBER:
+            chosen.append(BY_NUMBER[name])
+        elif name == "2":  # the issue's scenario 2 is both SIGTERM variants
+            chosen += [BY_NUMBER["2a"], BY_NUMBER["2b"]]
+        else:
+            raise ValueError(f"unknown scenario {name!r}; known: {', '.join(BY_KEY)}")
+    return list(dict.fromkeys(chosen))

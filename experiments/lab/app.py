@@ -1,0 +1,158 @@
+"""The lab's web app: the page, the actions, and every new snapshot pushed over
+server-sent events. One poll loop per lab (not per browser tab)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from experiments.lab.state import ActionRefused, Lab
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class Publisher:
+    """The event loop's side: polls the lab, keeps the latest snapshot, wakes the streams.
+
+    Everything here runs on the loop; the blocking poll goes to a thread."""
+
+    def __init__(self, lab: Lab, poll_interval: float) -> None:
+        self.lab = lab
+        self.poll_interval = poll_interval
+        self.snapshot_json = "{}"
+        self.version = 0
+        self.closing = False
+        self._content = ""
+        self._changed = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:  # from any thread: an action changed something
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._wake.set)
+
+        lab.on_change = wake
+
+    async def refresh(self) -> None:
+        """Poll once and publish. One poll at a time: snapshots go out in order."""
+        async with self._poll_lock:
+            snapshot = await asyncio.to_thread(self.lab.poll_once)
+            content = json.dumps({k: v for k, v in snapshot.items() if k != "now"}, sort_keys=True)
+            if content == self._content:
+                return  # nothing changed: ages are computed in the page
+            self._content = content
+            self.snapshot_json = json.dumps(snapshot)
+            async with self._changed:
+                self.version += 1
+                self._changed.notify_all()
+
+    async def run(self) -> None:
+        while not self.closing:
+            try:
+                await self.refresh()
+            except Exception:  # one bad poll must not end the page's updates
+                logger.exception("lab poll failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+
+    async def stream(self, keepalive: float = 15.0) -> AsyncIterator[str]:
+        """Server-sent events: every new snapshot, and a comment now and then."""
+        seen = -1
+        while not self.closing:
+            if self.version != seen:
+                seen = self.version
+                yield f"event: snapshot\nid: {seen}\ndata: {self.snapshot_json}\n\n"
+                continue
+            async with self._changed:
+                if self.version == seen and not self.closing:  # checked under the lock
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), keepalive)
+            if self.version == seen and not self.closing:
+                yield ": keepalive\n\n"
+
+    async def close(self) -> None:
+        self.closing = True
+        async with self._changed:
+            self._changed.notify_all()
+
+
+class ActionRequest(BaseModel):
+    side: Literal["bg", "celery"]
+    action: str
+    service: str | None = None
+    count: int = Field(default=5, ge=1, le=100)
+
+
+def create_app(lab: Lab) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        publisher = Publisher(lab, lab.settings.poll_interval)
+        app.state.publisher = publisher
+        poller = asyncio.create_task(publisher.run())
+        yield
+        await publisher.close()
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+
+    app = FastAPI(title="BackgroundTasks vs Celery: the lab", lifespan=lifespan)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def publisher(request: Request) -> Publisher:
+        pub: Publisher = request.app.state.publisher
+        return pub
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        return html.replace("{{target}}", lab.target.name)
+
+    @app.get("/api/state")
+    async def state(request: Request) -> JSONResponse:
+        pub = publisher(request)
+        if pub.version == 0:  # before the first poll: read once now
+            await pub.refresh()
+        return JSONResponse(json.loads(pub.snapshot_json))
+
+    @app.get("/api/events")
+    async def events(request: Request) -> StreamingResponse:
+        return StreamingResponse(
+            publisher(request).stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post("/api/actions")
+    async def act(body: ActionRequest, request: Request) -> dict[str, Any]:
+        try:
+            event = await asyncio.to_thread(
+                lab.act, body.side, body.action, body.service, body.count
+            )
+        except ActionRefused as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        # Answer once the snapshot shows the result: a client that reads the
+        # state (or the page) right after sees what the action did.
+        await publisher(request).refresh()
+        return lab.event_dict(event)
+
+    @app.post("/api/reset")
+    async def reset(request: Request) -> dict[str, str]:
+        lab.reset()
+        await publisher(request).refresh()
+        return {"status": "ok"}
+
+    return app

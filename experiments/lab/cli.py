@@ -1,0 +1,156 @@
+"""``python -m experiments lab`` (``make lab``): the page on http://127.0.0.1:8000.
+
+Against either target: local processes it starts itself (Redis with its
+append-only file on, as in compose), or a running ``docker compose`` project
+(``--target compose``, driven by ``docker compose kill/stop/start`` from here).
+
+Safety: binds 127.0.0.1 unless told otherwise; controls only the services in
+``state.CONTROLS`` of the target it was given; stops the processes it started by
+PID or process group when it exits (Ctrl-C and SIGTERM included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import webbrowser
+from collections.abc import Iterator
+from pathlib import Path
+
+from experiments.common import add_target_arguments, where_from
+from experiments.lab.state import Lab, LabSettings
+from harness.local import SERVICES, LocalStack
+from harness.target import Target
+from shared.settings import explicit_settings
+
+logger = logging.getLogger(__name__)
+
+# The demo: a notification takes 5 s (time to kill something mid-run); a dead
+# worker's message comes back 10 s after its delivery.
+DEMO = {
+    "notification_delay_seconds": 5.0,
+    "celery_visibility_timeout": 10.0,
+    "celery_restore_interval": 0.5,
+    "beat_interval_seconds": 60.0,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="the page's port (default 8000)")
+    add_target_arguments(parser, reports=False)
+    parser.add_argument("--open", action="store_true", help="open the page in a browser")
+    parser.add_argument(
+        "--fail-attempts",
+        type=int,
+        default=2,
+        metavar="N",
+        help="what 'make the next notifications fail' sets NOTIFICATION_FAIL_FIRST_ATTEMPTS to",
+    )
+    parser.add_argument("--poll-interval", type=float, default=0.4, metavar="S")
+    local = parser.add_argument_group("local target (the lab starts every process)")
+    local.add_argument(
+        "--notification-delay",
+        type=float,
+        default=DEMO["notification_delay_seconds"],
+        metavar="S",
+    )
+    local.add_argument(
+        "--visibility-timeout", type=float, default=DEMO["celery_visibility_timeout"], metavar="S"
+    )
+    local.add_argument(
+        "--restore-interval", type=float, default=DEMO["celery_restore_interval"], metavar="S"
+    )
+    local.add_argument(
+        "--beat-interval", type=float, default=DEMO["beat_interval_seconds"], metavar="S"
+    )
+    local.add_argument("--worker-concurrency", type=int, default=2, metavar="N")
+
+
+def build_target(args: argparse.Namespace, workdir: Path) -> Target:
+    where = where_from(args)
+    if where.kind == "compose":
+        return where.attach()
+    settings = explicit_settings(
+        notification_delay_seconds=args.notification_delay,
+        celery_visibility_timeout=args.visibility_timeout,
+        celery_restore_interval=args.restore_interval,
+        beat_interval_seconds=args.beat_interval,
+    )
+    # AOF on, as in compose: restarting Redis keeps the queue and the ledger.
+    return LocalStack(
+        workdir, settings, appendonly=True, worker_concurrency=args.worker_concurrency
+    )
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    # SIGTERM's default ends the process on the spot, skipping the cleanup that
+    # stops the children; raise SystemExit instead (uvicorn re-raises the signal
+    # it caught once it has shut down).
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from experiments.lab.app import create_app
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("the lab binds %s: anyone who reaches it can kill processes", args.host)
+    try:  # fail before starting five processes, not after
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as exc:
+        print(f"lab: cannot serve on {args.host}:{args.port}: {exc} (try --port)", file=sys.stderr)
+        return 2
+    made_workdir = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="lab-")) if made_workdir else args.workdir
+    with _sigterm_as_exit():
+        target = build_target(args, workdir)
+        try:
+            local = target.name == "local"
+            if local:
+                print(f"lab: starting the local stack in {workdir} ...", file=sys.stderr)
+                for service in SERVICES:
+                    target.start(service, timeout=90)
+            lab = Lab(
+                target,
+                LabSettings(fail_attempts=args.fail_attempts, poll_interval=args.poll_interval),
+            )
+            url = f"http://{args.host}:{args.port}"
+            stops = "the lab and what it started" if local else "the lab; the stack keeps running"
+            print(f"lab: open {url}  (Ctrl-C stops {stops})", file=sys.stderr)
+            config = uvicorn.Config(
+                create_app(lab),
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                # Open event streams would hold a graceful shutdown forever.
+                timeout_graceful_shutdown=2,
+            )
+            if args.open:
+                threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+            uvicorn.Server(config).run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print("lab: stopping ...", file=sys.stderr)
+            target.close()
+            if made_workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return 0

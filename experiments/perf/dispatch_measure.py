@@ -1,0 +1,230 @@
+"""The dispatch measurement itself, with nothing but what the services have:
+Celery, kombu and redis-py (so it also runs in a one-off container of the
+stack's image: ``python -m experiments.perf.dispatch_measure``, JSON out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+QUEUE = "dispatch-bench"
+TASK = "logs.write"
+TARGET_RATIO = 3.0
+
+
+def _percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary(seconds: Sequence[float], *, scale: float) -> dict[str, float]:
+    return {
+        "n": len(seconds),
+        "p50": _percentile(seconds, 50) * scale,
+        "p95": _percentile(seconds, 95) * scale,
+        "p99": _percentile(seconds, 99) * scale,
+        "max": (max(seconds) * scale) if seconds else float("nan"),
+        "mean": (sum(seconds) / len(seconds) * scale) if seconds else float("nan"),
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b else float("nan")
+
+
+def _callables(url: str) -> tuple[dict[str, Callable[[], object]], int, Callable[[], None]]:
+    from celery_app.worker import create_celery
+    from shared.ledger import Ledger, NewTask, connect
+    from shared.models import Implementation, TaskKind
+    from shared.settings import explicit_settings
+
+    settings = explicit_settings(redis_url=url)
+    celery = create_celery(settings)
+    quiet = create_celery(settings)
+    quiet.conf.task_send_sent_event = False
+    ledger_client = connect(url)
+    ledger = Ledger(ledger_client, Implementation.celery)
+    kwargs = {"message": "item created: 노트북 (1,500,000.00)"}
+
+    # The payload of the raw LPUSH is as long as the message Celery actually sends.
+    raw = redis.Redis.from_url(url)
+    celery.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
+    message = raw.lindex(QUEUE, 0) or b""
+    payload = b"x" * len(message)
+
+    def send(app: Any) -> Callable[[], object]:
+        return lambda: app.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
+
+    def schedule() -> object:
+        # What the API does per task, minus HTTP and the event loop
+        # (CeleryScheduler.schedule): the ledger write, then the publish.
+        task_id = str(uuid.uuid4())
+        ledger.queued([NewTask(task_id, TaskKind.log.value)])
+        return celery.send_task(TASK, kwargs=kwargs, task_id=task_id, queue=QUEUE)
+
+    fns: dict[str, Callable[[], object]] = {
+        "lpush": lambda: raw.lpush(QUEUE, payload),
+        "send_task, no sent-event": send(quiet),
+        "send_task": send(celery),
+        "API schedule()": schedule,
+    }
+
+    def close() -> None:
+        raw.delete(QUEUE)
+        raw.close()
+        ledger_client.close()
+        celery.close()
+        quiet.close()
+
+    return fns, len(message), close
+
+
+def _commandstats(client: redis.Redis) -> dict[str, int]:
+    info = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+def measure(url: str, calls: int) -> dict[str, Any]:
+    fns, message_bytes, close = _callables(url)
+    admin = redis.Redis.from_url(url)
+    try:
+        for fn in fns.values():  # connections, pools, declarations: not measured
+            for _ in range(50):
+                fn()
+        # Interleaved blocks, so a noisy neighbour hits every variant alike.
+        times: dict[str, list[float]] = {v: [] for v in fns}
+        cpu: dict[str, float] = dict.fromkeys(fns, 0.0)
+        block = 100
+        for _ in range(max(1, calls // block)):
+            for name, fn in fns.items():
+                c0 = time.process_time()
+                for _ in range(block):
+                    t = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t)
+                cpu[name] += time.process_time() - c0
+            admin.delete(QUEUE)
+        # Redis commands per call, one variant at a time.
+        commands: dict[str, dict[str, float]] = {}
+        n = min(calls, 500)
+        for name, fn in fns.items():
+            before = _commandstats(admin)
+            for _ in range(n):
+                fn()
+            after = _commandstats(admin)
+            delta = {k: (after[k] - before.get(k, 0)) / n for k in after}
+            # INFO itself is one command on the admin connection.
+            delta["info"] = delta.get("info", 0) - 1 / n
+            commands[name] = {k: round(v, 3) for k, v in delta.items() if v > 0.001}
+        admin.delete(QUEUE)
+        profile, top, constructions = _profile(fns["send_task"], n)
+        # kombu's Redis channel builds a new redis.Redis client object for each
+        # command it sends (conn_or_acquire); redis-py fills ~170 response callbacks
+        # per instance. Timed on its own, since it shows up at the top of the profile.
+        t = time.perf_counter()
+        for _ in range(n):
+            redis.Redis(connection_pool=admin.connection_pool)
+        construct_us = 1e6 * (time.perf_counter() - t) / n
+    finally:
+        close()
+        admin.close()
+    stats = {name: summary(ts, scale=1e6) for name, ts in times.items()}  # microseconds
+    for name in stats:
+        stats[name]["client_cpu_us"] = 1e6 * cpu[name] / max(len(times[name]), 1)
+        stats[name]["redis_commands"] = sum(commands[name].values())
+    lpush = stats["lpush"]["p50"]
+    return {
+        "message_bytes": message_bytes,
+        "calls": calls,
+        "variants": stats,
+        "commands": commands,
+        "profile": profile,
+        "top_functions": top,
+        "redis_clients_per_send_task": constructions,
+        "redis_client_construction_us": construct_us,
+        "ratios": {
+            name: {"p50": ratio(s["p50"], lpush), "mean": ratio(s["mean"], stats["lpush"]["mean"])}
+            for name, s in stats.items()
+        },
+        "targets": [
+            {
+                "target": f"send_task p50 ≤ {TARGET_RATIO:g}× LPUSH p50",
+                "measured": ratio(stats["send_task"]["p50"], lpush),
+                "met": ratio(stats["send_task"]["p50"], lpush) <= TARGET_RATIO,
+            }
+        ],
+    }
+
+
+def _profile(
+    fn: Callable[[], object], n: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+    """Where ``send_task`` spends its own time (tottime): by package, the top
+    functions, and how many redis.Redis objects it constructs per call."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        fn()
+    prof.disable()
+    st = pstats.Stats(prof)
+    raw_stats: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw_stats.values()) or 1.0
+    groups: dict[str, float] = {}
+    functions = []
+    constructions = 0.0
+    for (filename, line, func), (_cc, nc, tottime, _ct, _callers) in raw_stats.items():
+        groups[_package(filename)] = groups.get(_package(filename), 0.0) + tottime
+        short = re.sub(r".*(site-packages|python3\.\d+)/", "", filename)
+        functions.append((tottime, f"{short}:{line}({func})", nc / n))
+        if short == "redis/client.py" and func == "__init__":
+            constructions = nc / n
+    by_package = [
+        {"where": k, "share": v / total, "us_per_call": 1e6 * v / n}
+        for k, v in sorted(groups.items(), key=lambda kv: -kv[1])
+    ][:8]
+    top = [
+        {"function": name, "share": tt / total, "calls_per_send": round(calls, 1)}
+        for tt, name, calls in sorted(functions, reverse=True)[:8]
+    ]
+    return by_package, top, constructions
+
+
+def _package(filename: str) -> str:
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins (json, socket I/O, uuid, ...)"
+    m = re.search(r"site-packages/([^/]+)/", filename)
+    if m:
+        return m.group(1)
+    m = re.search(r"python3\.\d+/(?:([^/]+)/|([^/]+)\.py)", filename)
+    if m:
+        return f"stdlib {m.group(1) or m.group(2)}"
+    return Path(filename).parent.name or filename
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.perf.dispatch_measure")
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--calls", type=int, default=3000)
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.redis_url, args.calls)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

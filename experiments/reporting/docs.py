@@ -1,0 +1,114 @@
+"""``python -m experiments docs``: the measured tables in docs/, from reports/*.json.
+
+Every table in docs/ that shows a measurement sits between two markers::
+
+    <!-- generated: latency -->
+    ...
+    <!-- /generated -->
+
+and is rendered from the committed reference run (``reports/<name>.json``) by
+the same function that wrote that experiment's own report. ``--check`` changes
+nothing and fails when a committed doc differs from what its data renders (the
+test suite runs it), so a table can never drift from its data. ``--charts``
+also redraws docs/img/*.png from the same JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments.reporting.report import load, reports_dir
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+
+# region name -> the module whose render(data) draws it from reports/<name>.json.
+RENDERERS: dict[str, str] = {
+    "crash": "experiments.crash.report",
+    "latency": "experiments.perf.latency",
+    "dispatch": "experiments.perf.dispatch",
+    "throughput": "experiments.perf.throughput",
+    "loop-lag": "experiments.perf.loop_lag",
+    "threadpool": "experiments.perf.threadpool",
+    "footprint": "experiments.perf.footprint",
+}
+
+REGION = re.compile(
+    r"(?P<open><!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /generated -->)",
+    re.S,
+)
+
+
+def provenance(data: dict[str, Any]) -> str:
+    m = data.get("machine", {})
+    v = m.get("versions", {})
+    versions = ", ".join(
+        f"{k} {v[k]}" for k in ("fastapi", "starlette", "celery", "kombu") if v.get(k)
+    )
+    return (
+        f"*Measured {m.get('when', '?')} on {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
+        f"Python {m.get('python', '?')} ({versions}); `{m.get('command', '')}`.*"
+    )
+
+
+def renderer(name: str) -> Callable[[dict[str, Any]], str]:
+    module = importlib.import_module(RENDERERS[name])
+    render: Callable[[dict[str, Any]], str] = module.render
+    return render
+
+
+def generate(text: str, reports: Path) -> str:
+    """``text`` with every generated region redrawn from its report."""
+
+    def redraw(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in RENDERERS:
+            raise KeyError(f"no renderer for generated region {name!r}")
+        data = load(name, reports)
+        body = f"{provenance(data)}\n\n{renderer(name)(data).strip()}\n"
+        return f"{m['open']}{body}{m['close']}"
+
+    return REGION.sub(redraw, text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a doc is out of date"
+    )
+    parser.add_argument("--charts", action="store_true", help="also redraw docs/img/*.png")
+    parser.add_argument(
+        "--reports-dir", type=Path, default=None, help="the reports to draw from (reports/)"
+    )
+    parser.add_argument("--docs-dir", type=Path, default=DOCS, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    reports = reports_dir(args.reports_dir)
+    if not reports.is_absolute():
+        reports = REPO / reports
+    stale = []
+    for path in sorted(args.docs_dir.glob("*.md")):
+        old = path.read_text(encoding="utf-8")
+        new = generate(old, reports)
+        if new != old:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    if args.charts and not args.check:
+        for name, module_name in RENDERERS.items():
+            module = importlib.import_module(module_name)
+            if hasattr(module, "chart") and (reports / f"{name}.json").exists():
+                module.chart(load(name, reports), args.docs_dir / "img" / f"{name}.png")
+    if args.check and stale:
+        names = ", ".join(str(p.relative_to(REPO)) for p in stale)
+        print(f"docs out of date with reports/*.json: {names}; run python -m experiments docs")
+        return 1
+    for path in stale:
+        print(f"docs: rewrote {path.relative_to(REPO)}", file=sys.stderr)
+    return 0

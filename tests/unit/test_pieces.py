@@ -1,0 +1,154 @@
+"""The other pure pieces: scenario selection and parameter checks, compose's
+output parsed, settings handed to a child process, the CLI's laziness, the
+generated docs. No process is started (but one: a bare ``python -c``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.__main__ import COMMANDS, command_parser
+from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
+from experiments.reporting import docs
+from harness.compose import (
+    option,
+    parse_duration,
+    parse_memory,
+    parse_ps,
+    service_states,
+    settings_from_env,
+    worker_concurrency,
+)
+from harness.procs import REPO_ROOT
+from shared.settings import explicit_settings
+
+# --- crash scenarios ----------------------------------------------------------------------
+
+
+def test_scenarios_are_picked_by_key_or_number_once_each() -> None:
+    assert [s.key for s in pick("1,worker-kill,1")] == ["bg-kill", "worker-kill"]
+    assert [s.number for s in pick("2")] == ["2a", "2b"]  # the issue's 2 is both SIGTERMs
+    assert pick("all") == list(SCENARIOS) == pick(None)
+    assert pick(" 7b , ") == [BY_KEY["redis-restart-no-aof"]]
+    with pytest.raises(ValueError, match="unknown scenario 'nine'"):
+        pick("1,nine")
+
+
+def test_parameters_that_would_measure_something_else_are_refused() -> None:
+    assert Params().problems() == []
+    assert any("--grace" in p for p in Params(delay=1.0, grace=1).problems())
+    assert any("runs twice" in p for p in Params(delay=2.0, visibility=2.5).problems())
+    assert any("--tasks" in p for p in Params(tasks=0).problems())
+
+
+def test_scenarios_impose_only_the_settings_they_are_about() -> None:
+    p = Params(delay=2.0, grace=1)
+    assert BY_KEY["worker-kill-stock-acks"].spec(p).settings == {"celery_acks_late": False}
+    assert BY_KEY["slow-task"].spec(p).settings == {"celery_visibility_timeout": 1.0}
+    assert BY_KEY["worker-kill"].spec(p).settings == {}
+    assert BY_KEY["bg-term-timeout"].spec(p).graceful_timeout == 1
+    assert BY_KEY["redis-restart"].spec(p).appendonly is True
+    assert BY_KEY["redis-restart-no-aof"].spec(p).appendonly is False
+    assert BY_KEY["bg-kill"].spec(p).services == ("redis", "bg-api")
+    settings = p.settings()
+    assert (settings.notification_delay_seconds, settings.celery_acks_late) == (2.0, True)
+
+
+# --- compose -------------------------------------------------------------------------------
+
+
+def test_ps_output_in_either_of_compose_v2s_formats() -> None:
+    rows = [{"Service": "worker", "State": "running"}, {"Service": "redis", "State": "exited"}]
+    as_array = json.dumps(rows)
+    as_lines = "\n".join(json.dumps(r) for r in rows) + "\nnot json\n"
+    assert parse_ps(as_array) == parse_ps(as_lines) == rows
+    assert service_states(rows, ["worker", "redis", "beat"]) == {
+        "worker": True,
+        "redis": False,
+        "beat": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("1h", 3600.0), ("soon", 7.0), ("", 7.0)],
+)
+def test_compose_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, default=7.0) == seconds
+
+
+def test_a_workers_command_line_and_redis_options() -> None:
+    assert worker_concurrency(["celery", "worker", "--concurrency=3"]) == 3
+    assert worker_concurrency(["celery", "worker", "-c", "4"]) == 4
+    assert worker_concurrency(["celery", "worker"]) == 2
+    redis = ["redis-server", "--appendonly", "yes", "--appendfsync=always"]
+    assert option(redis, "appendonly") == "yes"
+    assert option(redis, "appendfsync") == "always"
+    assert option(redis, "save") is None
+    assert parse_memory("12.5MiB") == 12.5 and parse_memory("1GiB") == 1024.0
+
+
+def test_settings_reach_a_child_process_and_come_back_the_same() -> None:
+    settings = explicit_settings(
+        notification_delay_seconds=0.2, celery_acks_late=False, threadpool_tokens=None
+    )
+    env = settings.to_env()
+    assert env["NOTIFICATION_DELAY_SECONDS"] == "0.2" and env["CELERY_ACKS_LATE"] == "false"
+    assert "THREADPOOL_TOKENS" not in env  # None: the library's own default
+    assert settings_from_env({**env, "PATH": "/bin"}) == settings
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def test_every_command_builds_its_parser() -> None:
+    for name in COMMANDS:
+        parser, module = command_parser(name)
+        assert callable(module.run), name
+        assert parser.prog.endswith(name)
+
+
+def test_help_imports_no_command_and_no_matplotlib() -> None:
+    code = (
+        "import sys\n"
+        "from experiments.__main__ import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'experiments.'))\n"
+        "             and m != 'experiments.__main__'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "crash" in done.stdout and "footprint" in done.stdout  # listed...
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # ...but not imported
+
+
+# --- generated docs ------------------------------------------------------------------------
+
+
+def test_a_generated_region_is_redrawn_from_its_report(tmp_path: Path) -> None:
+    data = {
+        "machine": {"when": "2026-12-01T00:00:00+00:00", "platform": "Linux", "cpus": 2},
+        "target": "local",
+        "params": {
+            "tasks": 1,
+            "delay": 2.0,
+            "concurrency": 2,
+            "visibility": 5.0,
+            "restore_interval": 0.5,
+        },
+        "scenarios": [],
+    }
+    (tmp_path / "crash.json").write_text(json.dumps(data))
+    text = "before\n<!-- generated: crash -->\nstale table\n<!-- /generated -->\nafter\n"
+    new = docs.generate(text, tmp_path)
+    assert new.startswith("before\n<!-- generated: crash -->\n*Measured 2026-12-01")
+    assert "stale table" not in new and "| scenario |" in new and new.endswith("after\n")
+    assert docs.generate(new, tmp_path) == new  # stable
+    with pytest.raises(KeyError, match="nothing"):
+        docs.generate("<!-- generated: nothing -->\n<!-- /generated -->", tmp_path)
