@@ -23,10 +23,11 @@ from shared.api import (
     SchedulerUnavailable,
     build_common_router,
     build_router,
-    install_error_handlers,
+    create_api,
     new_tasks,
+    open_ledger,
 )
-from shared.ledger import AsyncLedger, Ledger, connect, connect_async
+from shared.ledger import AsyncLedger
 from shared.models import Implementation
 from shared.settings import get_settings
 
@@ -76,19 +77,18 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = app.dependency_overrides.get(get_settings, get_settings)()
-        client = connect(settings.redis_url, settings.redis_socket_timeout)
-        async_client = connect_async(settings.redis_url, settings.redis_socket_timeout)
-        app.state.ledger = Ledger(client, Implementation.celery)
-        app.state.async_ledger = AsyncLedger(async_client, Implementation.celery)
-        app.state.celery = create_celery(settings)
-        yield
-        app.state.celery.close()
-        await async_client.aclose()
-        client.close()
+        # Not best effort: a task this side cannot record is a task it does not accept.
+        async with open_ledger(
+            app, settings, Implementation.celery, best_effort=False, runs_tasks=False
+        ):
+            app.state.celery = create_celery(settings)
+            yield
+            app.state.celery.close()
 
-    app = FastAPI(title="Celery implementation", description=DELIVERY_NOTE, lifespan=lifespan)
-    install_error_handlers(app)
-    app.include_router(build_router(get_scheduler, delivery_note=DELIVERY_NOTE))
+    app = create_api("Celery implementation", DELIVERY_NOTE, lifespan)
+    app.include_router(
+        build_router(get_scheduler, delivery_note=DELIVERY_NOTE, can_be_unavailable=True)
+    )
     app.include_router(build_common_router())
     return app
 

@@ -22,7 +22,13 @@ logger = logging.getLogger(__name__)
 @lru_cache
 def worker_ledger() -> Ledger:
     settings = get_settings()
-    return Ledger(connect(settings.redis_url, settings.redis_socket_timeout), Implementation.celery)
+    if not settings.ledger_enabled:  # measuring the ledger's cost: record nothing
+        return Ledger(None, Implementation.celery, best_effort=True)
+    return Ledger(
+        connect(settings.redis_url, settings.redis_socket_timeout),
+        Implementation.celery,
+        heartbeat_interval=settings.runner_heartbeat_seconds,
+    )
 
 
 _heartbeat: Heartbeat | None = None
@@ -34,7 +40,8 @@ def _start_heartbeat(**_: Any) -> None:
     global _heartbeat
     settings = get_settings()
     ledger = worker_ledger()
-    assert ledger.client is not None
+    if ledger.client is None:
+        return
     _heartbeat = Heartbeat(
         ledger.client, Implementation.celery, "worker", interval=settings.runner_heartbeat_seconds
     ).start()

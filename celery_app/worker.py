@@ -7,8 +7,12 @@ it never imports ``celery_app.tasks`` (worker-only code).
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import setup_logging
+
+from shared.logs import configure_logging
 from shared.models import TaskKind
 from shared.settings import Settings, get_settings
 
@@ -17,6 +21,12 @@ TASK_NAMES: dict[str, str] = {
     TaskKind.log: "logs.write",
     TaskKind.beat: "beat.heartbeat",
 }
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Celery's own logging setup is replaced by the one both APIs use (LOG_LEVEL)."""
+    configure_logging(get_settings().log_level)
 
 
 def create_celery(settings: Settings) -> Celery:

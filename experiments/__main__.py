@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "loop-lag": ("experiments.perf.loop_lag", "event-loop lag while each kind of task runs"),
     "threadpool": ("experiments.perf.threadpool", "sync tasks vs AnyIO's 40 thread-pool tokens"),
     "footprint": ("experiments.perf.footprint", "resident memory of each side's processes"),
+    "idempotency": ("experiments.perf.idempotency", "tasks/s with an empty log vs a 1M-line one"),
 }
 TOOLS: dict[str, tuple[str, str]] = {
     "lab": ("experiments.lab.cli", "the live comparison page"),
@@ -29,7 +30,16 @@ TOOLS: dict[str, tuple[str, str]] = {
     "docs": ("experiments.reporting.docs", "regenerate docs/ tables from reports/*.json"),
 }
 # "all": every measuring experiment in turn, into one reports directory.
-ALL_ORDER = ["latency", "dispatch", "throughput", "loop-lag", "threadpool", "footprint", "crash"]
+ALL_ORDER = [
+    "latency",
+    "dispatch",
+    "throughput",
+    "idempotency",
+    "loop-lag",
+    "threadpool",
+    "footprint",
+    "crash",
+]
 COMMANDS = {**EXPERIMENTS, **TOOLS}
 
 

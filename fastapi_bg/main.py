@@ -19,16 +19,17 @@ from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
 from fastapi_bg import mechanics
 from fastapi_bg.scheduler import BackgroundScheduler, run_job
 from shared.api import (
+    TOO_LARGE,
     EmailPath,
     LedgerDep,
     build_common_router,
     build_router,
-    install_error_handlers,
+    create_api,
     new_tasks,
     notification_jobs,
+    open_ledger,
 )
-from shared.ledger import AsyncLedger, Heartbeat, Ledger, connect, connect_async
-from shared.models import Implementation, NotificationAccepted
+from shared.models import Implementation, NotificationAccepted, Problem
 from shared.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -43,70 +44,44 @@ DELIVERY_NOTE = (
 )
 
 
-async def get_scheduler(
-    tasks: BackgroundTasks, ledger: LedgerDep, request: Request
-) -> BackgroundScheduler:
+async def get_scheduler(tasks: BackgroundTasks, request: Request) -> BackgroundScheduler:
     # The settings the lifespan resolved (overrides included), not a per-request
     # get_settings call: that would be a sync dependency, i.e. a thread-pool trip.
-    return BackgroundScheduler(
-        tasks, ledger, request.app.state.async_ledger, request.app.state.settings
-    )
+    state = request.app.state
+    return BackgroundScheduler(tasks, state.ledger, state.async_ledger, state.settings)
 
 
 def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = app.dependency_overrides.get(get_settings, get_settings)()
-        app.state.settings = settings
-        client = (
-            connect(settings.redis_url, settings.redis_socket_timeout)
-            if settings.redis_url
-            else None
-        )
-        async_client = (
-            connect_async(settings.redis_url, settings.redis_socket_timeout)
-            if settings.redis_url
-            else None
-        )
-        app.state.ledger = Ledger(client, Implementation.bg, best_effort=True)
-        app.state.async_ledger = AsyncLedger(async_client, Implementation.bg, best_effort=True)
-        # This process runs the tasks: its heartbeat tells the ledger it is alive.
-        heartbeat = (
-            Heartbeat(
-                client, Implementation.bg, "bg-api", interval=settings.runner_heartbeat_seconds
-            ).start()
-            if client is not None
-            else None
-        )
-        if settings.threadpool_tokens is not None:
-            # The limiter is per event loop: set it here, on the loop that serves.
-            limiter = anyio.to_thread.current_default_thread_limiter()
-            limiter.total_tokens = settings.threadpool_tokens
-        # The mechanics tasks compare their thread with this one.
-        app.state.loop_thread = threading.get_ident()
-        if not app.state.ledger.ping():
-            logger.warning("ledger unavailable at %s: serving without it", settings.redis_url)
-        yield
-        if heartbeat is not None:
-            heartbeat.stop()
-        if async_client is not None:
-            await async_client.aclose()
-        if client is not None:
-            client.close()
+        # Best effort: this side serves without Redis, and only loses its ledger.
+        async with open_ledger(app, settings, Implementation.bg, best_effort=True, runs_tasks=True):
+            if settings.threadpool_tokens is not None:
+                # The limiter is per event loop: set it here, on the loop that serves.
+                limiter = anyio.to_thread.current_default_thread_limiter()
+                limiter.total_tokens = settings.threadpool_tokens
+            # The mechanics tasks compare their thread with this one.
+            app.state.loop_thread = threading.get_ident()
+            if not app.state.ledger.ping():
+                logger.warning("ledger unavailable at %r: serving without it", settings.redis_url)
+            yield
 
-    app = FastAPI(
-        title="BackgroundTasks implementation",
-        description=DELIVERY_NOTE,
-        lifespan=lifespan,
+    app = create_api("BackgroundTasks implementation", DELIVERY_NOTE, lifespan)
+    app.include_router(
+        build_router(get_scheduler, delivery_note=DELIVERY_NOTE, can_be_unavailable=False)
     )
-    install_error_handlers(app)
-    app.include_router(build_router(get_scheduler, delivery_note=DELIVERY_NOTE))
     app.include_router(build_common_router())
     app.include_router(mechanics.router)
 
     @app.post(
         "/send-notification/{email}/inline",
+        tags=["notifications"],
         response_model=NotificationAccepted,
+        responses={
+            **TOO_LARGE,
+            502: {"model": Problem, "description": "The work itself failed (it ran inline)."},
+        },
         description="Does both jobs before answering: the response-time comparison "
         "(seed 000, practice point 5).",
     )

@@ -19,15 +19,22 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request, status
+from pydantic import BaseModel
 
-from shared.api import AsyncLedgerDep
+from shared.api import TOO_LARGE, AsyncLedgerDep
 from shared.ledger import Ledger, NewTask, runner_id
 from shared.models import TaskState
 
-router = APIRouter(prefix="/mechanics", tags=["mechanics (seed 004)"])
+router = APIRouter(prefix="/mechanics", tags=["mechanics"])
 
-Seconds = Annotated[float, Query(ge=0, le=30)]
+Seconds = Annotated[float, Query(ge=0, le=30, allow_inf_nan=False)]
+
+
+class MechanicsAccepted(BaseModel):
+    variant: str
+    seconds: float
+    task_ids: list[str]
 
 
 def _where(loop_thread: int) -> dict[str, str]:
@@ -82,15 +89,15 @@ VARIANTS = {
 }
 
 
-def _endpoint(variant: str) -> Callable[..., Awaitable[dict[str, object]]]:
+def _endpoint(variant: str) -> Callable[..., Awaitable[MechanicsAccepted]]:
     async def schedule(
         request: Request, tasks: BackgroundTasks, queue: AsyncLedgerDep, seconds: Seconds = 1.0
-    ) -> dict[str, object]:
+    ) -> MechanicsAccepted:
         task_id = str(uuid.uuid4())
         await queue.queued([NewTask(task_id, "mechanics", {"variant": variant})], owner=runner_id())
         ledger: Ledger = request.app.state.ledger
         tasks.add_task(VARIANTS[variant], ledger, task_id, seconds, request.app.state.loop_thread)
-        return {"variant": variant, "seconds": seconds, "task_ids": [task_id]}
+        return MechanicsAccepted(variant=variant, seconds=seconds, task_ids=[task_id])
 
     schedule.__name__ = f"schedule_{variant.replace('-', '_')}"
     return schedule
@@ -101,6 +108,9 @@ for _variant, _task in VARIANTS.items():
         f"/{_variant}",
         _endpoint(_variant),
         methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=MechanicsAccepted,
+        responses=TOO_LARGE,
         summary=f"Schedule {_task.__name__}",
         description=(_task.__doc__ or "").strip(),
     )

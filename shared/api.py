@@ -1,26 +1,54 @@
 """The HTTP contract, written once. Each app supplies only its ``Scheduler``:
-how a job is handed over (BackgroundTasks in-process, or a Celery publish)."""
+how a job is handed over (BackgroundTasks in-process, or a Celery publish).
+
+Every status an operation can return is declared here, with its schema, so
+that the published OpenAPI document says what the apps do (a test fuzzes both
+running apps against it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from importlib import metadata
 from typing import Annotated, Any, NamedTuple, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import EmailStr
+from fastapi.routing import APIRoute
 
-from shared.ledger import AsyncLedger, Ledger, LedgerUnavailable, NewTask, runner_id
+from shared.ledger import (
+    AsyncLedger,
+    Heartbeat,
+    Ledger,
+    LedgerUnavailable,
+    NewTask,
+    connect,
+    connect_async,
+    runner_id,
+)
+from shared.limits import BodyLimit
+from shared.logs import configure_logging
 from shared.models import (
+    EMAIL_MAX,
+    EMAIL_PATTERN,
     Health,
     Implementation,
     Item,
     ItemAccepted,
     NotificationAccepted,
+    Problem,
     RunnerRecord,
     TaskKind,
     TaskRecord,
 )
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class SchedulerUnavailable(RuntimeError):
@@ -64,7 +92,46 @@ async def get_async_ledger(request: Request) -> AsyncLedger:
 
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 AsyncLedgerDep = Annotated[AsyncLedger, Depends(get_async_ledger)]
-EmailPath = Annotated[EmailStr, Path(examples=["user@example.com"])]
+EmailPath = Annotated[
+    str,
+    Path(
+        pattern=EMAIL_PATTERN,
+        max_length=EMAIL_MAX,
+        description="An email address: the WHATWG (HTML) syntax rule without '/' and '%', "
+        "at most 254 characters. No DNS lookup, no reserved-domain list.",
+        examples=["user@example.com"],
+    ),
+]
+
+# What an operation can answer besides its success; every one with a schema.
+Responses = dict[int | str, dict[str, Any]]
+TOO_LARGE: Responses = {
+    status.HTTP_413_CONTENT_TOO_LARGE: {
+        "model": Problem,
+        "description": "The request body is over MAX_BODY_BYTES: refused before it is read.",
+    }
+}
+MALFORMED: Responses = {
+    status.HTTP_400_BAD_REQUEST: {
+        "model": Problem,
+        "description": "The request body could not be read (the client stopped sending it).",
+    }
+}
+UNAVAILABLE: Responses = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "model": Problem,
+        "description": "The broker or the ledger (Redis) cannot be reached; nothing was queued.",
+    }
+}
+NOT_FOUND: Responses = {
+    status.HTTP_404_NOT_FOUND: {"model": Problem, "description": "No such task in the ledger."}
+}
+LEDGER_DOWN: Responses = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "model": Problem,
+        "description": "The ledger (Redis) is off or cannot be reached.",
+    }
+}
 
 
 def notification_jobs(email: str) -> list[Job]:
@@ -80,23 +147,41 @@ def item_jobs(item: Item) -> list[Job]:
 
 
 def build_router(
-    get_scheduler: Callable[..., Awaitable[Scheduler]], *, delivery_note: str
+    get_scheduler: Callable[..., Awaitable[Scheduler]],
+    *,
+    delivery_note: str,
+    can_be_unavailable: bool,
 ) -> APIRouter:
-    """The endpoints both apps share. ``delivery_note`` documents what happens
-    to a failing task on this side (it differs: that is the comparison)."""
+    """The endpoints both apps share. ``delivery_note`` documents what happens to a
+    failing task on this side (it differs: that is the comparison);
+    ``can_be_unavailable``: publishing may fail (a broker) and answer 503."""
     router = APIRouter()
     # ``get_scheduler`` is a closure variable, which string annotations (PEP 563)
     # cannot reach: hence ``= Depends(...)`` rather than ``Annotated`` in here.
     scheduler_dep = Depends(get_scheduler)
+    body_errors: Responses = {**TOO_LARGE, **MALFORMED}
+    if can_be_unavailable:
+        body_errors.update(UNAVAILABLE)
+    path_errors: Responses = dict(UNAVAILABLE if can_be_unavailable else {})
 
-    @router.post("/items/", response_model=ItemAccepted, description=delivery_note)
+    @router.post(
+        "/items/",
+        tags=["items"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=ItemAccepted,
+        responses=body_errors,
+        description=f"Creates the item and schedules a log line. {delivery_note}",
+    )
     async def create_item(item: Item, scheduler: Scheduler = scheduler_dep) -> ItemAccepted:
         task_ids = await scheduler.schedule(item_jobs(item))
         return ItemAccepted(item=item, message="item created", task_ids=task_ids)
 
     @router.post(
         "/send-notification/{email}",
+        tags=["notifications"],
+        status_code=status.HTTP_202_ACCEPTED,
         response_model=NotificationAccepted,
+        responses={**path_errors, **TOO_LARGE},
         description=f"Schedules the slow notification, then a log line. {delivery_note}",
     )
     async def send_notification(
@@ -109,7 +194,9 @@ def build_router(
 
     @router.post(
         "/send-notification/{email}/bare",
+        tags=["notifications"],
         response_model=NotificationAccepted,
+        responses=TOO_LARGE,
         description="The same validation and answer with no task at all: the latency baseline.",
     )
     async def send_notification_bare(email: EmailPath) -> NotificationAccepted:
@@ -121,31 +208,39 @@ def build_router(
 def build_common_router() -> APIRouter:
     router = APIRouter()
 
-    @router.get("/tasks/{task_id}", response_model=TaskRecord, responses={404: {}, 503: {}})
+    @router.get(
+        "/tasks/{task_id}",
+        tags=["tasks"],
+        response_model=TaskRecord,
+        responses={**NOT_FOUND, **LEDGER_DOWN},
+    )
     def get_task(task_id: str, ledger: LedgerDep) -> TaskRecord:
+        """One task's record: its state, every run, its timestamps."""
         record = ledger.get(task_id)
         if record is None:
             raise HTTPException(status_code=404, detail=f"no task {task_id!r} in the ledger")
         return record
 
-    @router.get("/tasks", response_model=list[TaskRecord], responses={503: {}})
+    @router.get("/tasks", tags=["tasks"], response_model=list[TaskRecord], responses=LEDGER_DOWN)
     def list_tasks(
         ledger: LedgerDep,
         implementation: Implementation | None = None,
-        since: float | None = None,
+        since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> list[TaskRecord]:
         """Every task of both sides (or one), oldest first: what the experiments count."""
         return ledger.tasks(implementation, since=since, limit=limit)
 
-    @router.get("/runners", response_model=list[RunnerRecord], responses={503: {}})
+    @router.get(
+        "/runners", tags=["tasks"], response_model=list[RunnerRecord], responses=LEDGER_DOWN
+    )
     def list_runners(ledger: LedgerDep) -> list[RunnerRecord]:
         """The processes that run tasks, from their heartbeats: which are alive, since when."""
         return ledger.runners()
 
-    @router.get("/health", response_model=Health)
+    @router.get("/health", tags=["health"], response_model=Health)
     async def health(request: Request) -> Health:
-        # async on purpose: it runs on the event loop, so it shows when the loop is blocked.
+        """Liveness. ``async`` on purpose: it runs on the event loop, so it shows a blocked loop."""
         ledger: Ledger = request.app.state.ledger
         return Health(
             status="ok",
@@ -157,10 +252,112 @@ def build_common_router() -> APIRouter:
     return router
 
 
-def install_error_handlers(app: FastAPI) -> None:
+@contextlib.asynccontextmanager
+async def open_ledger(
+    app: FastAPI,
+    settings: Settings,
+    implementation: Implementation,
+    *,
+    best_effort: bool,
+    runs_tasks: bool,
+) -> AsyncIterator[None]:
+    """An API's lifespan part: logging, the settings, the ledger's clients on
+    ``app.state`` (a sync one for reads and for tasks, an async one for the request
+    path) and, where this process runs tasks, its heartbeat."""
+    configure_logging(settings.log_level)
+    app.state.settings = settings
+    on = settings.ledger_enabled and bool(settings.redis_url)
+    client = connect(settings.redis_url, settings.redis_socket_timeout) if on else None
+    async_client = connect_async(settings.redis_url, settings.redis_socket_timeout) if on else None
+    # With the ledger switched off everything is best effort: writes do nothing.
+    lenient = best_effort or not on
+    app.state.ledger = Ledger(
+        client,
+        implementation,
+        best_effort=lenient,
+        heartbeat_interval=settings.runner_heartbeat_seconds,
+    )
+    app.state.async_ledger = AsyncLedger(async_client, implementation, best_effort=lenient)
+    logger.info(
+        "%s API starting: ledger %s, body limit %d bytes, log level %s",
+        implementation.value,
+        "on" if on else "off",
+        settings.max_body_bytes,
+        settings.log_level,
+    )
+    heartbeat = None
+    if client is not None and runs_tasks:
+        role = "bg-api" if implementation == Implementation.bg else "worker"
+        heartbeat = Heartbeat(
+            client, implementation, role, interval=settings.runner_heartbeat_seconds
+        ).start()
+    try:
+        yield
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
+        if async_client is not None:
+            await async_client.aclose()
+        if client is not None:
+            client.close()
+
+
+def version() -> str:
+    try:
+        return metadata.version("bgtasks-vs-celery")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+source"
+
+
+def operation_id(route: APIRoute) -> str:
+    """Readable operation ids: the endpoint function's name (``create_item``)."""
+    return route.name
+
+
+def _json_safe(value: Any) -> Any:
+    """A refused input, as JSON can carry it (NaN and Infinity cannot be)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def create_api(title: str, description: str, lifespan: Any) -> FastAPI:
+    """The FastAPI app both sides build on: version, operation ids, the body limit,
+    and the error handlers that keep every refusal a documented 4xx (or 503).
+
+    ``lifespan`` must put the resolved ``Settings`` on ``app.state.settings``."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version(),
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+
+    # One mechanism for both apps: bodies over the limit never reach the endpoint.
+    def max_bytes() -> int:
+        settings: Settings = app.state.settings
+        return settings.max_body_bytes
+
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own handler echoes the refused input; json.dumps cannot write a
+        # NaN or an Infinity, which turned a 422 into a 500.
+        assert isinstance(exc, RequestValidationError)
+        errors = _json_safe(jsonable_encoder(exc.errors()))
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     handler: Any = unavailable
     app.add_exception_handler(LedgerUnavailable, handler)
     app.add_exception_handler(SchedulerUnavailable, handler)
+    validation: Any = invalid
+    app.add_exception_handler(RequestValidationError, validation)
+    return app

@@ -144,23 +144,24 @@ return n
 """
 
 # The end of run n. The runs still going are counted afresh: another run that has
-# not ended is still going only if its process has been seen alive (a heartbeat)
-# after run n started. A process that died before run n began (the crash that
-# caused a redelivery) cannot have been; one that still runs a duplicate has been,
-# if run n lasted longer than one heartbeat interval. The dead ones are closed as
-# "abandoned". The state becomes final (succeeded if any run succeeded) once no
-# run is left. If Redis forgot the task meanwhile, nothing is recreated.
-# The runner keys are read by name (not declared in KEYS): fine on one Redis, not
-# on a cluster.
+# not ended is still going if its process has been seen alive (a heartbeat) since
+# run n started; gone if it has not been seen for ``grace`` seconds (a heartbeat
+# would have come by now); unsure otherwise: then nothing is written and -2 comes
+# back, and the caller asks again a moment later (at most a heartbeat). A process
+# that died before run n began (the crash that caused a redelivery) cannot have
+# been seen since; one that runs a duplicate will be within one heartbeat. The
+# dead runs are closed as "abandoned". The state becomes final (succeeded if any
+# run succeeded) once no run is left. If Redis forgot the task meanwhile, nothing
+# is recreated. The runner keys are read by name (not declared in KEYS): fine on
+# one Redis, not on a cluster.
 _FINISH = """
 local key, runner_prefix = KEYS[1], KEYS[2]
-local n, outcome, now, err, retry_in = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n, outcome, now, err, retry_in, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('EXISTS', key) == 0 then return -1 end
 local a = 'attempt.' .. n .. '.'
-redis.call('HSET', key, a .. 'ended_at', now, a .. 'outcome', outcome, 'updated_at', now)
 local my_start = tonumber(redis.call('HGET', key, a .. 'started_at') or now)
 local attempts = tonumber(redis.call('HGET', key, 'attempts') or 0)
-local left = 0
+local left, gone = 0, {}
 for k = 1, attempts do
   local b = 'attempt.' .. k .. '.'
   if k ~= tonumber(n) and redis.call('HEXISTS', key, b .. 'started_at') == 1
@@ -168,13 +169,19 @@ for k = 1, attempts do
     local runner = redis.call('HGET', key, b .. 'runner') or ''
     local seen = tonumber(redis.call('HGET', runner_prefix .. runner, 'seen_at') or 0)
     local stopped = redis.call('HEXISTS', runner_prefix .. runner, 'stopped_at')
-    if seen > my_start and stopped == 0 then
+    if stopped == 0 and seen > my_start then
       left = left + 1
+    elseif stopped == 1 or tonumber(now) - seen > tonumber(grace) then
+      table.insert(gone, {b, seen})
     else
-      redis.call('HSET', key, b .. 'ended_at', math.max(seen, 0), b .. 'outcome', 'abandoned')
+      return -2
     end
   end
 end
+for _, g in ipairs(gone) do
+  redis.call('HSET', key, g[1] .. 'ended_at', math.max(g[2], 0), g[1] .. 'outcome', 'abandoned')
+end
+redis.call('HSET', key, a .. 'ended_at', now, a .. 'outcome', outcome, 'updated_at', now)
 redis.call('HSET', key, 'running', left)
 if err ~= '' then redis.call('HSET', key, 'error', err) end
 if outcome == 'retrying' then
@@ -182,7 +189,7 @@ if outcome == 'retrying' then
   redis.call('HSET', key, 'detail.retry_in', retry_in)
 end
 if outcome == 'succeeded' then redis.call('HSET', key, 'outcome', 'succeeded') end
-for i = 6, #ARGV, 2 do redis.call('HSET', key, 'detail.' .. ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', key, 'detail.' .. ARGV[i], ARGV[i + 1]) end
 if left == 0 then
   local final = outcome
   if redis.call('HGET', key, 'outcome') == 'succeeded' then final = 'succeeded' end
@@ -202,12 +209,16 @@ class Ledger:
         implementation: Implementation,
         *,
         best_effort: bool = False,
+        heartbeat_interval: float = 1.0,
     ) -> None:
         self.client = client
         self.implementation = implementation
         # The BackgroundTasks side keeps serving without Redis: it logs a failed
         # ledger write instead of failing the request or the task.
         self.best_effort = best_effort
+        # How often the processes that run tasks beat (``Heartbeat``): a run's end
+        # may wait up to about this long to learn whether another run still goes.
+        self.heartbeat_interval = heartbeat_interval
         self._start = client.register_script(_START) if client is not None else None
         self._finish = client.register_script(_FINISH) if client is not None else None
 
@@ -272,20 +283,33 @@ class Ledger:
         detail: Mapping[str, str] | None = None,
     ) -> None:
         """Record the end of run ``attempt``: succeeded, failed, or retrying."""
-        args: list[str | float | int] = [
-            attempt,
-            outcome.value,
-            time.time(),
-            (error or "")[:500],
-            f"{countdown:.3f}" if countdown is not None else "",
-        ]
-        for k, v in (detail or {}).items():
-            args += [k, v]
         keys = [TASK_KEY.format(task_id), RUNNER_KEY.format("")]
+        grace = 1.5 * self.heartbeat_interval
+        extra: list[str] = []
+        for k, v in (detail or {}).items():
+            extra += [k, v]
 
         def op(r: redis.Redis) -> None:
             assert self._finish is not None
-            self._finish(keys=keys, args=args, client=r)
+            deadline = time.monotonic() + 2 * grace
+            while True:
+                # Past the deadline (a process that beats cannot get there): an
+                # unsure run counts as gone, rather than this end never recorded.
+                late = time.monotonic() > deadline
+                args = [
+                    attempt,
+                    outcome.value,
+                    time.time(),
+                    (error or "")[:500],
+                    f"{countdown:.3f}" if countdown is not None else "",
+                    -1 if late else grace,
+                    *extra,
+                ]
+                # -2: another run's process has not been seen since this run began,
+                # and not missed long enough to be gone: wait for its next beat.
+                if self._finish(keys=keys, args=args, client=r) != -2 or late:
+                    return
+                time.sleep(self.heartbeat_interval / 4)
 
         self._do(outcome.value, op)
 

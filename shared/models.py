@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Implementation(StrEnum):
@@ -30,9 +31,33 @@ class TaskState(StrEnum):
 IN_FLIGHT = frozenset({TaskState.queued, TaskState.running, TaskState.retrying})
 
 
+# An email address, as the schema documents it: the WHATWG (HTML) "valid email
+# address" rule, without "/" and "%" (in a URL path one splits the segment, the
+# other reads as an escape), at most 254 characters. A syntax check only: no DNS,
+# no list of reserved domains, so an address is valid exactly when this pattern
+# says so. The same pattern in Python and in the OpenAPI document (ECMA regex).
+EMAIL_PATTERN = (
+    r"^[a-zA-Z0-9.!#$&'*+=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
+)
+EMAIL_MAX = 254
+Email = Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=EMAIL_MAX)]
+
+# A name is one printable line with no space at either end: it ends up in log.txt,
+# where a line break would forge another task's line. Untrimmed names are refused,
+# not trimmed: the server accepts exactly what the schema says it accepts.
+NAME_PATTERN = r"^[^ \x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^ \x00-\x1f\x7f])?$"
+
+
 class Item(BaseModel):
-    name: str = Field(min_length=1, max_length=200, examples=["노트북"])
-    price: float = Field(ge=0, examples=[1500000])
+    """What ``POST /items/`` takes: nothing else (unknown fields are refused)."""
+
+    # strict: a price is a JSON number; true, "12" or a non-finite value
+    # (NaN, Infinity, 1e400) are refused, not coerced.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN, examples=["노트북"])
+    price: float = Field(ge=0, allow_inf_nan=False, examples=[1500000])
 
 
 class ItemAccepted(BaseModel):
@@ -42,9 +67,15 @@ class ItemAccepted(BaseModel):
 
 
 class NotificationAccepted(BaseModel):
-    email: EmailStr
+    email: Email
     message: str
     task_ids: list[str]
+
+
+class Problem(BaseModel):
+    """Every refusal that is not a validation error: what went wrong, in one sentence."""
+
+    detail: str
 
 
 class Run(BaseModel):

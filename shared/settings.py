@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(default=1.0, gt=0)
 
     log_file: str = "log.txt"
+    # Every process's log level (both APIs, the worker, beat): one logging setup.
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    # Request bodies over this many bytes are refused with 413 before they are read.
+    max_body_bytes: int = Field(default=16 * 1024, ge=1)
+    # The experiments' switch: off, nothing writes to the ledger (the API's queued
+    # record, the task's runs, the heartbeats), to measure what the ledger costs.
+    ledger_enabled: bool = True
 
     # The seed's time.sleep in send_notification.
     notification_delay_seconds: float = Field(default=3.0, ge=0)

@@ -1,15 +1,28 @@
 """The work itself, written once: both implementations call exactly these functions.
 
 Both are idempotent per task id: a task delivered twice (Celery redelivers an
-unacknowledged task after a worker crash) must not write its effect twice. The
-effect is a line in ``LOG_FILE`` that names the task id, so the check is a scan
-of that file under an exclusive lock (several worker processes append to it).
+unacknowledged task after a worker crash, or after its visibility timeout) must
+not write its effect twice. The effect is a line in ``LOG_FILE`` that names the
+task id.
+
+"Was this task's line already written?" costs the same whatever the size of the
+log: beside the log, an index directory holds one small marker file per task
+(``<log>.index/<2 hex>/<sha1 of the id>``) with the byte offset where its line
+was written; the check reads that marker and the few bytes at that offset. Under
+an exclusive lock on the log (several worker processes append to it), a write
+first records the offset it is about to write at, then appends the line. A
+process killed between the two leaves a marker whose offset holds no such line
+(or another task's line, written there later): the check finds no line, and a
+redelivery writes it. The log can be truncated or rotated: markers that point
+past its end simply read as "not written".
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +30,9 @@ from pathlib import Path
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# A line starts with a timestamp, then the tag: the tag is within this many bytes.
+_HEAD = 128
 
 
 class TransientNotificationError(RuntimeError):
@@ -27,27 +43,43 @@ def _tag(task_id: str) -> str:
     return f"[{task_id}]"
 
 
+def _marker(log_file: Path, task_id: str) -> Path:
+    digest = hashlib.sha1(task_id.encode()).hexdigest()
+    return log_file.with_name(log_file.name + ".index") / digest[:2] / digest
+
+
 def has_effect(log_file: str | Path, task_id: str) -> bool:
+    """Is this task's line in the log? Two small reads, whatever the log's size."""
     path = Path(log_file)
-    if not path.exists():
+    try:
+        offset = int(_marker(path, task_id).read_text())
+        with path.open("rb") as f:
+            f.seek(offset)
+            head = f.read(_HEAD + len(task_id)).split(b"\n", 1)[0]
+    except (FileNotFoundError, ValueError):
         return False
-    with path.open(encoding="utf-8") as f:
-        return any(_tag(task_id) in line for line in f)
+    return _tag(task_id).encode() in head
 
 
 def write_log(message: str, *, task_id: str, log_file: str | Path) -> bool:
     """Append ``message`` to the log file once per task id. Return False if already there."""
     path = Path(log_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+", encoding="utf-8") as f:
+    with path.open("ab") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            f.seek(0)
-            if any(_tag(task_id) in line for line in f):
+            if has_effect(path, task_id):
                 logger.info("task %s: log line already written, skipping", task_id)
                 return False
+            offset = f.seek(0, os.SEEK_END)
+            marker = _marker(path, task_id)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            # Intent first (where the line goes), then the line: see the module's docstring.
+            partial = marker.with_suffix(".tmp")
+            partial.write_text(str(offset))
+            partial.replace(marker)
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-            f.write(f"{stamp} {_tag(task_id)} {message}\n")
+            f.write(f"{stamp} {_tag(task_id)} {message}\n".encode())
             f.flush()
             return True
         finally:

@@ -45,14 +45,27 @@ def test_latency(tmp_path: Path) -> None:
     delay_ms = data["config"]["delay"] * 1000
     for level in ("1", "2"):
         stats = data["levels"][level]
-        assert set(stats) == {"bare@bg", "bg", "bg-noledger", "bare@celery", "celery", "inline"}
+        assert set(stats) == {
+            "bare@bg",
+            "bg",
+            "bg-noledger",
+            "bare@celery",
+            "celery",
+            "celery-noledger",
+            "inline",
+        }
         assert all(s["errors"] == 0 and s["n"] > 0 for s in stats.values())
         # Inline does the work before answering: never faster than the work itself.
         assert stats["inline"]["p50"] >= delay_ms
         # Background scheduling answers before the work is done.
         assert stats["bg"]["p50"] < delay_ms <= stats["inline"]["p50"]
         assert stats["celery"]["p50"] < stats["inline"]["p50"]
-        assert set(data["ratios"][level]) >= {"bg/bare p50", "celery/bare p50"}
+        assert set(data["ratios"][level]) >= {
+            "bg/bare p50",
+            "celery/bare p50",
+            "bg/bg-noledger p50",
+            "celery/celery-noledger p50",
+        }
     assert [t["met"] for t in data["targets"]][-1] is True  # inline ≥ delay
 
 

@@ -26,7 +26,7 @@ def stack(make_module_stack: StackFactory) -> Iterator[LocalStack]:
 
 def schedule(stack: LocalStack, variant: str, seconds: float) -> str:
     r = httpx.post(f"{stack.bg_url}/mechanics/{variant}", params={"seconds": seconds}, timeout=30)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 202, r.text
     task_id: str = r.json()["task_ids"][0]
     return task_id
 

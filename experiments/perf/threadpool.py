@@ -80,7 +80,7 @@ async def _scenario(
         )
         fired = results[0] or []
         sync_res, async_res = results[1], results[2]
-    task_ids = [json.loads(body)["task_ids"][0] for _, status, body in fired if status == 200]
+    task_ids = [json.loads(body)["task_ids"][0] for _, status, body in fired if status == 202]
     done = wait_finished(target, task_ids, timeout=seconds * (k / 10 + 3) + 30, label="tasks")
     ends = [d[2] for d in done.values()]
     return {

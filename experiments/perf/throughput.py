@@ -61,7 +61,8 @@ async def _dispatch(base: str, n: int, concurrency: int, label: str) -> tuple[li
     )
 
 
-def _measure(target: Target, side: str, n: int, concurrency: int, label: str) -> dict[str, Any]:
+def span(target: Target, side: str, n: int, concurrency: int, label: str) -> dict[str, Any]:
+    """N `POST /items/` through the API (closed loop): first request to last task done."""
     t_first = time.time()
     task_ids, errors = asyncio.run(_dispatch(target.url(side), n, concurrency, label))
     t_sent = time.time()
@@ -125,7 +126,7 @@ def measure(args: argparse.Namespace, where: Where) -> ThroughputResult:
         services = ("redis", "bg-api") if side == "bg" else ("redis", "celery-api", "worker")
         spec = StackSpec(services, settings=settings, worker_concurrency=args.worker_concurrency)
         with open_stack(where, spec, label=f"throughput-{side}") as target:
-            results[phase] = _measure(target, side, n, concurrency, phase)
+            results[phase] = span(target, side, n, concurrency, phase)
             if side == "celery":
                 drains[phase] = _drain(target, n, concurrency, phase)
             target_name = target.name

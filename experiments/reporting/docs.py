@@ -37,6 +37,7 @@ RENDERERS: dict[str, str] = {
     "loop-lag": "experiments.perf.loop_lag",
     "threadpool": "experiments.perf.threadpool",
     "footprint": "experiments.perf.footprint",
+    "idempotency": "experiments.perf.idempotency",
 }
 
 REGION = re.compile(

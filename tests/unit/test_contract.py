@@ -15,10 +15,19 @@ from fastapi.testclient import TestClient
 from celery_app.main import create_app as create_celery_api
 from celery_app.worker import TASK_NAMES, create_celery
 from fastapi_bg.main import create_app as create_bg_api
+from shared.api import version
+from shared.models import EMAIL_PATTERN
 from shared.settings import Settings, get_settings
-from shared.work import write_log
+from shared.work import has_effect, write_log
 
-SHARED_PATHS = ["/items/", "/send-notification/{email}", "/tasks/{task_id}", "/tasks", "/health"]
+SHARED_PATHS = [
+    "/items/",
+    "/send-notification/{email}",
+    "/tasks/{task_id}",
+    "/tasks",
+    "/runners",
+    "/health",
+]
 
 
 def openapi(app_factory: Callable[[], FastAPI]) -> dict[str, Any]:
@@ -35,8 +44,16 @@ def test_both_apps_expose_the_same_contract() -> None:
     for path in SHARED_PATHS:
         a, b = bg["paths"][path], celery["paths"][path]
         for method in a:
-            for key in ("parameters", "requestBody", "responses"):
+            for key in ("parameters", "requestBody", "operationId", "tags"):
                 assert a[method].get(key) == b[method].get(key), (path, method, key)
+            # The one difference: publishing to a broker can fail (503); BackgroundTasks'
+            # hand-over cannot.
+            ra = {k: v for k, v in a[method]["responses"].items() if k != "503"}
+            rb = {k: v for k, v in b[method]["responses"].items() if k != "503"}
+            assert ra == rb, (path, method)
+    for path in ("/items/", "/send-notification/{email}"):
+        assert "503" in celery["paths"][path]["post"]["responses"]
+        assert "503" not in bg["paths"][path]["post"]["responses"]
     assert (
         bg["components"]["schemas"]["ItemAccepted"]
         == celery["components"]["schemas"]["ItemAccepted"]
@@ -44,6 +61,34 @@ def test_both_apps_expose_the_same_contract() -> None:
     # The mechanics and the inline variant are the BackgroundTasks side's own.
     assert "/mechanics/blocking-async-task" in bg["paths"]
     assert "/send-notification/{email}/inline" in bg["paths"]
+
+
+@pytest.mark.parametrize("factory", [create_bg_api, create_celery_api])
+def test_the_documents_tell_what_happens(factory: Callable[[], FastAPI]) -> None:
+    doc = openapi(factory)
+    assert doc["info"]["version"] == version()
+    ops = {(p, m): op for p, methods in doc["paths"].items() for m, op in methods.items()}
+    # Work accepted for later: 202. Each operation: a readable id and a tag.
+    assert "202" in ops[("/items/", "post")]["responses"]
+    assert "202" in ops[("/send-notification/{email}", "post")]["responses"]
+    assert ops[("/items/", "post")]["operationId"] == "create_item"
+    assert ops[("/send-notification/{email}", "post")]["operationId"] == "send_notification"
+    assert {t for op in ops.values() for t in op["tags"]} >= {
+        "items",
+        "notifications",
+        "tasks",
+        "health",
+    }
+    # Every status other than the success is declared with a schema.
+    for (path, method), op in ops.items():
+        for code, response in op["responses"].items():
+            assert "content" in response, (path, method, code)
+    assert {"413", "400", "422"} <= set(ops[("/items/", "post")]["responses"])
+    assert "404" in ops[("/tasks/{task_id}", "get")]["responses"]
+    # The email rule is in the schema: the pattern the server applies.
+    [email] = ops[("/send-notification/{email}", "post")]["parameters"]
+    assert email["schema"]["pattern"] == EMAIL_PATTERN
+    assert email["schema"]["maxLength"] == 254
 
 
 def test_bg_docs_say_there_is_no_retry() -> None:
@@ -88,3 +133,17 @@ def test_write_log_is_idempotent_per_task_id(tmp_path: Path) -> None:
 def test_notification_delay_accepts_floats(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFICATION_DELAY_SECONDS", value)
     assert Settings().notification_delay_seconds == float(value)
+
+
+def test_the_idempotency_check_reads_the_marker_not_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    assert write_log("first", task_id="t-1", log_file=log) is True
+    assert has_effect(log, "t-1") and not has_effect(log, "t-2")
+    # A marker whose offset holds another task's line (killed between the marker and
+    # the line, someone else wrote there) reads as "not written": it is written again.
+    log.write_text("")
+    assert write_log("other", task_id="t-2", log_file=log) is True
+    assert not has_effect(log, "t-1")
+    assert write_log("again", task_id="t-1", log_file=log) is True
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert [line.split()[1] for line in lines] == ["[t-2]", "[t-1]"]

@@ -1,0 +1,66 @@
+"""The ledger under a real double delivery: a task longer than Redis's visibility
+timeout is handed out again while its first run still goes. The first run's
+success must not mark the task succeeded while the second is still running, and
+every run keeps its own start."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from harness.procs import wait_until
+from shared.models import TaskRecord
+from tests.conftest import StackFactory, ledger_record, log_lines
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_task_is_succeeded_only_when_no_run_of_it_is_still_going(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(
+        notification_delay_seconds=1.5,
+        celery_visibility_timeout=0.6,
+        celery_restore_interval=0.2,
+        runner_heartbeat_seconds=0.2,
+    )
+    stack.start_all(("redis", "celery-api", "worker"))
+    r = httpx.post(f"{stack.celery_url}/send-notification/twice@example.com", timeout=10)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["task_ids"][0]
+
+    # Watch closely: every snapshot where one run had ended and another had not.
+    overlaps: list[TaskRecord] = []
+
+    def done() -> TaskRecord | None:
+        record = ledger_record(stack, task_id)
+        if record is None:
+            return None
+        ended = [run for run in record.runs if run.ended_at is not None]
+        going = [run for run in record.runs if run.ended_at is None]
+        if ended and going:
+            overlaps.append(record)
+        return record if record.state == "succeeded" else None
+
+    final = wait_until(done, 30, "the task to succeed", interval=0.02)
+    time.sleep(1.0)  # any later run has had time to find the line and skip it
+    final = ledger_record(stack, task_id) or final
+
+    # It was delivered again while the first run still ran...
+    assert len(final.runs) >= 2
+    assert all(run.started_at is not None for run in final.runs)
+    first, second = final.runs[0], final.runs[1]
+    assert second.started_at is not None and first.ended_at is not None
+    assert second.started_at < first.ended_at  # the second began before the first ended
+    # ...and while a run was still going after another had ended, the task was not
+    # called succeeded: the ledger counted the run still in flight.
+    assert overlaps, "no snapshot caught the two runs overlapping"
+    assert all(o.state == "running" and o.running >= 1 for o in overlaps)
+    assert final.state == "succeeded" and final.running == 0
+    # However often it ran, it wrote once; the worker says so, in the shared log format.
+    assert len(log_lines(stack, task_id)) == 1
+    skip = rf" INFO shared\.work: task {task_id}: (notification to \S+|log line) already"
+    assert re.search(skip, stack.output("worker"))
