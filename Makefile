@@ -1,33 +1,59 @@
-# Every target works on a fresh clone: the virtualenv is made on first use.
+# Every target works on a fresh clone: uv and the virtualenv are made on first use,
+# and everything is installed from uv.lock (never resolved anew: `make lock` does that).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+UV_VERSION := 0.13.9
+# uv: the one on PATH if there is one, else a pinned copy installed here (from PyPI).
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+# The machine's python3 (>= 3.11); uv never downloads an interpreter.
+export UV_PYTHON_DOWNLOADS := never
+# Trust the machine's CA store (where a proxy's CA would be), as pip does.
+export UV_SYSTEM_CERTS := 1
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+UV_PYTHON := --python python3
+STAMP := $(VENV)/.synced-$(shell cat pyproject.toml uv.lock | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint fmt dev compose-smoke crash experiments lab clean
+.PHONY: help install test test-fast lint fmt lock check-floors dev compose-smoke crash \
+	experiments lab docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-* && touch $@
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-install: $(STAMP) ## make .venv and install the project with its dev tools
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked $(UV_PYTHON) --extra experiments --group dev
+	rm -f $(VENV)/.synced-* && touch $@
 
-test: $(STAMP) ## run the test suite (real redis-server, worker and uvicorn processes)
+install: $(STAMP) ## make .venv from uv.lock: the services, the experiments, the test tools
+
+test: $(STAMP) ## the whole suite: unit tests, then real redis-server, worker and uvicorn processes
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy
+test-fast: $(STAMP) ## the unit tests only: no process, no redis-server needed, seconds
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff, mypy (strict on the services), the lock matches pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(UV) lock --check $(UV_PYTHON)
 
 fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+lock: | $(UV) ## update uv.lock after a change to pyproject.toml's dependencies
+	$(UV) lock $(UV_PYTHON)
+
+check-floors: | $(UV) ## the unit tests on the lowest versions pyproject.toml allows
+	rm -rf .venv-floors
+	UV_PROJECT_ENVIRONMENT=.venv-floors $(UV) sync --resolution lowest-direct $(UV_PYTHON) \
+		--extra experiments --group dev --no-install-project
+	.venv-floors/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
 dev: $(STAMP) ## run the six services as local processes (no Docker); Ctrl-C stops them
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m experiments dev
@@ -44,5 +70,9 @@ experiments: $(STAMP) ## every experiment, report in reports/
 lab: $(STAMP) ## the live comparison page on http://127.0.0.1:8000
 	$(PY) -m experiments lab $(ARGS)
 
+docs: $(STAMP) ## regenerate the measured tables in docs/ from reports/*.json
+	$(PY) -m experiments docs $(ARGS)
+
 clean: ## remove runtime artefacts
-	rm -rf log.txt celerybeat-schedule* dump.rdb reports .dev .pytest_cache .mypy_cache .ruff_cache
+	rm -rf log.txt log.txt.index celerybeat-schedule* dump.rdb .dev .pytest_cache \
+		.mypy_cache .ruff_cache test-artifacts .venv-floors

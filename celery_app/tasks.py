@@ -59,10 +59,15 @@ def backoff(retries: int, settings: Settings) -> float:
     return random.uniform(0, ceiling)
 
 
-def execute(task: Task, kind: str, job: str, payload: dict[str, str]) -> None:
+# A bound task (``bind=True``): its first argument is the task itself.
+BoundTask = Task[Any, Any]
+
+
+def execute(task: BoundTask, kind: str, job: str, payload: dict[str, str]) -> None:
     settings = get_settings()
     ledger = worker_ledger()
-    task_id: str = task.request.id
+    task_id = task.request.id
+    assert task_id is not None  # a task being executed has its id
     # Every run is an attempt, a redelivery after a crash included.
     attempt = ledger.running(task_id, kind)
     try:
@@ -93,16 +98,16 @@ def execute(task: Task, kind: str, job: str, payload: dict[str, str]) -> None:
 
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.notification])
-def send_notification(self: Task, email: str) -> None:
+def send_notification(self: BoundTask, email: str) -> None:
     execute(self, TaskKind.notification, "notification", {"email": email})
 
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.log])
-def write_log(self: Task, message: str) -> None:
+def write_log(self: BoundTask, message: str) -> None:
     execute(self, TaskKind.log, "log", {"message": message})
 
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.beat])
-def heartbeat(self: Task, **_: Any) -> None:
+def heartbeat(self: BoundTask, /, **_: Any) -> None:
     # Beat's periodic task: recorded in the ledger like any other task.
     execute(self, TaskKind.beat, "log", {"message": "beat heartbeat"})

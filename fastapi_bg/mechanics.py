@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from pydantic import BaseModel
 
 from shared.api import TOO_LARGE, AsyncLedgerDep
@@ -108,7 +108,7 @@ for _variant, _task in VARIANTS.items():
         f"/{_variant}",
         _endpoint(_variant),
         methods=["POST"],
-        status_code=status.HTTP_202_ACCEPTED,
+        status_code=202,
         response_model=MechanicsAccepted,
         responses=TOO_LARGE,
         summary=f"Schedule {_task.__name__}",

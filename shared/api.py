@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import metadata
+from pathlib import Path as FilePath
 from typing import Annotated, Any, NamedTuple, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -106,28 +108,28 @@ EmailPath = Annotated[
 # What an operation can answer besides its success; every one with a schema.
 Responses = dict[int | str, dict[str, Any]]
 TOO_LARGE: Responses = {
-    status.HTTP_413_CONTENT_TOO_LARGE: {
+    413: {
         "model": Problem,
         "description": "The request body is over MAX_BODY_BYTES: refused before it is read.",
     }
 }
 MALFORMED: Responses = {
-    status.HTTP_400_BAD_REQUEST: {
+    400: {
         "model": Problem,
         "description": "The request body could not be read (the client stopped sending it).",
     }
 }
 UNAVAILABLE: Responses = {
-    status.HTTP_503_SERVICE_UNAVAILABLE: {
+    503: {
         "model": Problem,
         "description": "The broker or the ledger (Redis) cannot be reached; nothing was queued.",
     }
 }
 NOT_FOUND: Responses = {
-    status.HTTP_404_NOT_FOUND: {"model": Problem, "description": "No such task in the ledger."}
+    404: {"model": Problem, "description": "No such task in the ledger."}
 }
 LEDGER_DOWN: Responses = {
-    status.HTTP_503_SERVICE_UNAVAILABLE: {
+    503: {
         "model": Problem,
         "description": "The ledger (Redis) is off or cannot be reached.",
     }
@@ -167,7 +169,7 @@ def build_router(
     @router.post(
         "/items/",
         tags=["items"],
-        status_code=status.HTTP_202_ACCEPTED,
+        status_code=202,
         response_model=ItemAccepted,
         responses=body_errors,
         description=f"Creates the item and schedules a log line. {delivery_note}",
@@ -179,7 +181,7 @@ def build_router(
     @router.post(
         "/send-notification/{email}",
         tags=["notifications"],
-        status_code=status.HTTP_202_ACCEPTED,
+        status_code=202,
         response_model=NotificationAccepted,
         responses={**path_errors, **TOO_LARGE},
         description=f"Schedules the slow notification, then a log line. {delivery_note}",
@@ -303,10 +305,17 @@ async def open_ledger(
 
 
 def version() -> str:
+    """The package's version: installed metadata, else the pyproject.toml beside the
+    source (the image runs the source without installing the project)."""
     try:
         return metadata.version("bgtasks-vs-celery")
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "0+source"
+    except metadata.PackageNotFoundError:
+        pyproject = FilePath(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            return str(data["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "0+unknown"
 
 
 def operation_id(route: APIRoute) -> str:
