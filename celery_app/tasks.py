@@ -54,9 +54,10 @@ def _stop_heartbeat(**_: Any) -> None:
 
 
 def backoff(retries: int, settings: Settings) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]."""
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]
+    (without jitter, when RETRY_JITTER is off: exactly that ceiling)."""
     ceiling = min(settings.retry_backoff_max_seconds, settings.retry_backoff_seconds * 2**retries)
-    return random.uniform(0, ceiling)
+    return random.uniform(0, ceiling) if settings.retry_jitter else ceiling
 
 
 # A bound task (``bind=True``): its first argument is the task itself.

@@ -29,11 +29,34 @@ def _logging(**_: Any) -> None:
     configure_logging(get_settings().log_level)
 
 
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """The broker's own options: each only where it means something."""
+    if settings.broker == "redis":
+        return {
+            # An unacked task (its worker died) is given back this long after its
+            # delivery; a task that runs longer than this is delivered twice.
+            "visibility_timeout": settings.celery_visibility_timeout,
+            # How often a worker scans for unacked tasks whose timeout has passed.
+            "unacked_restore_interval": settings.celery_restore_interval,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": settings.redis_socket_timeout,
+            "socket_connect_timeout": settings.redis_socket_timeout,
+        }
+    # RabbitMQ needs no timeout to give a dead worker's task back (it does so when
+    # the connection closes). Publisher confirms: a publish returns only once the
+    # broker has the message (persisted, on a durable queue).
+    return {"confirm_publish": True}
+
+
 def create_celery(settings: Settings) -> Celery:
     celery = Celery("bgtasks_vs_celery", include=["celery_app.tasks"])
     celery.conf.update(
-        broker_url=settings.redis_url,
-        # JSON only: a pickle payload from anyone who can write to Redis would be code.
+        # All three, explicitly: Celery reads CELERY_BROKER_URL from the environment
+        # ahead of broker_url, but the read and write URLs set here come first.
+        broker_url=settings.broker_url,
+        broker_read_url=settings.broker_url,
+        broker_write_url=settings.broker_url,
+        # JSON only: a pickle payload from anyone who can write to the broker would be code.
         task_serializer="json",
         result_serializer="json",
         event_serializer="json",
@@ -41,21 +64,20 @@ def create_celery(settings: Settings) -> Celery:
         # The ledger records outcomes; no result backend needed.
         task_ignore_result=True,
         # Ack after the task ran, not before: a worker that dies mid-task leaves the
-        # message unacked, and Redis gives it back after the visibility timeout.
+        # message unacked, and the broker gives it back (Redis: after the visibility
+        # timeout; RabbitMQ: when the connection drops).
         task_acks_late=settings.celery_acks_late,
         # ...and a task whose pool child was killed is requeued rather than marked failed.
         task_reject_on_worker_lost=True,
         # Reserve one task per pool process: a crash strands no prefetched backlog.
         worker_prefetch_multiplier=settings.celery_prefetch_multiplier,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        broker_transport_options={
-            "visibility_timeout": settings.celery_visibility_timeout,
-            # How often a worker scans for unacked tasks whose timeout has passed.
-            "unacked_restore_interval": settings.celery_restore_interval,
-            "unacked_restore_throttle": 1,
-            "socket_timeout": settings.redis_socket_timeout,
-            "socket_connect_timeout": settings.redis_socket_timeout,
-        },
+        broker_transport_options=transport_options(settings),
+        # RabbitMQ: the queue survives a broker restart (durable, Celery's default
+        # for the queues it declares) and so do its messages (persistent).
+        task_default_delivery_mode="persistent",
+        # Connecting gives up quickly (AMQP; Redis has its socket timeouts above).
+        broker_connection_timeout=settings.redis_socket_timeout,
         # Explicit, so Celery 6's change of default changes nothing here.
         broker_connection_retry_on_startup=True,
         # Publishing gives up quickly: the API answers 503 instead of hanging.

@@ -289,9 +289,28 @@ class ComposeTarget:
 
     @property
     def fsync_lag(self) -> float:
+        if self.settings.broker != "redis":
+            return 0.0  # RabbitMQ confirms a persistent message once it has it
         # Redis's default with AOF on is everysec; "always" fsyncs every write.
         cmd = self.compose.inspect("redis")["Config"]["Cmd"] or []
         return 0.0 if option(cmd, "appendfsync") == "always" else 1.1
+
+    @property
+    def broker_service(self) -> str:
+        return "redis" if self.settings.broker == "redis" else "rabbitmq"
+
+    @property
+    def rabbitmq_ui(self) -> str | None:
+        return self.urls.get("rabbitmq")
+
+    def service_of(self, runner: str) -> str | None:
+        """The service of the container whose hostname the runner names."""
+        host = runner.split(":")[0]
+        for row in self.compose.ps():
+            cid = str(row.get("ID", ""))
+            if cid and (cid.startswith(host) or host.startswith(cid)):
+                return str(row.get("Service"))
+        return None
 
     def url(self, side: str) -> str:
         return self.urls[API[side]]

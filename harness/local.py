@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from harness.procs import Proc, free_port, wait_http
-from harness.servers import RedisServer
+from harness.servers import RabbitServer, RedisServer
 from harness.target import Memory, ServiceState, Side
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, RunnerRecord, TaskRecord
@@ -87,6 +87,10 @@ class LocalStack:
         worker_concurrency: int = 2,
         graceful_timeout: int | None = None,
         bg_workers: int = 1,
+        workers: int = 1,
+        broker: str = "redis",
+        rabbitmq: RabbitServer | None = None,
+        consumer_timeout_ms: int | None = None,
         redis_port: int | None = None,
         **overrides: Any,
     ) -> None:
@@ -98,9 +102,35 @@ class LocalStack:
         self.ports = {"bg-api": free_port(), "celery-api": free_port(), "flower": free_port()}
         self.log_file = self.workdir / "log.txt"
         base = settings if settings is not None else explicit_settings(**TEST_SETTINGS)
+        # The Celery side's broker: Redis (the ledger's), or RabbitMQ, either one of
+        # its own (the "rabbitmq" service, which a test can kill) or a virtual host
+        # on a shared server (a test module starts one server, not one per test).
+        self.rabbitmq: RabbitServer | None = None
+        broker_url = ""
+        if broker == "rabbitmq":
+            if rabbitmq is not None:
+                broker_url = rabbitmq.add_vhost(f"stack-{self.redis_server.port}")
+            else:
+                self.rabbitmq = RabbitServer(
+                    self.workdir / "rabbitmq",
+                    port=free_port(),
+                    dist_port=free_port(),
+                    epmd_port=free_port(),
+                    management_port=free_port(),
+                    consumer_timeout_ms=consumer_timeout_ms,
+                )
+                broker_url = self.rabbitmq.url()
+        elif broker != "redis":
+            raise ValueError(f"unknown broker {broker!r}: redis or rabbitmq")
         self._settings = base.replace(
-            **{"redis_url": self.redis_server.url, "log_file": str(self.log_file), **overrides}
+            **{
+                "redis_url": self.redis_server.url,
+                "celery_broker_url": broker_url,
+                "log_file": str(self.log_file),
+                **overrides,
+            }
         )
+        self.workers = workers
         # Per service: settings that differ from the stack's (``reconfigure``).
         self.service_settings: dict[str, dict[str, Any]] = {}
         self.worker_concurrency = worker_concurrency
@@ -117,7 +147,21 @@ class LocalStack:
 
     @property
     def services(self) -> tuple[str, ...]:
-        return SERVICES + tuple(s for s in OPTIONAL if s in self.procs)
+        extra = tuple(f"worker-{i}" for i in range(2, self.workers + 1))
+        broker = ("rabbitmq",) if self.rabbitmq is not None else ()
+        return SERVICES + extra + broker + tuple(s for s in OPTIONAL if s in self.procs)
+
+    @property
+    def broker_service(self) -> str:
+        """The service that is the Celery side's broker."""
+        return "redis" if self._settings.broker == "redis" else "rabbitmq"
+
+    @property
+    def rabbitmq_ui(self) -> str | None:
+        """RabbitMQ's management UI, when this stack runs its own RabbitMQ."""
+        if self.rabbitmq is None or self.rabbitmq.management_port is None:
+            return None
+        return f"http://127.0.0.1:{self.rabbitmq.management_port}"
 
     @property
     def redis_url(self) -> str:
@@ -129,13 +173,34 @@ class LocalStack:
 
     @property
     def fsync_lag(self) -> float:
-        """Seconds until a write to this Redis is on disk: none, with appendfsync always."""
+        """Seconds until a write to the broker is on disk: none (Redis: appendfsync
+        always; RabbitMQ: a confirmed persistent message)."""
         return 0.0
 
     @property
     def worker_processes(self) -> int:
         """How many tasks the Celery side runs at once."""
-        return self.worker_concurrency
+        return self.worker_concurrency * self.workers
+
+    def service_of(self, runner: str) -> str | None:
+        """The service whose process (or pool child) has the runner's PID."""
+        import psutil  # the experiments' dependency, not the services'
+
+        try:
+            pid = int(runner.split(":")[1])
+        except (IndexError, ValueError):
+            return None
+        for name, proc in self.procs.items():
+            if proc.pid is None or not proc.alive:
+                continue
+            try:
+                root = psutil.Process(proc.pid)
+                pids = {root.pid, *(c.pid for c in root.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                continue
+            if pid in pids:
+                return name
+        return None
 
     def settings_for(self, service: str) -> Settings:
         return self._settings.replace(**self.service_settings.get(service, {}))
@@ -182,14 +247,18 @@ class LocalStack:
             if service == "bg-api" and self.bg_workers > 1:
                 argv += ["--workers", str(self.bg_workers)]
             return argv
-        if service == "worker":
+        if service == "worker" or service.startswith("worker-"):
             return [
                 py, "-m", "celery", "-A", "celery_app.worker", "worker",
                 "--pool", "prefork", "--concurrency", str(self.worker_concurrency),
                 "--loglevel", "INFO", "-E",
-                "--hostname", f"worker-{self.redis_server.port}@%h",
+                "--hostname", f"{service}-{self.redis_server.port}@%h",
                 "--without-mingle", "--without-gossip",
             ]  # fmt: skip
+        if service == "rabbitmq" and self.rabbitmq is not None:
+            return self.rabbitmq.argv()
+        if service == "epmd" and self.rabbitmq is not None:
+            return self.rabbitmq.epmd_argv()
         if service == "beat":
             return [
                 py, "-m", "celery", "-A", "celery_app.worker", "beat",
@@ -205,6 +274,8 @@ class LocalStack:
 
     def _proc(self, service: str) -> Proc:
         argv, env = self._argv(service), self.process_env(service)
+        if service in ("rabbitmq", "epmd") and self.rabbitmq is not None:
+            env = {**os.environ, **self.rabbitmq.env()}
         proc = self.procs.get(service)
         if proc is None or proc.argv != argv or proc.env != env:
             proc = Proc(service, argv, env, self.workdir / f"{service}.out")
@@ -214,26 +285,40 @@ class LocalStack:
     # --- control ------------------------------------------------------------------------
 
     def start(self, service: str, timeout: float = 60) -> None:
+        if service == "rabbitmq" and self.rabbitmq is None:
+            return  # a shared RabbitMQ (a virtual host of it): not this stack's to start
         proc = self.procs.get(service)
         if proc is not None and proc.alive:
             return
+        if service == "rabbitmq" and self.rabbitmq is not None:
+            self.rabbitmq.prepare()
+            epmd = self._proc("epmd")
+            if not epmd.alive:  # its own epmd, on a free port: started once, kept
+                epmd.start()
         proc = self._proc(service)
         offset = len(proc.output())
         proc.start()
         if service == "redis":
             self.redis_server.wait_ready(proc, timeout)
+        elif service == "rabbitmq" and self.rabbitmq is not None:
+            self.rabbitmq.wait_ready(proc, timeout)
         elif service in ("bg-api", "celery-api"):
             wait_http(
                 self.url("bg" if service == "bg-api" else "celery") + "/health", timeout, proc
             )
-        elif service == "worker":
+        elif service == "worker" or service.startswith("worker-"):
             proc.wait_for_output(r"ready\.", timeout, after=offset)
         elif service == "beat":
             proc.wait_for_output(r"beat: Starting", timeout, after=offset)
         elif service == "flower":
             wait_http(self.flower_url + "/healthcheck", timeout, proc)
 
-    def start_all(self, services: tuple[str, ...] = SERVICES) -> None:
+    def start_all(self, services: tuple[str, ...] | None = None) -> None:
+        """Every service (the broker first), or these."""
+        if services is None:
+            broker = ("rabbitmq",) if self.rabbitmq is not None else ()
+            workers = tuple(f"worker-{i}" for i in range(2, self.workers + 1))
+            services = ("redis", *broker, "bg-api", "celery-api", "worker", *workers, "beat")
         for service in services:
             self.start(service)
 
@@ -277,11 +362,13 @@ class LocalStack:
         return self._ledger
 
     def purge_queue(self) -> None:
-        client = self.redis()
+        from celery_app.worker import create_celery
+
+        celery = create_celery(self._settings)
         try:
-            client.delete("celery")  # the default queue's list on the Redis transport
+            celery.control.purge()
         finally:
-            client.close()
+            celery.close()
 
     @contextlib.contextmanager
     def extra_api(self, side: Side, **overrides: object) -> Iterator[str]:

@@ -1,11 +1,12 @@
-"""A redis-server of its own: on a free port (or the one given), in a directory of its own.
+"""A redis-server or a rabbitmq-server of its own: on free ports, in a directory of its own.
 
-Never the machine's shared instance: every test, experiment and ``make dev`` run
-that needs a Redis it does not find starts one here and stops it by PID.
+Never the machine's shared instances: every test, experiment and ``make dev`` run
+that needs one starts its own here and stops it by PID.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,3 +70,134 @@ class RedisServer:
             return self.answers()
 
         wait_until(pong, timeout, f"redis-server on port {self.port} to answer PING")
+
+
+@dataclass(frozen=True)
+class RabbitServer:
+    """How to run one rabbitmq-server (Debian's package) of its own.
+
+    Everything it writes (node data, logs, the Erlang cookie) goes under
+    ``directory``; it listens on free ports only (AMQP, Erlang distribution,
+    the management UI), and registers with an epmd of its own (``epmd_argv``,
+    started first, on a free port too), so neither the machine's shared
+    RabbitMQ nor its epmd on 4369 is touched. ``/usr/lib/rabbitmq/bin/`` and not
+    the ``/usr/sbin`` wrapper: that one switches to the rabbitmq user, who
+    cannot write a temp dir of ours.
+    """
+
+    directory: Path
+    port: int
+    dist_port: int
+    epmd_port: int
+    management_port: int | None = None
+    user: str = "bench"
+    password: str = "bench-password"
+    # Milliseconds a consumer may hold a delivery unacknowledged before RabbitMQ
+    # closes its channel (None: RabbitMQ's default, 30 minutes).
+    consumer_timeout_ms: int | None = None
+    # How often a channel checks that timeout (RabbitMQ's default: every 60 s).
+    tick_ms: int = 1000
+
+    BIN = Path("/usr/lib/rabbitmq/bin")
+
+    @property
+    def node(self) -> str:
+        return f"bench-{self.port}@localhost"
+
+    def url(self, vhost: str = "/") -> str:
+        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}/{vhost.lstrip('/')}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HOME": str(self.directory / "home"),  # the Erlang cookie
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+            "RABBITMQ_LOGS": "-",  # the log on stdout: the Proc's file
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-rabbit channel_tick_interval {self.tick_ms}",
+        }
+
+    def prepare(self) -> None:
+        for sub in ("home", "mnesia", "log"):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"listeners.tcp.default = {self.port}",
+            # No guest account: the user below is the only one.
+            f"default_user = {self.user}",
+            f"default_pass = {self.password}",
+        ]
+        if self.consumer_timeout_ms is not None:
+            lines.append(f"consumer_timeout = {self.consumer_timeout_ms}")
+        plugins = "[]."
+        if self.management_port is not None:
+            lines += [
+                f"management.tcp.port = {self.management_port}",
+                "management.tcp.ip = 127.0.0.1",
+            ]
+            plugins = "[rabbitmq_management]."
+        (self.directory / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
+        (self.directory / "enabled_plugins").write_text(plugins + "\n")
+
+    def epmd_argv(self) -> list[str]:
+        return [binary("epmd", "apt-get install -y rabbitmq-server"), "-port", str(self.epmd_port)]
+
+    def argv(self) -> list[str]:
+        server = self.BIN / "rabbitmq-server"
+        if not server.exists():
+            raise RuntimeError(f"{server} not found: apt-get install -y rabbitmq-server")
+        return [str(server)]
+
+    def answers(self, vhost: str = "/") -> bool:
+        import amqp  # kombu's AMQP client, a dependency of Celery
+
+        connection = amqp.Connection(
+            f"127.0.0.1:{self.port}",
+            userid=self.user,
+            password=self.password,
+            virtual_host=vhost,
+            connect_timeout=1,
+        )
+        try:
+            connection.connect()
+            return True
+        except Exception:  # refused, reset, or not booted far enough yet
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                connection.collect()
+
+    def wait_ready(self, proc: Proc, timeout: float = 60) -> None:
+        def up() -> bool:
+            if not proc.alive:
+                raise RuntimeError(f"rabbitmq-server exited:\n{proc.output()[-3000:]}")
+            return self.answers()
+
+        wait_until(up, timeout, f"rabbitmq-server on port {self.port} to accept a connection", 0.3)
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        """``rabbitmqctl -n <node> ...`` against this node; its output."""
+        import os
+        import subprocess
+
+        done = subprocess.run(
+            [str(self.BIN / "rabbitmqctl"), "-n", self.node, *args],
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return done.stdout
+
+    def add_vhost(self, vhost: str) -> str:
+        """A virtual host of its own for one stack on a shared server; its URL."""
+        self.ctl("add_vhost", vhost)
+        self.ctl("set_permissions", "-p", vhost, self.user, ".*", ".*", ".*")
+        return self.url(vhost)

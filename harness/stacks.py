@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from harness.compose import ComposeTarget
 from harness.local import LocalStack
+from harness.servers import RabbitServer
 from harness.target import Target
 from shared.settings import Settings
 
@@ -47,6 +48,9 @@ class Where:
     bg_url: str | None = None
     celery_url: str | None = None
     flower_url: str | None = None
+    # local: a running RabbitMQ to share (a virtual host per stack) rather than
+    # one started per stack, for the specs that do not need their own.
+    rabbitmq: RabbitServer | None = None
 
     def attach(self) -> ComposeTarget:
         return ComposeTarget.attach(
@@ -72,6 +76,13 @@ class StackSpec:
     graceful_timeout: int | None = None
     worker_concurrency: int = 2
     bg_workers: int = 1
+    # Celery worker processes (services worker, worker-2, ...), and the broker.
+    workers: int = 1
+    broker: str = "redis"
+    # RabbitMQ's consumer_timeout, milliseconds (None: RabbitMQ's 30 minutes).
+    consumer_timeout_ms: int | None = None
+    # A broker of its own, even where a shared one is offered (it is killed, say).
+    own_broker: bool = False
 
 
 @contextlib.contextmanager
@@ -94,12 +105,19 @@ def open_stack(
         worker_concurrency=spec.worker_concurrency,
         graceful_timeout=spec.graceful_timeout,
         bg_workers=spec.bg_workers,
+        workers=spec.workers,
+        broker=spec.broker,
+        rabbitmq=None if spec.own_broker or spec.consumer_timeout_ms else where.rabbitmq,
+        consumer_timeout_ms=spec.consumer_timeout_ms,
         **spec.settings,
     )
     failed = False
     try:
         for service in spec.services:
-            stack.start(service)
+            stack.start(service if service != "broker" else stack.broker_service)
+            if service == "worker":  # and the other workers, when there are several
+                for i in range(2, spec.workers + 1):
+                    stack.start(f"worker-{i}")
         yield stack
     except BaseException:
         failed = True
@@ -123,8 +141,21 @@ def _compose(where: Where, spec: StackSpec) -> Iterator[Target]:
         )
     if spec.bg_workers > 1:
         raise Unsupported("needs bg-api with several uvicorn workers; the compose stack runs one")
+    if spec.broker != target.settings.broker:
+        raise Unsupported(
+            f"needs Celery on {spec.broker}; the compose stack's broker is "
+            f"{target.settings.broker} (run the {spec.broker} stack for it)"
+        )
+    if spec.consumer_timeout_ms is not None:
+        raise Unsupported("needs RabbitMQ with a short consumer_timeout: local target only")
+    running = [r for r in target.compose.ps() if r.get("Service") == "worker"]
+    if spec.workers > len(running):
+        raise Unsupported(
+            f"needs {spec.workers} workers; the compose stack runs {len(running)} "
+            f"(docker compose up --scale worker={spec.workers})"
+        )
     for service in spec.services:
-        target.start(service)
+        target.start(service if service != "broker" else target.broker_service)
     changed: dict[str, Settings] = {}
     try:
         for service in (s for s in spec.services if s in PYTHON_SERVICES):

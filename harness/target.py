@@ -79,6 +79,20 @@ class Target(Protocol):
         ...
 
     @property
+    def broker_service(self) -> str:
+        """The service that is the Celery side's broker: "redis" or "rabbitmq"."""
+        ...
+
+    @property
+    def rabbitmq_ui(self) -> str | None:
+        """RabbitMQ's management UI, where the target runs RabbitMQ."""
+        ...
+
+    def service_of(self, runner: str) -> str | None:
+        """Which service a runner ("host:pid:nonce", from the ledger) belongs to."""
+        ...
+
+    @property
     def services(self) -> tuple[str, ...]:
         """Every service this target has (running or not)."""
         ...

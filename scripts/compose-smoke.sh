@@ -8,14 +8,24 @@
 # It uses a compose project of its own (-p) on free host ports, so it can run
 # next to a stack you already have up, and it always ends with `down -v`.
 #
-# What it checks, in order: `up -d --build --wait`; the published ports answer;
-# both APIs take the seed's requests and their tasks succeed; Flower lists the
-# Celery task with basic auth and refuses the request without; Beat's task shows
-# up in the ledger; SIGKILL the worker mid-notification, start it again: the task
-# completes (redelivered); SIGKILL bg-api mid-notification, start it again: the
-# task never completes (lost).
+# Two stacks, one after the other, each in a project of its own, each ended with
+# `down -v`:
 #
-# Settings (environment): SMOKE_PROJECT (default bgcelery-smoke); BG_API_PORT,
+# 1. Celery on Redis (docker-compose.yml): `up -d --build --wait`; the published
+#    ports answer, Redis is not published; both APIs take the seed's requests (202)
+#    and their tasks succeed; Flower lists the Celery task with basic auth and
+#    refuses the request without; Beat's task shows up in the ledger; SIGKILL the
+#    worker mid-notification, start it again: the task completes (redelivered, the
+#    verdict of shared/verdict.py); SIGKILL bg-api mid-notification: its tasks are
+#    lost; `up --scale worker=3`: three healthy workers share the queue, Flower
+#    lists three, Beat stays one.
+# 2. Celery on RabbitMQ (+ docker-compose.rabbitmq.yml): healthy; the management UI
+#    answers only with the credentials from the environment (no guest), AMQP is not
+#    published; both APIs work; SIGKILL the worker mid-notification, start it again:
+#    redelivered, not lost.
+#
+# Settings (environment): SMOKE_BROKERS ("redis rabbitmq", the default, or one of
+# them); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
 # CELERY_API_PORT, FLOWER_PORT (default: free ports); SMOKE_DELAY,
 # SMOKE_VISIBILITY_TIMEOUT, SMOKE_RESTORE_INTERVAL, SMOKE_BEAT_INTERVAL (the demo
 # values, shortened so the run takes about a minute after the build);
@@ -23,8 +33,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PROJECT=${SMOKE_PROJECT:-bgcelery-smoke}
+BASE_PROJECT=${SMOKE_PROJECT:-bgcelery-smoke}
+PROJECT=$BASE_PROJECT
+FILES=(-f docker-compose.yml)
 WAIT_TIMEOUT=${SMOKE_WAIT_TIMEOUT:-300}
+BROKERS=${SMOKE_BROKERS:-redis rabbitmq}
 
 say() { printf '%s\n' "$*"; }
 ok() { CHECKS=$((CHECKS + 1)); printf 'ok   %s\n' "$*"; }
@@ -54,7 +67,9 @@ PICKED="$BG_API_PORT"
 CELERY_API_PORT=${CELERY_API_PORT:-$(pick_port)}
 PICKED="$PICKED $CELERY_API_PORT"
 FLOWER_PORT=${FLOWER_PORT:-$(pick_port)}
-export BG_API_PORT CELERY_API_PORT FLOWER_PORT
+PICKED="$PICKED $FLOWER_PORT"
+RABBITMQ_UI_PORT=${RABBITMQ_UI_PORT:-$(pick_port)}
+export BG_API_PORT CELERY_API_PORT FLOWER_PORT RABBITMQ_UI_PORT
 export PUBLISH_ADDRESS=127.0.0.1
 
 # --- settings for this run --------------------------------------------------------
@@ -68,8 +83,11 @@ export NOTIFICATION_FAIL_FIRST_ATTEMPTS=0 CELERY_ACKS_LATE=true
 export FLOWER_USER=smoke
 FLOWER_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 export FLOWER_PASSWORD
+export RABBITMQ_USER=smoke-rabbit
+RABBITMQ_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+export RABBITMQ_PASSWORD
 
-compose() { docker compose -p "$PROJECT" "$@"; }
+compose() { docker compose -p "$PROJECT" "${FILES[@]}" "$@"; }
 
 # --- teardown, always ---------------------------------------------------------------
 
@@ -82,8 +100,10 @@ finish() {
     compose ps -a 2>&1 || true
     compose logs --no-color --tail 40 2>&1 || true
   fi
-  say "== docker compose -p $PROJECT down -v"
-  compose down -v --remove-orphans >/dev/null 2>&1 || say "!! down -v failed: remove project $PROJECT by hand"
+  if [ -n "$PROJECT" ]; then
+    say "== docker compose -p $PROJECT down -v"
+    compose down -v --remove-orphans >/dev/null 2>&1 || say "!! down -v failed: remove project $PROJECT by hand"
+  fi
   if [ "$rc" -eq 0 ]; then
     say "== PASS: $CHECKS checks in $(($(date +%s) - STARTED))s"
   fi
@@ -234,6 +254,24 @@ elif cmd == "beat":  # timeout -> a succeeded beat task
         x for x in http("GET", URLS["celery"] + "/tasks?implementation=celery").json()
         if x["kind"] == "beat" and x["state"] == "succeeded"), None), 0.5)
     print(rec["task_id"], brief(rec))
+elif cmd == "workers":  # user password count timeout -> Flower lists that many workers
+    auth, want = (args[0], args[1]), int(args[2])
+    def listed():
+        r = http("GET", "http://flower:5555/api/workers?refresh=1", auth=auth, timeout=15)
+        names = sorted(r.json()) if r.status_code == 200 else []
+        return names if len(names) == want else None
+    print(" ".join(poll(f"Flower to list {want} workers", float(args[3]), listed, 1.0)))
+elif cmd == "spread":  # n -> the worker containers that ran n log tasks
+    ids = []
+    for i in range(int(args[0])):
+        r = http("POST", URLS["celery"] + "/items/", {"name": f"spread {i}", "price": i})
+        if r.status_code != 202:
+            die(f"POST /items/ -> {r.status_code} {r.text[:300]}")
+        ids += r.json()["task_ids"]
+    recs = [poll(f"{t} to succeed", 60,
+                 lambda t=t: (x := record("celery", t)) and x["state"] == "succeeded" and x, 0.1)
+            for t in ids]
+    print(" ".join(sorted({rec["runner"].split(":")[0] for rec in recs})))
 elif cmd == "flower":  # task_id user password timeout -> the task as Flower shows it
     task_id, auth = args[0], (args[1], args[2])
     def seen():
@@ -247,90 +285,145 @@ PY
 )
 probe() { compose exec -T celery-api python -c "$PROBE" "$@"; }
 
-# --- 1. up --------------------------------------------------------------------------
+up_stack() {  # what it is, how many services
+  say "== docker compose ${FILES[*]} -p $PROJECT up -d --build --wait"
+  t0=$(date +%s)
+  if ! compose up -d --build --wait --wait-timeout "$WAIT_TIMEOUT" >"${TMPDIR:-/tmp}/$PROJECT-up.log" 2>&1; then
+    tail -40 "${TMPDIR:-/tmp}/$PROJECT-up.log"
+    fail "docker compose up --wait did not get every service healthy"
+  fi
+  UP_SECONDS=$(($(date +%s) - t0))
+  healthy=$(compose ps --format '{{.Service}} {{.Status}}' | sort)
+  [ "$(printf '%s\n' "$healthy" | grep -c 'Up')" -eq "$2" ] || fail "not $2 services up: $healthy"
+  ok "$1: up --build --wait: $2 services up in ${UP_SECONDS}s, build included ($(printf '%s\n' "$healthy" | grep -c healthy) with a healthcheck, all healthy)"
+}
 
-say "== compose smoke: project $PROJECT; host ports bg-api $BG_API_PORT, celery-api $CELERY_API_PORT, flower $FLOWER_PORT"
-say "== $(docker compose version), engine $(docker version --format '{{.Server.Version}}'), base image ${BASE_IMAGE:-python:3.12-slim}, redis image ${REDIS_IMAGE:-redis:7-alpine}"
-say "== demo values: notification ${NOTIFICATION_DELAY_SECONDS}s, visibility timeout ${CELERY_VISIBILITY_TIMEOUT}s, restore every ${CELERY_RESTORE_INTERVAL}s, beat every ${BEAT_INTERVAL_SECONDS}s"
-say "== docker compose up -d --build --wait"
-t0=$(date +%s)
-if ! compose up -d --build --wait --wait-timeout "$WAIT_TIMEOUT" >"${TMPDIR:-/tmp}/$PROJECT-up.log" 2>&1; then
-  tail -40 "${TMPDIR:-/tmp}/$PROJECT-up.log"
-  fail "docker compose up --wait did not get every service healthy"
-fi
-UP_SECONDS=$(($(date +%s) - t0))
-healthy=$(compose ps --format '{{.Service}} {{.Status}}' | sort)
-[ "$(printf '%s\n' "$healthy" | grep -c 'Up')" -eq 6 ] || fail "not six services up: $healthy"
-ok "up --build --wait: six services up in ${UP_SECONDS}s, build included ($(printf '%s\n' "$healthy" | grep -c healthy) with a healthcheck, all healthy)"
+both_apis() {
+  for port in "$BG_API_PORT" "$CELERY_API_PORT"; do
+    code=$(http_status "$port" /health)
+    [ "$code" = 200 ] || fail "GET http://127.0.0.1:$port/health -> $code"
+    ok "GET http://127.0.0.1:$port/health -> 200 (published port)"
+  done
+  item='{"name": "노트북", "price": 1500000}'
+  for side in bg celery; do
+    out=$(probe post "$side" /items/ "$item") || fail "$side POST /items/: $out"
+    ok "$side-api: POST /items/ -> $out succeeded"
+    out=$(probe post "$side" /send-notification/user@example.com "" 60) || fail "$side POST /send-notification: $out"
+    ok "$side-api: POST /send-notification/user@example.com -> $out succeeded"
+  done
+  celery_notification=$(printf '%s' "$out" | sed -n 's/.*notification \([0-9a-f-]*\).*/\1/p')
+  [ -n "$celery_notification" ] || fail "no notification task id in: $out"
+}
 
-# --- 2. both APIs, through the published ports and over the network ---------------------
+kill_the_worker() {  # SIGKILL the worker mid-task: redelivered, completes
+  out=$(probe start-notification celery) || fail "celery notification did not start: $out"
+  read -r task _ before <<<"$out"
+  compose kill -s SIGKILL worker >/dev/null 2>&1
+  after=$(probe state celery "$task")
+  case "$after" in *state=running*) ;; *) fail "worker: the notification was not running at the kill ($after); raise SMOKE_DELAY" ;; esac
+  ok "worker: SIGKILL while notification $task ran ($before)"
+  t1=$(date +%s)
+  compose start worker >/dev/null 2>&1
+  deadline=$((CELERY_VISIBILITY_TIMEOUT + CELERY_RESTORE_INTERVAL + NOTIFICATION_DELAY_SECONDS + 90))
+  out=$(probe verdict celery "$task" "$deadline" completed) || fail "worker: task not completed after the restart: $out"
+  case "$out" in *executions=2\ *) ;; *) fail "worker: completed without a second delivery ($out)" ;; esac
+  lines=$(compose exec -T worker grep -c "\[$task\]" /data/log/log.txt || true)
+  [ "$lines" = 1 ] || fail "worker: $lines lines for $task in log.txt (expected exactly 1)"
+  ok "worker: started again -> redelivered and succeeded $(($(date +%s) - t1))s later ($out), one line in log.txt: NOT LOST"
+}
 
-for port in "$BG_API_PORT" "$CELERY_API_PORT"; do
-  code=$(http_status "$port" /health)
-  [ "$code" = 200 ] || fail "GET http://127.0.0.1:$port/health -> $code"
-  ok "GET http://127.0.0.1:$port/health -> 200 (published port)"
+# --- 1. Celery on Redis ----------------------------------------------------------------
+
+redis_stack() {
+  PROJECT=$BASE_PROJECT
+  FILES=(-f docker-compose.yml)
+  say "== compose smoke, Celery on Redis: project $PROJECT; host ports bg-api $BG_API_PORT, celery-api $CELERY_API_PORT, flower $FLOWER_PORT"
+  say "== $(docker compose version), engine $(docker version --format '{{.Server.Version}}'), base image ${BASE_IMAGE:-python:3.12-slim}, redis image ${REDIS_IMAGE:-redis:7-alpine}"
+  say "== demo values: notification ${NOTIFICATION_DELAY_SECONDS}s, visibility timeout ${CELERY_VISIBILITY_TIMEOUT}s, restore every ${CELERY_RESTORE_INTERVAL}s, beat every ${BEAT_INTERVAL_SECONDS}s"
+  up_stack "redis stack" 6
+  redis_ports=$(compose port redis 6379 2>/dev/null || true)
+  [ -z "$redis_ports" ] || fail "redis is published on the host: $redis_ports"
+  ok "redis: not published on the host"
+  both_apis
+
+  code=$(http_status "$FLOWER_PORT" /api/tasks)
+  [ "$code" = 401 ] || fail "flower: GET /api/tasks without credentials -> $code (expected 401)"
+  ok "flower: GET http://127.0.0.1:$FLOWER_PORT/api/tasks without credentials -> 401"
+  code=$(http_status "$FLOWER_PORT" /api/tasks "$(printf '%s' "$FLOWER_USER:wrong" | base64)")
+  [ "$code" = 401 ] || fail "flower: wrong password -> $code (expected 401)"
+  ok "flower: wrong password -> 401"
+  auth=$(printf '%s' "$FLOWER_USER:$FLOWER_PASSWORD" | base64)
+  code=$(http_status "$FLOWER_PORT" /api/workers "$auth")
+  [ "$code" = 200 ] || fail "flower: GET /api/workers with credentials -> $code"
+  out=$(probe flower "$celery_notification" "$FLOWER_USER" "$FLOWER_PASSWORD" 30) || fail "flower: $out"
+  ok "flower: with basic auth (credentials from the environment): GET /api/workers -> 200; /api/tasks lists $out"
+
+  out=$(probe beat $((BEAT_INTERVAL_SECONDS * 3 + 30))) || fail "beat: $out"
+  ok "beat: heartbeat scheduled by beat, run by the worker, in the ledger: $out"
+
+  kill_the_worker
+
+  # SIGKILL bg-api mid-task: lost.
+  out=$(probe start-notification bg) || fail "bg notification did not start: $out"
+  read -r task log_task _ <<<"$out"
+  old_runner=${out##*runner=}
+  compose kill -s SIGKILL bg-api >/dev/null 2>&1
+  after=$(probe state bg "$task")
+  case "$after" in *state=running*) ;; *) fail "bg-api: the notification was not running at the kill ($after); raise SMOKE_DELAY" ;; esac
+  ok "bg-api: SIGKILL while notification $task ran ($after)"
+  compose start bg-api >/dev/null 2>&1
+  new_runner=$(probe new-runner bg "$old_runner") || fail "bg-api did not come back: $new_runner"
+  out=$(probe verdict bg "$task" 30 lost) || fail "bg-api: $out"
+  log_verdict=$(probe verdict bg "$log_task" 30 lost) || fail "bg-api: its log task: $log_verdict"
+  ok "bg-api: started again (now $new_runner) -> $out; its log task: $log_verdict: LOST"
+
+  # Scale-out: three workers share the queue; Beat stays one.
+  compose up -d --no-recreate --scale worker=3 --wait --wait-timeout "$WAIT_TIMEOUT" >/dev/null 2>&1 \
+    || fail "docker compose up --scale worker=3 did not get three healthy workers"
+  workers=$(compose ps --format '{{.Service}} {{.Status}}' | grep -c '^worker .*(healthy)' || true)
+  [ "$workers" = 3 ] || fail "scale: $workers healthy workers, not 3"
+  beats=$(compose ps -q beat | wc -l)
+  [ "$beats" = 1 ] || fail "scale: $beats beat containers, not 1"
+  out=$(probe workers "$FLOWER_USER" "$FLOWER_PASSWORD" 3 60) || fail "scale: Flower: $out"
+  ok "scale: up --scale worker=3: three healthy workers, one beat; Flower lists $out"
+  out=$(probe spread 40) || fail "scale: $out"
+  hosts=$(printf '%s\n' $out | wc -l)
+  [ "$hosts" -ge 2 ] || fail "scale: 40 tasks all ran in one container ($out)"
+  ok "scale: 40 tasks from one queue ran in $hosts worker containers ($out)"
+  say "== docker compose -p $PROJECT down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
+}
+
+# --- 2. Celery on RabbitMQ ---------------------------------------------------------------
+
+rabbitmq_stack() {
+  PROJECT=$BASE_PROJECT-rabbitmq
+  FILES=(-f docker-compose.yml -f docker-compose.rabbitmq.yml)
+  say "== compose smoke, Celery on RabbitMQ: project $PROJECT; RabbitMQ image ${RABBITMQ_IMAGE:-rabbitmq:4-management}, management UI on port $RABBITMQ_UI_PORT"
+  up_stack "rabbitmq stack" 7
+  amqp_ports=$(compose port rabbitmq 5672 2>/dev/null || true)
+  [ -z "$amqp_ports" ] || fail "rabbitmq's AMQP port is published on the host: $amqp_ports"
+  ok "rabbitmq: AMQP not published on the host"
+  code=$(http_status "$RABBITMQ_UI_PORT" /api/overview)
+  [ "$code" = 401 ] || fail "rabbitmq UI: without credentials -> $code (expected 401)"
+  code=$(http_status "$RABBITMQ_UI_PORT" /api/overview "$(printf '%s' "guest:guest" | base64)")
+  [ "$code" = 401 ] || fail "rabbitmq UI: guest:guest -> $code (expected 401: no guest account)"
+  code=$(http_status "$RABBITMQ_UI_PORT" /api/overview "$(printf '%s' "$RABBITMQ_USER:$RABBITMQ_PASSWORD" | base64)")
+  [ "$code" = 200 ] || fail "rabbitmq UI: with the credentials from the environment -> $code"
+  ok "rabbitmq UI on 127.0.0.1:$RABBITMQ_UI_PORT: 401 without credentials and for guest, 200 with the environment's"
+  both_apis
+  out=$(probe workers "$FLOWER_USER" "$FLOWER_PASSWORD" 1 60) || fail "flower on RabbitMQ: $out"
+  ok "flower on RabbitMQ: lists $out"
+  kill_the_worker
+  say "== docker compose -p $PROJECT down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
+}
+
+for broker in $BROKERS; do
+  case "$broker" in
+    redis) redis_stack ;;
+    rabbitmq) rabbitmq_stack ;;
+    *) fail "unknown broker in SMOKE_BROKERS: $broker" ;;
+  esac
 done
-redis_ports=$(compose port redis 6379 2>/dev/null || true)
-[ -z "$redis_ports" ] || fail "redis is published on the host: $redis_ports"
-ok "redis: not published on the host"
-
-item='{"name": "노트북", "price": 1500000}'
-for side in bg celery; do
-  out=$(probe post "$side" /items/ "$item") || fail "$side POST /items/: $out"
-  ok "$side-api: POST /items/ -> $out succeeded"
-  out=$(probe post "$side" /send-notification/user@example.com "" 60) || fail "$side POST /send-notification: $out"
-  ok "$side-api: POST /send-notification/user@example.com -> $out succeeded"
-done
-celery_notification=$(printf '%s' "$out" | sed -n 's/.*notification \([0-9a-f-]*\).*/\1/p')
-[ -n "$celery_notification" ] || fail "no notification task id in: $out"
-
-# --- 3. Flower ----------------------------------------------------------------------
-
-code=$(http_status "$FLOWER_PORT" /api/tasks)
-[ "$code" = 401 ] || fail "flower: GET /api/tasks without credentials -> $code (expected 401)"
-ok "flower: GET http://127.0.0.1:$FLOWER_PORT/api/tasks without credentials -> 401"
-code=$(http_status "$FLOWER_PORT" /api/tasks "$(printf '%s' "$FLOWER_USER:wrong" | base64)")
-[ "$code" = 401 ] || fail "flower: wrong password -> $code (expected 401)"
-ok "flower: wrong password -> 401"
-auth=$(printf '%s' "$FLOWER_USER:$FLOWER_PASSWORD" | base64)
-code=$(http_status "$FLOWER_PORT" /api/workers "$auth")
-[ "$code" = 200 ] || fail "flower: GET /api/workers with credentials -> $code"
-out=$(probe flower "$celery_notification" "$FLOWER_USER" "$FLOWER_PASSWORD" 30) || fail "flower: $out"
-ok "flower: with basic auth (credentials from the environment): GET /api/workers -> 200; /api/tasks lists $out"
-
-# --- 4. Beat ------------------------------------------------------------------------
-
-out=$(probe beat $((BEAT_INTERVAL_SECONDS * 3 + 30))) || fail "beat: $out"
-ok "beat: heartbeat scheduled by beat, run by the worker, in the ledger: $out"
-
-# --- 5. SIGKILL the worker mid-task: redelivered, completes ------------------------------
-
-out=$(probe start-notification celery) || fail "celery notification did not start: $out"
-read -r task _ before <<<"$out"
-compose kill -s SIGKILL worker >/dev/null 2>&1
-after=$(probe state celery "$task")
-case "$after" in *state=running*) ;; *) fail "worker: the notification was not running at the kill ($after); raise SMOKE_DELAY" ;; esac
-ok "worker: SIGKILL while notification $task ran ($before)"
-t1=$(date +%s)
-compose start worker >/dev/null 2>&1
-deadline=$((CELERY_VISIBILITY_TIMEOUT + CELERY_RESTORE_INTERVAL + NOTIFICATION_DELAY_SECONDS + 90))
-out=$(probe verdict celery "$task" "$deadline" completed) || fail "worker: task not completed after the restart: $out"
-case "$out" in *executions=2\ *) ;; *) fail "worker: completed without a second delivery ($out)" ;; esac
-lines=$(compose exec -T worker grep -c "\[$task\]" /data/log/log.txt || true)
-[ "$lines" = 1 ] || fail "worker: $lines lines for $task in log.txt (expected exactly 1)"
-ok "worker: started again -> redelivered and succeeded $(($(date +%s) - t1))s later ($out), one line in log.txt: NOT LOST"
-
-# --- 6. SIGKILL bg-api mid-task: lost ------------------------------------------------------
-
-out=$(probe start-notification bg) || fail "bg notification did not start: $out"
-read -r task log_task _ <<<"$out"
-old_runner=${out##*runner=}
-compose kill -s SIGKILL bg-api >/dev/null 2>&1
-after=$(probe state bg "$task")
-case "$after" in *state=running*) ;; *) fail "bg-api: the notification was not running at the kill ($after); raise SMOKE_DELAY" ;; esac
-ok "bg-api: SIGKILL while notification $task ran ($after)"
-compose start bg-api >/dev/null 2>&1
-new_runner=$(probe new-runner bg "$old_runner") || fail "bg-api did not come back: $new_runner"
-out=$(probe verdict bg "$task" 30 lost) || fail "bg-api: $out"
-log_verdict=$(probe verdict bg "$log_task" 30 lost) || fail "bg-api: its log task: $log_verdict"
-ok "bg-api: started again (now $new_runner) -> $out; its log task: $log_verdict: LOST"
+PROJECT=""

@@ -125,9 +125,7 @@ UNAVAILABLE: Responses = {
         "description": "The broker or the ledger (Redis) cannot be reached; nothing was queued.",
     }
 }
-NOT_FOUND: Responses = {
-    404: {"model": Problem, "description": "No such task in the ledger."}
-}
+NOT_FOUND: Responses = {404: {"model": Problem, "description": "No such task in the ledger."}}
 LEDGER_DOWN: Responses = {
     503: {
         "model": Problem,

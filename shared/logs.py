@@ -29,9 +29,9 @@ def configure_logging(level: str = "INFO") -> None:
             },
             "root": {"handlers": ["stderr"], "level": level},
             # uvicorn's loggers keep their levels but write through the same handler.
+            # (Not uvicorn.access: uvicorn's --no-access-log switches that one off.)
             "loggers": {
-                name: {"handlers": [], "propagate": True}
-                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+                name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")
             },
         }
     )

@@ -16,10 +16,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    # The broker for Celery and the ledger for both. The BackgroundTasks app treats
-    # it as optional: it serves without Redis and only loses its ledger.
+    # The ledger for both sides, and Celery's broker unless CELERY_BROKER_URL names
+    # another. The BackgroundTasks app treats it as optional: it serves without Redis
+    # and only loses its ledger.
     redis_url: str = "redis://localhost:6379/0"
-    # Fail fast when Redis is gone: a publishing endpoint answers 503 instead of hanging.
+    # Celery's broker: empty for REDIS_URL; amqp://user:password@host:5672// for
+    # RabbitMQ. (Celery itself also reads this variable, ahead of its configuration:
+    # the same name keeps the two in agreement.)
+    celery_broker_url: str = ""
+    # Fail fast when Redis (or the broker's connection) is gone: a publishing endpoint
+    # answers 503 instead of hanging.
     redis_socket_timeout: float = Field(default=1.0, gt=0)
 
     log_file: str = "log.txt"
@@ -40,11 +46,17 @@ class Settings(BaseSettings):
     notification_max_retries: int = Field(default=3, ge=0)
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    # Full jitter on the backoff (uniform in [0, the backoff]); off: exactly the
+    # backoff (the crash experiment needs a countdown it can predict).
+    retry_jitter: bool = True
 
-    # kombu's Redis transport: an unacknowledged task is given back to the queue
-    # this long after it was delivered. Tasks that run longer than this run twice.
+    # Redis broker only (kombu's Redis transport): an unacknowledged task is given
+    # back to the queue this long after it was delivered. Tasks that run longer than
+    # this run twice. RabbitMQ has no such timeout: it gives an unacknowledged task
+    # back when the consumer's connection closes.
     celery_visibility_timeout: float = Field(default=60.0, gt=0)
-    # How often the worker scans for such tasks (kombu's unacked_restore_interval).
+    # Redis broker only: how often a worker scans for such tasks (kombu's
+    # unacked_restore_interval).
     celery_restore_interval: float = Field(default=5.0, gt=0)
     # The switch between this project's reliable settings (True) and Celery's
     # stock acknowledgement, which acks a task as it starts (False).
@@ -61,6 +73,17 @@ class Settings(BaseSettings):
     # How often each process that runs tasks writes its heartbeat to the ledger:
     # a run whose process has stopped beating is a run that died with it.
     runner_heartbeat_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def broker_url(self) -> str:
+        """Celery's broker: ``CELERY_BROKER_URL``, or Redis."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def broker(self) -> str:
+        """Which broker: "redis" or "rabbitmq" (any AMQP URL)."""
+        scheme = self.broker_url.split("://", 1)[0].lower()
+        return "redis" if scheme in ("redis", "rediss", "unix") else "rabbitmq"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated; nothing read from the environment."""

@@ -90,7 +90,7 @@ class Redelivery:
     def of(cls, settings: Settings) -> Redelivery:
         """The rules a stack running with ``settings`` has."""
         return cls(
-            transport="redis",
+            transport="redis" if settings.broker == "redis" else "amqp",
             visibility_timeout=settings.celery_visibility_timeout,
             restore_interval=settings.celery_restore_interval,
             acks_late=settings.celery_acks_late,

@@ -5,6 +5,7 @@ process group, also when the test fails."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ import httpx
 import pytest
 
 from harness.local import LocalStack
-from harness.procs import wait_until
+from harness.procs import Proc, free_port, wait_until
+from harness.servers import RabbitServer
 from shared.models import TaskRecord
 
 StackFactory = Callable[..., LocalStack]
@@ -74,6 +76,28 @@ def make_module_stack(
 ) -> Iterator[StackFactory]:
     """A factory for stacks shared by the tests of one module (starting a worker costs seconds)."""
     yield from _stack_factory(tmp_path_factory, request)
+
+
+@pytest.fixture(scope="module")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    """One rabbitmq-server (Debian's) for the tests of a module: it boots in seconds.
+
+    Its own epmd and free ports, everything in a temp dir; stopped by process group."""
+    if not RabbitServer.BIN.joinpath("rabbitmq-server").exists():
+        pytest.fail("these tests start their own RabbitMQ: apt-get install -y rabbitmq-server")
+    directory = tmp_path_factory.mktemp("rabbitmq")
+    server = RabbitServer(directory, port=free_port(), dist_port=free_port(), epmd_port=free_port())
+    server.prepare()
+    env = {**os.environ, **server.env()}
+    epmd = Proc("epmd", server.epmd_argv(), env, directory / "epmd.out").start()
+    proc = Proc("rabbitmq", server.argv(), env, directory / "rabbitmq.out")
+    try:
+        proc.start()
+        server.wait_ready(proc, 90)
+        yield server
+    finally:
+        proc.stop(grace=10)
+        epmd.stop()
 
 
 # --- small helpers the tests share ---------------------------------------------------

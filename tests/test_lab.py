@@ -110,12 +110,13 @@ def _kill_leftovers(children: dict[int, float]) -> list[int]:
     return left
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    workdir = tmp_path_factory.mktemp("lab")
+@contextlib.contextmanager
+def running_lab(workdir: Path, *args: str) -> Iterator[RunningLab]:
+    """``python -m experiments lab`` with these arguments, up, then stopped: Ctrl-C
+    first, then SIGKILL to every process it was seen to start."""
     port = free_port()
     argv = [sys.executable, "-m", "experiments", "lab", "--port", str(port)]
-    argv += ["--workdir", str(workdir / "stack"), *DEMO_ARGS]
+    argv += ["--workdir", str(workdir / "stack"), *DEMO_ARGS, *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = Proc("lab", argv, env, workdir / "lab.out").start()
     running = RunningLab(f"http://127.0.0.1:{port}", proc, workdir / "stack")
@@ -144,6 +145,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
             proc.send(signal.SIGKILL, group=True)
             proc.wait(10)
         _kill_leftovers(running.children)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    with running_lab(tmp_path_factory.mktemp("lab")) as running:
+        yield running
 
 
 # --- HTTP and SSE -------------------------------------------------------------------------

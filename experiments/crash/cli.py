@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from experiments.common import add_target_arguments, where_from
 from experiments.crash import report
 from experiments.crash.runner import Say, adapt, run_scenario
-from experiments.crash.scenarios import SCENARIOS, Params, Scenario, pick
+from experiments.crash.scenarios import BROKERS, SCENARIOS, Params, Scenario, pick
 from experiments.reporting.report import write
 
 NAME = "crash"
@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + ", ".join(f"{s.number}={s.key}" for s in SCENARIOS),
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "rabbitmq", "both"),
+        default=None,
+        help="the Celery side's broker: every Celery scenario runs on each (default: both "
+        "locally; a compose stack's own broker)",
+    )
     parser.add_argument(
         "--tasks",
         type=int,
@@ -99,7 +106,8 @@ def _progress(total: int) -> Callable[[int, Scenario], Say]:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         for s in SCENARIOS:
-            print(f"{s.number:>3}  {s.key:<24} {s.title}: {s.expected}")
+            on = "" if s.side == "bg" else f" [{', '.join(s.brokers)}]"
+            print(f"{s.number:>3}  {s.key:<24} {s.title}{on}: {s.expected}")
         return 0
     params = params_from(args)
     try:
@@ -108,12 +116,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"crash: {exc}", file=sys.stderr)
         return 2
     where = where_from(args)
+    brokers = list(BROKERS) if args.broker in (None, "both") else [args.broker]
     if where.kind == "compose":
         try:
-            params = adapt(params, where.attach())
+            stack = where.attach()
+            params = adapt(params, stack)
         except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
             print(f"crash: cannot read the compose stack's settings: {exc}", file=sys.stderr)
             return 2
+        if args.broker is None:
+            brokers = [stack.settings.broker]
         print(
             f"crash: compose: the stack's own settings apply (delay {params.delay:g}s, "
             f"visibility timeout {params.visibility:g}s, scan every "
@@ -127,15 +139,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"crash: {problem}", file=sys.stderr)
         return 2
 
-    progress = _progress(len(scenarios))
+    # BackgroundTasks scenarios once (no broker); each Celery one on each broker.
+    runs = [
+        (sc, broker)
+        for sc in scenarios
+        for broker in (brokers if sc.side == "celery" else ["redis"])
+        if sc.side == "bg" or broker in sc.brokers
+    ]
+    progress = _progress(len(runs))
     outcomes = []
-    for i, sc in enumerate(scenarios, 1):
+    for i, (sc, broker) in enumerate(runs, 1):
         say = progress(i, sc)
-        say(f"starting — expected: {sc.expected}")
-        outcomes.append(run_scenario(sc, params, where, say))
+        on = f" on {broker}" if sc.side == "celery" else ""
+        say(f"starting{on} — expected: {sc.expected}")
+        outcomes.append(run_scenario(sc, params, where, say, broker=broker))
 
     data = {
         "target": where.kind,
+        "brokers": brokers,
         "params": asdict(params),
         "scenarios": [o.to_dict() for o in outcomes],
     }

@@ -13,6 +13,7 @@ from experiments.reporting.tables import markdown_table
 
 HEADERS = [
     "scenario",
+    "broker",
     "tasks submitted",
     "at the kill: running / queued",
     "completed",
@@ -36,17 +37,18 @@ def _span(lo_hi: Sequence[float]) -> str:
 
 def row(o: Mapping[str, Any]) -> list[str]:
     label = f"{o['number']}. {o['title']}"
+    broker = o.get("broker") or "—"
     if o["status"] != "ok":
-        return [label, f"{o['status']}: {o['reason']}"] + [""] * (len(HEADERS) - 2)
+        return [label, broker, f"{o['status']}: {o['reason']}"] + [""] * (len(HEADERS) - 3)
     redelivered = "—" if o["redelivered_after"] is None else _span(o["redelivered_after"])
-    at_kill = (
-        "—" if o["stopped_after"] is None else f"{o['running_at_kill']} / {o['queued_at_kill']}"
-    )
+    killed = o["stopped_after"] is not None and o["running_at_kill"] + o["queued_at_kill"] > 0
+    at_kill = f"{o['running_at_kill']} / {o['queued_at_kill']}" if killed else "—"
     made = "?" if o["duplicate_effects"] is None else o["duplicate_effects"]
     lost = str(o["lost"]) + (f" (+{o['skipped']} skipped)" if o.get("skipped") else "")
     never = o["lost"] > 0
     return [
         label,
+        broker,
         str(o["submitted"]),
         at_kill,
         str(o["completed"]),
@@ -68,8 +70,10 @@ def notes(data: Mapping[str, Any]) -> str:
     lines = [
         f"Target: {data['target']}. {p['tasks']} notification requests per scenario, each "
         f"scheduling 2 tasks (the {p['delay']:g} s notification, then a log line); "
-        f"Celery worker concurrency {p['concurrency']}, visibility timeout "
-        f"{p['visibility']:g} s, unacked scan every {p['restore_interval']:g} s.",
+        f"Celery worker concurrency {p['concurrency']}; on Redis a visibility timeout of "
+        f"{p['visibility']:g} s and an unacked scan every {p['restore_interval']:g} s "
+        "(RabbitMQ has neither: it requeues a dead consumer's messages when its connection "
+        "closes).",
         "",
         "- *at the kill*: the ledger just before the signal (the kill waits until the "
         "notifications are `running`); a Celery worker runs as many as it has processes, "
@@ -85,7 +89,8 @@ def notes(data: Mapping[str, Any]) -> str:
         "",
     ]
     for o in data["scenarios"]:
-        label = f"**{o['number']}. {o['title']}**"
+        on = f" on {o['broker']}" if o.get("broker") else ""
+        label = f"**{o['number']}. {o['title']}**{on}"
         if o["status"] != "ok":
             lines.append(f"- {label}: {o['status']}: {o['reason']}")
             continue
@@ -95,11 +100,17 @@ def notes(data: Mapping[str, Any]) -> str:
         if o["missing_from_ledger"]:
             extra.append(f"{o['missing_from_ledger']} gone from the ledger itself")
         if o["redelivered_after"] is not None:
+            by = ", ".join(o.get("rerun_by") or [])
             extra.append(
                 f"the interrupted tasks started again {_span(o['redelivered_after'])} "
-                "after the signal"
+                "after the signal" + (f" (run by {by})" if by else "")
             )
-        if o["restarted_after"] is not None:
+        if o["restarted_after"] is not None and o["running_at_kill"] + o["queued_at_kill"] == 0:
+            extra.append(
+                f"the worker exited by itself {o['stopped_after']:.1f} s in and was started "
+                f"again ({o['restarted_after']:.1f} s)"
+            )
+        elif o["restarted_after"] is not None:
             extra.append(f"back up {o['restarted_after']:.1f} s after the signal")
         detail = f" ({'; '.join(extra)})" if extra else ""
         lines.append(

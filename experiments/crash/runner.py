@@ -38,6 +38,8 @@ class Outcome:
     title: str
     side: str
     expected: str
+    # The Celery side's broker ("" for BackgroundTasks, which has none).
+    broker: str = ""
     status: Literal["ok", "skipped", "error"] = "ok"
     reason: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +67,7 @@ class Outcome:
     finished_while_stopping: int = 0  # tasks that completed between the signal and the exit
     finished_after_stop: int = 0  # ...and after it was down (run by the restarted one)
     redelivered_after: tuple[float, float] | None = None  # min, max start of a rerun
+    rerun_by: list[str] = field(default_factory=list)  # which services ran the reruns
     last_completed_after: float | None = None  # None: never (something was lost)
     settle: str = ""
     running_ids_at_kill: list[str] = field(default_factory=list)
@@ -171,16 +174,21 @@ def settle(
 
 
 def run_scenario(
-    scenario: Scenario, params: Params, where: Where, say: Say = logger.info
+    scenario: Scenario,
+    params: Params,
+    where: Where,
+    say: Say = logger.info,
+    broker: str = "redis",
 ) -> Outcome:
     """One scenario end to end, from a clean state; never raises for a scenario failure."""
-    spec = scenario.spec(params)
+    spec = scenario.spec(params, broker)
     outcome = Outcome(
         scenario.number,
         scenario.key,
         scenario.title,
         scenario.side,
         scenario.expected,
+        broker=broker if scenario.side == "celery" else "",
         params={**asdict(params), "settings": dict(spec.settings)},
     )
     started = time.monotonic()
@@ -203,7 +211,8 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
     # differences between this process and a container.
     since = time.time() - 1
     t_submit = time.time()
-    pairs = submit(target, sc.side, p.tasks)
+    requests = sc.requests(p)
+    pairs = submit(target, sc.side, requests)
     submitted = time.monotonic()
     ids = [task_id for pair in pairs for task_id in pair]
     notifications = [pair[0] for pair in pairs]
@@ -213,11 +222,23 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
 
     if sc.action is None or sc.service is None:
         t0 = t_submit
-        say(f"{len(ids)} tasks submitted ({p.tasks} notifications); nothing is killed")
+        say(f"{len(ids)} tasks submitted ({requests} notifications); nothing is killed")
+        if sc.revive_worker:
+            try:
+                wait_until(
+                    lambda: not target.is_up("worker"), 3 * delay + 15, "the worker to exit", 0.2
+                )
+            except Timeout:
+                say("the worker did not exit")
+            else:
+                out.stopped_after = time.time() - t0
+                say(f"the worker exited by itself {out.stopped_after:.1f}s in; starting it again")
+                target.start("worker")
+                out.restarted_after = time.time() - t0
     else:
         # Every BackgroundTasks request runs its tasks at once (thread pool); a
         # Celery worker runs as many as it has processes, the rest wait in the broker.
-        want = p.tasks if sc.side == "bg" else min(p.tasks, target.worker_processes)
+        want = requests if sc.side == "bg" else min(requests, target.worker_processes)
         before = wait_running(
             target,
             since,
@@ -232,33 +253,43 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         out.queued_at_kill = states.count(TaskState.queued)
         out.done_at_kill = sum(s in (TaskState.succeeded, TaskState.failed) for s in states)
         out.running_ids_at_kill = [r.task_id for r in before if r.state == TaskState.running]
+        service = target.broker_service if sc.service == "broker" else sc.service
+        if sc.kill_its_worker:
+            # The worker that runs the first notification: the others survive it.
+            runner = next(r.runner for r in before if r.task_id == notifications[0])
+            service = (target.service_of(runner) if runner else None) or service
         verb = "SIGKILL" if sc.action == "kill" else "SIGTERM"
         say(
             f"{len(ids)} tasks submitted; ledger: {out.running_at_kill} running, "
-            f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {sc.service}"
+            f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {service}"
         )
         t0 = time.time()
         if sc.action == "kill":
-            target.kill(sc.service)
+            target.kill(service)
         else:
             stop_timeout = sc.stop_timeout(p)
-            target.terminate(sc.service, timeout=stop_timeout)
+            target.terminate(service, timeout=stop_timeout)
             wait_until(
-                lambda: not target.is_up(sc.service or ""),
+                lambda: not target.is_up(service),
                 stop_timeout + 30,
-                f"{sc.service} to exit after SIGTERM",
+                f"{service} to exit after SIGTERM",
                 interval=0.1,
             )
         out.stopped_after = time.time() - t0
-        say(f"{sc.service} down after {out.stopped_after:.1f}s; starting it again")
-        target.start(sc.service)
-        out.restarted_after = time.time() - t0
-        if sc.side == "celery":
+        if sc.restart:
+            say(f"{service} down after {out.stopped_after:.1f}s; starting it again")
+            target.start(service)
+            out.restarted_after = time.time() - t0
+        else:
+            say(f"{service} down after {out.stopped_after:.1f}s; left down")
+        if sc.side == "celery" and target.settings.broker == "redis":
             s = target.settings
             say(
                 f"settling: redelivery is due {s.celery_visibility_timeout:g}s after delivery "
                 f"(visibility timeout), found by a scan every {s.celery_restore_interval:g}s"
             )
+        elif sc.side == "celery":
+            say("settling: RabbitMQ requeues a dead consumer's unacked messages at once")
 
     # Bounded: what is queued behind the kill still has to run, a round at a time.
     rounds = -(-len(ids) // max(target.worker_processes, 1))
@@ -299,7 +330,7 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         }
         for t in final.tasks.values()
     ]
-    if out.stopped_after is not None and out.restarted_after is not None:
+    if out.stopped_after is not None:
         # The boundary is the exit, not "answering again": a restarted worker may
         # run a task before its "ready." line is seen.
         t_down = t0 + out.stopped_after
@@ -312,6 +343,14 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         for run in r.runs[1:]
         if run.started_at is not None and r.attempts - r.retries > 1
     ]
+    out.rerun_by = sorted(
+        {
+            target.service_of(run.runner) or "?"
+            for r in records
+            for run in r.runs[1:]
+            if run.runner and r.attempts - r.retries > 1
+        }
+    )
     if reruns and sc.action is not None:
         out.redelivered_after = (min(reruns), max(reruns))
     ends = [r.finished_at for r in records if r.finished_at is not None]

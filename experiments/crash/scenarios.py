@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.stacks import StackSpec
@@ -59,7 +59,9 @@ class Params:
 
 
 BG_SERVICES = ("redis", "bg-api")
-CELERY_SERVICES = ("redis", "celery-api", "worker")
+# "broker": Redis or RabbitMQ, whichever the scenario runs on.
+CELERY_SERVICES = ("redis", "broker", "celery-api", "worker")
+BROKERS = ("redis", "rabbitmq")
 
 
 @dataclass(frozen=True)
@@ -78,22 +80,43 @@ class Scenario:
     graceful_timeout: Callable[[Params], int | None] = lambda p: None
     # terminate: how long the stop may take (for compose, `docker compose stop -t`).
     stop_timeout: Callable[[Params], float] = lambda p: 30.0
-    # Redis kills: the question is whether *queued* tasks survive, not the last
-    # second of writes, so the kill waits until Redis has fsynced the submissions.
+    # Broker kills: the question is whether *queued* tasks survive, not the last
+    # second of writes, so the kill waits until the broker has them on disk.
     wait_for_fsync: bool = False
-    tags: tuple[str, ...] = field(default=())
+    # The Celery brokers it means something on (BackgroundTasks needs none).
+    brokers: tuple[str, ...] = BROKERS
+    # Start the service again after the kill (two workers: the survivor is the point).
+    restart: bool = True
+    # Celery worker processes (services worker, worker-2, ...) and each one's pool.
+    workers: int = 1
+    concurrency: Callable[[Params], int] = lambda p: p.concurrency
+    # Notification requests (None: --tasks).
+    tasks: Callable[[Params], int | None] = lambda p: None
+    # Kill whichever worker runs the first notification (several workers).
+    kill_its_worker: bool = False
+    # RabbitMQ's consumer_timeout for the run, milliseconds.
+    consumer_timeout_ms: Callable[[Params], int | None] = lambda p: None
+    # Nothing is killed, but the worker may exit by itself: wait for that, start it again.
+    revive_worker: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.number}. {self.title}"
 
-    def spec(self, p: Params) -> StackSpec:
+    def requests(self, p: Params) -> int:
+        return self.tasks(p) or p.tasks
+
+    def spec(self, p: Params, broker: str = "redis") -> StackSpec:
         return StackSpec(
             BG_SERVICES if self.side == "bg" else CELERY_SERVICES,
             settings=self.settings(p),
             appendonly=self.appendonly,
             graceful_timeout=self.graceful_timeout(p),
-            worker_concurrency=p.concurrency,
+            worker_concurrency=self.concurrency(p),
+            workers=self.workers,
+            broker=broker,
+            consumer_timeout_ms=self.consumer_timeout_ms(p),
+            own_broker=self.service == "broker",
         )
 
 
@@ -150,6 +173,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         "and run again, writing once",
     ),
     Scenario(
+        number="4b",
+        key="worker-kill-two-workers",
+        title="one of two workers SIGKILL (acks_late)",
+        side="celery",
+        action="kill",
+        service="worker",
+        expected="nothing lost: the surviving worker takes the dead one's task (RabbitMQ: at "
+        "once; Redis: once the visibility timeout has passed)",
+        workers=2,
+        restart=False,
+        # One notification: one worker runs it, the other is free to take it over.
+        tasks=lambda p: 1,
+        kill_its_worker=True,
+    ),
+    Scenario(
         number="5",
         key="worker-kill-stock-acks",
         title="worker SIGKILL (stock acks)",
@@ -171,12 +209,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         number="7",
-        key="redis-restart",
-        title="redis SIGKILL + restart, AOF on",
+        key="broker-restart",
+        title="broker SIGKILL + restart (Redis: AOF on)",
         side="celery",
         action="kill",
-        service="redis",
-        expected="nothing lost: the queue and the ledger are replayed from the append-only file",
+        service="broker",
+        expected="nothing lost: Redis replays the queue (and the ledger) from its append-only "
+        "file; RabbitMQ keeps its durable queue's persistent messages",
         appendonly=True,
         wait_for_fsync=True,
     ),
@@ -190,6 +229,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected="everything not yet finished is lost, and the ledger forgets it too",
         appendonly=False,
         wait_for_fsync=True,
+        brokers=("redis",),
     ),
     Scenario(
         number="8",
@@ -198,8 +238,43 @@ SCENARIOS: tuple[Scenario, ...] = (
         side="celery",
         action=None,
         service=None,
-        expected="nothing lost, but every notification runs twice (idempotency writes it once)",
+        expected="nothing lost; Redis hands every notification out again while it runs (it "
+        "runs twice, idempotency writes it once); RabbitMQ has no such timeout: it runs once",
         settings=lambda p: {"celery_visibility_timeout": p.delay / 2},
+    ),
+    Scenario(
+        number="9",
+        key="long-countdown",
+        title="no crash, retry countdown longer than visibility timeout",
+        side="celery",
+        action=None,
+        service=None,
+        expected="nothing lost; Redis gives the retry's unacknowledged message (held until its "
+        "ETA) back after the visibility timeout: it runs twice; RabbitMQ: once",
+        settings=lambda p: {
+            "notification_fail_first_attempts": 1,
+            "retry_jitter": False,
+            "retry_backoff_seconds": p.visibility * 2,
+            "retry_backoff_max_seconds": p.visibility * 2,
+        },
+        tasks=lambda p: 1,
+    ),
+    Scenario(
+        number="10",
+        key="consumer-timeout",
+        title="no crash, task longer than RabbitMQ's consumer_timeout",
+        side="celery",
+        action=None,
+        service=None,
+        expected="RabbitMQ closes the channel of a consumer that holds a delivery past "
+        "consumer_timeout and requeues it; Celery's worker stops on that error, and the task "
+        "(its ack refused) runs again on the next worker: twice, writing once",
+        # A quarter of the task: RabbitMQ checks it once a second (the harness sets
+        # channel_tick_interval to 1 s; its default, 60 s, would hide it).
+        consumer_timeout_ms=lambda p: int(p.delay * 1000 / 4),
+        tasks=lambda p: 1,
+        brokers=("rabbitmq",),
+        revive_worker=True,
     ),
 )
 BY_KEY = {s.key: s for s in SCENARIOS}
@@ -224,6 +299,8 @@ def pick(names: str | Sequence[str] | None) -> list[Scenario]:
             chosen.append(BY_NUMBER[name])
         elif name == "2":  # the scenario 2 is both SIGTERM variants
             chosen += [BY_NUMBER["2a"], BY_NUMBER["2b"]]
+        elif name == "redis-restart":  # its name before RabbitMQ joined
+            chosen.append(BY_KEY["broker-restart"])
         else:
             raise ValueError(f"unknown scenario {name!r}; known: {', '.join(BY_KEY)}")
     return list(dict.fromkeys(chosen))

@@ -72,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--beat-interval", type=float, default=DEMO["beat_interval_seconds"], metavar="S"
     )
     local.add_argument("--worker-concurrency", type=int, default=2, metavar="N")
+    local.add_argument(
+        "--broker",
+        choices=("redis", "rabbitmq"),
+        default="redis",
+        help="the Celery side's broker (a rabbitmq-server of its own: Debian's package)",
+    )
 
 
 def build_target(args: argparse.Namespace, workdir: Path) -> Target:
@@ -86,7 +92,11 @@ def build_target(args: argparse.Namespace, workdir: Path) -> Target:
     )
     # AOF on, as in compose: restarting Redis keeps the queue and the ledger.
     return LocalStack(
-        workdir, settings, appendonly=True, worker_concurrency=args.worker_concurrency
+        workdir,
+        settings,
+        appendonly=True,
+        worker_concurrency=args.worker_concurrency,
+        broker=args.broker,
     )
 
 
@@ -126,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             local = target.name == "local"
             if local:
                 print(f"lab: starting the local stack in {workdir} ...", file=sys.stderr)
-                for service in SERVICES:
+                for service in ("redis", target.broker_service, *SERVICES):
                     target.start(service, timeout=90)
             lab = Lab(
                 target,

@@ -33,11 +33,12 @@ CONTROLS: dict[str, tuple[Side, frozenset[str]]] = {
     "celery-api": ("celery", frozenset({"kill", "stop", "restart"})),
     "worker": ("celery", frozenset({"kill", "stop", "restart"})),
     "redis": ("celery", frozenset({"restart"})),
+    "rabbitmq": ("celery", frozenset({"restart"})),
 }
 # The status row of each side (redis shows on both: it holds both ledgers).
 STATUS_SERVICES: dict[Side, tuple[str, ...]] = {
     "bg": ("bg-api", "redis"),
-    "celery": ("celery-api", "worker", "beat", "redis", "flower"),
+    "celery": ("celery-api", "worker", "beat", "redis", "rabbitmq", "flower"),
 }
 ACTIONS = frozenset({"item", "send", "fail", "kill", "stop", "restart"})
 
@@ -200,6 +201,8 @@ class Lab:
             owner, allowed = CONTROLS[service]
             if owner != side or action not in allowed:
                 raise ActionRefused(f"{action} {service} is not an action of the {side} side")
+            if service not in self.target.services:
+                raise ActionRefused(f"this stack runs no {service}")
         else:
             service = None
         if not 1 <= count <= 100:
@@ -316,7 +319,7 @@ class Lab:
         stopped = self._stop(service) + "; " if self.target.is_up(service) else ""
         started = time.monotonic()
         self.target.start(service, timeout=self.settings.start_timeout)
-        if service == "redis":
+        if service == self.target.broker_service:
             self.broker_up_since = time.time()
         state = self.target.status().get(service)
         now = f" ({state.detail})" if state is not None and state.detail else ""
@@ -353,11 +356,11 @@ class Lab:
         records, runners = self._read_ledger()
         now = time.time()
         settings = self.target.settings
-        redis = status.get("redis")
+        broker = status.get(self.target.broker_service)
         broker_up_since: float | None = max(
-            self.broker_up_since, (redis.since if redis else None) or float("-inf")
+            self.broker_up_since, (broker.since if broker else None) or float("-inf")
         )
-        if redis is not None and not redis.up:
+        if broker is not None and not broker.up:
             broker_up_since = None
         with self._lock:
             since = self.since
@@ -426,8 +429,10 @@ class Lab:
                 "bg_docs": self.target.url("bg") + "/docs",
                 "celery_docs": self.target.url("celery") + "/docs",
                 "flower": self.target.flower_url if status.get("flower") else None,
+                "rabbitmq": self.target.rabbitmq_ui,
             },
             "settings": {
+                "broker": s.broker,
                 "notification_delay": s.notification_delay_seconds,
                 "visibility_timeout": s.celery_visibility_timeout,
                 "restore_interval": s.celery_restore_interval,

@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from experiments.common import say
 from experiments.perf import base
-from experiments.perf.dispatch_measure import TARGET_RATIO, measure
+from experiments.perf.dispatch_measure import TARGET_RATIO, measure, measure_amqp
 from experiments.reporting.tables import markdown_table, targets_table
 from harness.procs import REPO_ROOT
 from harness.stacks import StackSpec, Where, open_stack
@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_arguments(parser)
     parser.add_argument("--calls", type=int, help="timed calls per variant (3000)")
     parser.add_argument("--redis-url", help="measure against this Redis instead of starting one")
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "both"),
+        default="both",
+        help="Redis only, or RabbitMQ as the broker too (local target; default both)",
+    )
     # Used by --target compose: the measurement runs in a one-off container of the
     # stack's image, on the stack's network (compose publishes no broker), and
     # prints its data as JSON.
@@ -83,7 +89,8 @@ class DispatchResult:
     ratios: dict[str, dict[str, float]]
     targets: list[dict[str, Any]]
     target: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The same hand-over with RabbitMQ as the broker (None: not measured).
+    rabbitmq: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,6 +109,12 @@ def measure_cli(args: argparse.Namespace, where: Where) -> DispatchResult:
         with open_stack(where, StackSpec(("redis",)), label="dispatch") as stack:
             data = measure(stack.settings.redis_url, calls)
             data["target"] = stack.name
+        if args.broker in ("rabbitmq", "both"):
+            spec = StackSpec(("redis", "broker"), broker="rabbitmq")
+            with open_stack(where, spec, label="dispatch-rabbitmq") as stack:
+                say("dispatch: the same with RabbitMQ as the broker")
+                s = stack.settings
+                data["rabbitmq"] = measure_amqp(s.broker_url, s.redis_url, calls)
     return DispatchResult(**data)
 
 
@@ -154,6 +167,33 @@ def render(data: dict[str, Any]) -> str:
         ],
     )
     table += "\n\n" + targets_table(data["targets"])
+    rabbit = data.get("rabbitmq")
+    if rabbit:
+        table += (
+            "\n\nThe same hand-over with **RabbitMQ** as the broker (publisher confirms; the "
+            "ledger stays in Redis), against a raw `basic_publish` of a persistent "
+            f"{rabbit['message_bytes']}-byte message with confirms:\n\n"
+        )
+        table += markdown_table(
+            ["variant", "p50 µs", "p95 µs", "p99 µs", "client CPU µs", "p50 / basic_publish"],
+            [
+                [
+                    name,
+                    v["p50"],
+                    v["p95"],
+                    v["p99"],
+                    v["client_cpu_us"],
+                    rabbit["ratios"][name]["p50"],
+                ]
+                for name, v in rabbit["variants"].items()
+            ],
+        )
+        redis_send = data["variants"]["send_task"]["p50"]
+        rabbit_send = rabbit["variants"]["send_task"]["p50"]
+        table += (
+            f"\n\n`send_task` p50: {redis_send:.0f} µs on Redis, {rabbit_send:.0f} µs on "
+            f"RabbitMQ ({rabbit_send / redis_send:.2f}×)."
+        )
     st = data["variants"]["send_task"]
     rtt = data["variants"]["lpush"]["p50"]
     notes = (

@@ -95,6 +95,102 @@ def _callables(url: str) -> tuple[dict[str, Callable[[], object]], int, Callable
     return fns, len(message), close
 
 
+def _time(
+    fns: dict[str, Callable[[], object]], calls: int, between: Callable[[], object]
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per variant: every call's duration, and the CPU this process spent on them.
+
+    Interleaved blocks of 100, so a noisy neighbour hits every variant alike;
+    ``between`` runs after each round (emptying the bench queue)."""
+    for fn in fns.values():  # connections, pools, declarations: not measured
+        for _ in range(50):
+            fn()
+    times: dict[str, list[float]] = {v: [] for v in fns}
+    cpu: dict[str, float] = dict.fromkeys(fns, 0.0)
+    block = 100
+    for _ in range(max(1, calls // block)):
+        for name, fn in fns.items():
+            c0 = time.process_time()
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+            cpu[name] += time.process_time() - c0
+        between()
+    return times, cpu
+
+
+def measure_amqp(broker_url: str, ledger_url: str, calls: int) -> dict[str, Any]:
+    """The same hand-over with RabbitMQ as the broker (the ledger stays in Redis).
+
+    The floor is a raw ``basic_publish`` (py-amqp, the client kombu uses) of a
+    persistent message as long as Celery's, with publisher confirms: what Celery
+    does here too (``confirm_publish``), so both wait for the broker's "got it"."""
+    import amqp
+
+    from celery_app.worker import create_celery
+    from shared.ledger import Ledger, NewTask, connect
+    from shared.models import Implementation, TaskKind
+    from shared.settings import explicit_settings
+
+    settings = explicit_settings(redis_url=ledger_url, celery_broker_url=broker_url)
+    celery = create_celery(settings)
+    quiet = create_celery(settings)
+    quiet.conf.task_send_sent_event = False
+    ledger_client = connect(ledger_url)
+    ledger = Ledger(ledger_client, Implementation.celery)
+    kwargs = {"message": "item created: 노트북 (1,500,000.00)"}
+    rest = broker_url.split("://", 1)[1]
+    creds, _, hostpart = rest.rpartition("@")
+    user, _, password = creds.partition(":")
+    host, _, vhost = hostpart.partition("/")
+    raw = amqp.Connection(host, userid=user, password=password, virtual_host=vhost or "/")
+    raw.connect()
+    channel = raw.channel()
+    channel.queue_declare(QUEUE, durable=True, auto_delete=False)
+    # A message as long as the one Celery publishes (headers and JSON body together).
+    celery.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
+    message = channel.basic_get(QUEUE, no_ack=True)
+    size = len(message.body) + len(str(message.properties)) if message else 600
+    payload = b"x" * size
+
+    def send(app: Any) -> Callable[[], object]:
+        return lambda: app.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
+
+    def schedule() -> object:
+        task_id = str(uuid.uuid4())
+        ledger.queued([NewTask(task_id, TaskKind.log.value)])
+        return celery.send_task(TASK, kwargs=kwargs, task_id=task_id, queue=QUEUE)
+
+    fns: dict[str, Callable[[], object]] = {
+        # Waits for the broker's ack, as Celery's publish does with confirm_publish.
+        "basic_publish": lambda: channel.basic_publish_confirm(
+            amqp.Message(payload, delivery_mode=2), routing_key=QUEUE
+        ),
+        "send_task, no sent-event": send(quiet),
+        "send_task": send(celery),
+        "API schedule()": schedule,
+    }
+    try:
+        times, cpu = _time(fns, calls, lambda: channel.queue_purge(QUEUE))
+    finally:
+        channel.queue_delete(QUEUE)
+        raw.close()
+        ledger_client.close()
+        celery.close()
+        quiet.close()
+    stats = {name: summary(ts, scale=1e6) for name, ts in times.items()}  # microseconds
+    for name in stats:
+        stats[name]["client_cpu_us"] = 1e6 * cpu[name] / max(len(times[name]), 1)
+    floor = stats["basic_publish"]["p50"]
+    return {
+        "message_bytes": size,
+        "calls": calls,
+        "variants": stats,
+        "ratios": {name: {"p50": ratio(v["p50"], floor)} for name, v in stats.items()},
+    }
+
+
 def _commandstats(client: redis.Redis) -> dict[str, int]:
     info = client.info("commandstats")
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
@@ -104,22 +200,7 @@ def measure(url: str, calls: int) -> dict[str, Any]:
     fns, message_bytes, close = _callables(url)
     admin = redis.Redis.from_url(url)
     try:
-        for fn in fns.values():  # connections, pools, declarations: not measured
-            for _ in range(50):
-                fn()
-        # Interleaved blocks, so a noisy neighbour hits every variant alike.
-        times: dict[str, list[float]] = {v: [] for v in fns}
-        cpu: dict[str, float] = dict.fromkeys(fns, 0.0)
-        block = 100
-        for _ in range(max(1, calls // block)):
-            for name, fn in fns.items():
-                c0 = time.process_time()
-                for _ in range(block):
-                    t = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - t)
-                cpu[name] += time.process_time() - c0
-            admin.delete(QUEUE)
+        times, cpu = _time(fns, calls, lambda: admin.delete(QUEUE))
         # Redis commands per call, one variant at a time.
         commands: dict[str, dict[str, float]] = {}
         n = min(calls, 500)
@@ -220,9 +301,13 @@ def _package(filename: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.perf.dispatch_measure")
     parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--amqp-url", default=None, help="also measure RabbitMQ as the broker")
     parser.add_argument("--calls", type=int, default=3000)
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.redis_url, args.calls)))
+    data = measure(args.redis_url, args.calls)
+    if args.amqp_url:
+        data["rabbitmq"] = measure_amqp(args.amqp_url, args.redis_url, args.calls)
+    print(json.dumps(data))
     return 0
 
 

@@ -30,14 +30,19 @@ from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import submit, wait_finished
 from experiments.reporting.tables import markdown_table
-from harness.stacks import StackSpec, Where, open_stack
+from harness.stacks import StackSpec, Unsupported, Where, open_stack
 from harness.target import Target
 
 NAME = "footprint"
+# What each side needs running (a process a side does not need is not counted:
+# the ledger's Redis is the experiments' instrument, not RabbitMQ's side's broker).
 SIDES = {
     "bg": ["bg-api"],
     "celery": ["celery-api", "worker", "beat", "redis", "flower"],
+    "celery on rabbitmq": ["celery-api", "worker", "beat", "rabbitmq", "epmd", "flower"],
 }
+# Which side each broker's stack measures (its load goes to the Celery API).
+BROKER_SIDES = {"redis": ("bg", "celery"), "rabbitmq": ("celery on rabbitmq",)}
 MiB = 1024 * 1024
 
 
@@ -45,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_arguments(parser)
     parser.add_argument("--requests", type=int, help="notification requests per side (600)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (8)")
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "rabbitmq", "both"),
+        default="both",
+        help="the Celery side's broker(s) to measure (default both)",
+    )
 
 
 # --- measuring ---------------------------------------------------------------------------
@@ -117,21 +128,30 @@ class FootprintResult:
 def measure(args: argparse.Namespace, where: Where) -> FootprintResult:
     n = args.requests or (40 if args.quick else 600)
     say(f"footprint: idle, then {n} notification requests per side")
-    services = ("redis", "bg-api", "celery-api", "worker", "beat", "flower")
-    spec = StackSpec(services, settings={"notification_delay_seconds": 0.02})
-    with open_stack(where, spec, label="footprint") as target:
-        sample = sampler(target)
-        time.sleep(2)  # let every process finish starting up
-        idle = sample()
-        loaded: dict[str, dict[str, float]] = {}
-        errors = 0
-        for side in SIDES:
-            with PeakSampler(sample) as peak:
-                ids, errs = asyncio.run(_load(target.url(side), n, args.concurrency, side))
-                wait_finished(target, ids, timeout=60 + n * 0.1, label=f"{side} tasks")
-            errors += errs
-            loaded.update({k: v for k, v in peak.peak.items() if k in SIDES[side]})
-        target_name = target.name
+    services = ("redis", "broker", "bg-api", "celery-api", "worker", "beat", "flower")
+    brokers = ["redis", "rabbitmq"] if args.broker == "both" else [args.broker]
+    idle: dict[str, dict[str, dict[str, float]]] = {}
+    loaded: dict[str, dict[str, dict[str, float]]] = {}
+    errors = 0
+    target_name: str = where.kind
+    for broker in brokers:
+        spec = StackSpec(services, settings={"notification_delay_seconds": 0.02}, broker=broker)
+        try:
+            with open_stack(where, spec, label=f"footprint-{broker}") as target:
+                sample = sampler(target)
+                time.sleep(2)  # let every process finish starting up
+                now = sample()
+                for side in BROKER_SIDES[broker]:
+                    idle[side] = {k: v for k, v in now.items() if k in SIDES[side]}
+                    api = "bg" if side == "bg" else "celery"
+                    with PeakSampler(sample) as peak:
+                        ids, errs = asyncio.run(_load(target.url(api), n, args.concurrency, side))
+                        wait_finished(target, ids, timeout=60 + n * 0.1, label=f"{side} tasks")
+                    errors += errs
+                    loaded[side] = {k: v for k, v in peak.peak.items() if k in SIDES[side]}
+                target_name = target.name
+        except Unsupported as exc:  # a compose stack runs one broker
+            say(f"footprint: skipping Celery on {broker}: {exc}")
     data = _analyse(idle, loaded, target_name)
     return FootprintResult(
         **data,
@@ -140,11 +160,17 @@ def measure(args: argparse.Namespace, where: Where) -> FootprintResult:
     )
 
 
-def _analyse(idle: dict[str, Any], loaded: dict[str, Any], target: str) -> dict[str, Any]:
+def _analyse(
+    idle: dict[str, dict[str, Any]], loaded: dict[str, dict[str, Any]], target: str
+) -> dict[str, Any]:
     sides: dict[str, dict[str, Any]] = {}
     for side, services in SIDES.items():
+        if side not in idle:
+            continue
         rows: dict[str, dict[str, Any]] = {
-            s: {"idle": idle[s], "load": loaded.get(s) or idle[s]} for s in services if s in idle
+            s: {"idle": idle[side][s], "load": loaded.get(side, {}).get(s) or idle[side][s]}
+            for s in services
+            if s in idle[side]
         }
         sides[side] = {
             "processes": rows,
@@ -153,17 +179,16 @@ def _analyse(idle: dict[str, Any], loaded: dict[str, Any], target: str) -> dict[
             "idle_pss_mib": sum(r["idle"]["pss"] for r in rows.values()),
             "load_pss_mib": sum(r["load"]["pss"] for r in rows.values()),
         }
-    bg, ce = sides["bg"], sides["celery"]
-    return {
-        "sides": sides,
-        "target": target,
-        "ratios": {
-            "celery/bg idle RSS": ce["idle_rss_mib"] / bg["idle_rss_mib"],
-            "celery/bg load RSS": ce["load_rss_mib"] / bg["load_rss_mib"],
-            "celery/bg idle PSS": ce["idle_pss_mib"] / bg["idle_pss_mib"],
-            "celery/bg load PSS": ce["load_pss_mib"] / bg["load_pss_mib"],
-        },
-    }
+    ratios: dict[str, float] = {}
+    bg = sides.get("bg")
+    for side, d in sides.items():
+        if side == "bg" or bg is None:
+            continue
+        for phase in ("idle", "load"):
+            for metric in ("rss", "pss"):
+                key = f"{side}/bg {phase} {metric.upper()}"
+                ratios[key] = d[f"{phase}_{metric}_mib"] / bg[f"{phase}_{metric}_mib"]
+    return {"sides": sides, "target": target, "ratios": ratios}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -213,8 +238,10 @@ def render(data: dict[str, Any]) -> str:
         f"clients, NOTIFICATION_DELAY_SECONDS={cfg['NOTIFICATION_DELAY_SECONDS']}. The "
         "worker row is its main process plus its prefork children (2). PSS splits pages "
         "shared between processes (forked children) among them; RSS counts them in each. "
-        "Redis is listed on the Celery side (the broker); the BackgroundTasks app also "
-        "writes the ledger there when it is configured, but runs without it."
+        "Redis is listed on the Celery side when it is the broker; on RabbitMQ the broker is "
+        "RabbitMQ (with its epmd), and the ledger's Redis is counted on neither side: it is the "
+        "comparison's instrument (the BackgroundTasks app writes its ledger there when it is "
+        "configured, but runs without it)."
     )
     if data["target"] == "compose":
         notes += " Compose: `docker stats` memory per container (RSS and PSS columns equal)."
@@ -232,7 +259,10 @@ def chart(data: dict[str, Any], path: Path) -> None:
         for side, d in data["sides"].items():
             for phase in ("idle", "load"):
                 x = len(labels)
-                labels.append(f"{'BackgroundTasks' if side == 'bg' else 'Celery'}\n{phase}")
+                name = {"bg": "BackgroundTasks", "celery": "Celery, Redis"}.get(
+                    side, "Celery, RabbitMQ"
+                )
+                labels.append(f"{name}\n{phase}")
                 bottom = 0.0
                 for service, r in d["processes"].items():
                     value = r[phase][metric]

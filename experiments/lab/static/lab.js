@@ -224,11 +224,17 @@ function render(data) {
     ? `<a href="${esc(data.links.flower)}" target="_blank" rel="noopener">Flower</a>`
     : "Flower: not started in local mode (<code>docker compose up</code> runs it on :5555)";
   const s = data.settings;
+  const rabbit = s.broker === "rabbitmq";
+  $("broker-name").textContent = rabbit ? "RabbitMQ" : "Redis";
+  for (const node of document.querySelectorAll(".rabbitmq-only")) node.hidden = !rabbit;
+  $("rabbitmq-link").innerHTML = data.links.rabbitmq
+    ? `<a href="${esc(data.links.rabbitmq)}" target="_blank" rel="noopener">RabbitMQ</a>` : "";
   $("settings-line").textContent =
-    `${s.compose ? "The compose stack's settings" : "Demo settings"}: a notification takes ` +
-    `${s.notification_delay} s; visibility timeout ${s.visibility_timeout} s, restore interval ` +
-    `${s.restore_interval} s; worker concurrency ${s.worker_concurrency}; ` +
-    `acks_late ${s.acks_late ? "on" : "off"}.`;
+    `${s.compose ? "The compose stack's settings" : "Demo settings"}: Celery's broker is ` +
+    `${rabbit ? "RabbitMQ" : "Redis"}; a notification takes ${s.notification_delay} s; ` +
+    (rabbit ? "a dead worker's task is requeued when its connection drops; "
+            : `visibility timeout ${s.visibility_timeout} s, restore interval ${s.restore_interval} s; `) +
+    `worker processes ${s.worker_concurrency}; acks_late ${s.acks_late ? "on" : "off"}.`;
   const note = $("ledger-note");
   note.hidden = !data.ledger_note;
   note.textContent = data.ledger_note || "";
