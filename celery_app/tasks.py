@@ -108,6 +108,12 @@ def write_log(self: BoundTask, message: str) -> None:
     execute(self, TaskKind.log, "log", {"message": message})
 
 
+@shared_task(bind=True, name=TASK_NAMES[TaskKind.heavy])
+def compute_heavy(self: BoundTask, rounds: str) -> None:
+    # CPU-bound: it runs in a pool process of its own, away from the API.
+    execute(self, TaskKind.heavy, "heavy", {"rounds": rounds})
+
+
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.beat])
 def heartbeat(self: BoundTask, /, **_: Any) -> None:
     # Beat's periodic task: recorded in the ledger like any other task.

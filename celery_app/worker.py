@@ -20,6 +20,7 @@ TASK_NAMES: dict[str, str] = {
     TaskKind.notification: "notifications.send",
     TaskKind.log: "logs.write",
     TaskKind.beat: "beat.heartbeat",
+    TaskKind.heavy: "heavy.compute",
 }
 
 

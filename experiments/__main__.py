@@ -23,7 +23,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "threadpool": ("experiments.perf.threadpool", "sync tasks vs AnyIO's 40 thread-pool tokens"),
     "footprint": ("experiments.perf.footprint", "resident memory of each side's processes"),
     "idempotency": ("experiments.perf.idempotency", "tasks/s with an empty log vs a 1M-line one"),
+    "heavy": ("experiments.perf.heavy", "CPU-bound tasks: what they do to the scheduling API"),
+    "scale": ("experiments.perf.scale", "I/O-bound throughput against the number of processes"),
 }
+EXPERIMENTS["soak"] = ("experiments.soak", "traffic to both sides while faults keep coming")
 TOOLS: dict[str, tuple[str, str]] = {
     "lab": ("experiments.lab.cli", "the live comparison page"),
     "dev": ("experiments.dev", "run every service as a local process (no Docker)"),
@@ -38,6 +41,8 @@ ALL_ORDER = [
     "loop-lag",
     "threadpool",
     "footprint",
+    "heavy",
+    "scale",
     "crash",
 ]
 COMMANDS = {**EXPERIMENTS, **TOOLS}

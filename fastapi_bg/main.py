@@ -20,17 +20,22 @@ from fastapi_bg import mechanics
 from fastapi_bg.scheduler import BackgroundScheduler, run_job
 from shared.api import (
     TOO_LARGE,
+    AsyncLedgerDep,
     EmailPath,
+    Job,
     LedgerDep,
     build_common_router,
     build_router,
     create_api,
+    heavy_jobs,
     new_tasks,
     notification_jobs,
     open_ledger,
 )
-from shared.models import Implementation, NotificationAccepted, Problem
+from shared.ledger import Ledger, runner_id
+from shared.models import HeavyAccepted, Implementation, NotificationAccepted, Problem, TaskState
 from shared.settings import Settings, get_settings
+from shared.work import perform
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +103,41 @@ def create_app() -> FastAPI:
                 raise HTTPException(status_code=502, detail=f"{kind.value} failed: {exc}") from exc
         return NotificationAccepted(email=email, message="notification sent", task_ids=task_ids)
 
+    @app.post(
+        "/heavy/async",
+        tags=["heavy"],
+        status_code=202,
+        response_model=HeavyAccepted,
+        responses=TOO_LARGE,
+        description="The same CPU-bound job as an `async def` background task: it runs on "
+        "the event loop and holds it for the whole computation (every request waits).",
+    )
+    async def schedule_heavy_async(
+        request: Request, tasks: BackgroundTasks, queue: AsyncLedgerDep
+    ) -> HeavyAccepted:
+        settings: Settings = request.app.state.settings
+        [job] = heavy_jobs(settings)
+        task_id = str(uuid.uuid4())
+        await queue.queued(new_tasks([task_id], [job]), owner=runner_id())
+        tasks.add_task(heavy_on_the_loop, request.app.state.ledger, settings, job, task_id)
+        return HeavyAccepted(
+            rounds=settings.heavy_task_rounds, message="heavy job scheduled", task_ids=[task_id]
+        )
+
     return app
+
+
+async def heavy_on_the_loop(ledger: Ledger, settings: Settings, job: Job, task_id: str) -> None:
+    """The heavy job as ``async def``: no ``await`` inside, so the loop is its for the
+    whole computation. (The ledger calls are quick sync Redis round trips.)"""
+    attempt = ledger.running(task_id, job.kind.value)
+    try:
+        perform(job.kind.value, job.payload, task_id=task_id, attempt=attempt, settings=settings)
+    except Exception as exc:
+        logger.exception("background task %s (%s) failed", task_id, job.kind.value)
+        ledger.finished(task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}")
+        raise
+    ledger.finished(task_id, attempt, TaskState.succeeded)
 
 
 app = create_app()

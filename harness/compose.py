@@ -303,6 +303,11 @@ class ComposeTarget:
     def rabbitmq_ui(self) -> str | None:
         return self.urls.get("rabbitmq")
 
+    def kill_runner(self, runner: str) -> None:
+        from harness.stacks import Unsupported
+
+        raise Unsupported("one process of a service: compose runs one per container")
+
     def service_of(self, runner: str) -> str | None:
         """The service of the container whose hostname the runner names."""
         host = runner.split(":")[0]

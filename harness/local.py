@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -201,6 +202,14 @@ class LocalStack:
             if pid in pids:
                 return name
         return None
+
+    def kill_runner(self, runner: str) -> None:
+        """SIGKILL the one process the runner names (it must be one of this stack's)."""
+        if self.service_of(runner) is None:
+            raise RuntimeError(f"{runner} is not a process of this stack")
+        pid = int(runner.split(":")[1])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     def settings_for(self, service: str) -> Settings:
         return self._settings.replace(**self.service_settings.get(service, {}))

@@ -92,6 +92,10 @@ class Target(Protocol):
         """Which service a runner ("host:pid:nonce", from the ledger) belongs to."""
         ...
 
+    def kill_runner(self, runner: str) -> None:
+        """SIGKILL one process (a runner from the ledger), not its whole service."""
+        ...
+
     @property
     def services(self) -> tuple[str, ...]:
         """Every service this target has (running or not)."""

@@ -39,6 +39,7 @@ from shared.models import (
     EMAIL_MAX,
     EMAIL_PATTERN,
     Health,
+    HeavyAccepted,
     Implementation,
     Item,
     ItemAccepted,
@@ -142,6 +143,10 @@ def notification_jobs(email: str) -> list[Job]:
     ]
 
 
+def heavy_jobs(settings: Settings) -> list[Job]:
+    return [Job(TaskKind.heavy, {"rounds": str(settings.heavy_task_rounds)})]
+
+
 def item_jobs(item: Item) -> list[Job]:
     return [Job(TaskKind.log, {"message": f"item created: {item.name} ({item.price:,.2f})"})]
 
@@ -190,6 +195,24 @@ def build_router(
         task_ids = await scheduler.schedule(notification_jobs(email))
         return NotificationAccepted(
             email=email, message="notification will be sent in the background", task_ids=task_ids
+        )
+
+    @router.post(
+        "/heavy",
+        tags=["heavy"],
+        status_code=202,
+        response_model=HeavyAccepted,
+        responses={**path_errors, **TOO_LARGE},
+        description="Schedules one CPU-bound job (HEAVY_TASK_ROUNDS of pure-Python "
+        f"arithmetic, its result written to the log). {delivery_note}",
+    )
+    async def schedule_heavy(
+        request: Request, scheduler: Scheduler = scheduler_dep
+    ) -> HeavyAccepted:
+        settings: Settings = request.app.state.settings
+        task_ids = await scheduler.schedule(heavy_jobs(settings))
+        return HeavyAccepted(
+            rounds=settings.heavy_task_rounds, message="heavy job scheduled", task_ids=task_ids
         )
 
     @router.post(

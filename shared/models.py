@@ -18,6 +18,8 @@ class TaskKind(StrEnum):
     log = "log"
     beat = "beat"
     mechanics = "mechanics"
+    # CPU-bound: pure-Python computation (the seed's "heavy work belongs in a worker").
+    heavy = "heavy"
 
 
 class TaskState(StrEnum):
@@ -68,6 +70,12 @@ class ItemAccepted(BaseModel):
 
 class NotificationAccepted(BaseModel):
     email: Email
+    message: str
+    task_ids: list[str]
+
+
+class HeavyAccepted(BaseModel):
+    rounds: int
     message: str
     task_ids: list[str]
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     # The seed's time.sleep in send_notification.
     notification_delay_seconds: float = Field(default=3.0, ge=0)
+    # The heavy job's size: rounds of pure-Python arithmetic (about 65 ms per million
+    # on the reference machine; the heavy experiment sizes it for the machine it runs on).
+    heavy_task_rounds: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
     # The first N attempts of every notification raise a transient error.
     notification_fail_first_attempts: int = Field(default=0, ge=0)
     # Celery side only: retries after the first attempt, and their backoff

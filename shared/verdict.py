@@ -289,6 +289,13 @@ def judge(obs: Observation) -> Judgement:
             return Verdict.completed, ""
         if record.state == TaskState.failed:
             return Verdict.failed, record.error or ""
+        recorded_success = any(run.outcome == "succeeded" for run in record.runs)
+        if obs.effects and obs.effects.get(record.task_id, 0) > 0 and not recorded_success:
+            # The effect is the task's last step: it ran to the end though the ledger
+            # never heard so (Redis was down when the run finished, say). (A success
+            # on record with the state still in flight is another case: a duplicate
+            # run still going, judged below.)
+            return Verdict.completed, "its effect is written; the ledger missed the end"
         heard = record.updated_at or record.queued_at
         if record.implementation == Implementation.bg:
             before = verdicts.get(record.after or "")

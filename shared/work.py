@@ -105,6 +105,27 @@ def send_notification(email: str, *, task_id: str, attempt: int, settings: Setti
     return write_log(f"notification sent to {email}", task_id=task_id, log_file=settings.log_file)
 
 
+def compute(rounds: int) -> int:
+    """CPU-bound and deterministic: ``rounds`` steps of a linear congruential generator,
+    in pure Python (it holds the GIL the whole time, as most Python computation does).
+    About 65 ms per million rounds on the reference machine."""
+    x = 1
+    for _ in range(rounds):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+    return x
+
+
+def heavy(rounds: int, *, task_id: str, log_file: str | Path) -> bool:
+    """The heavy job: compute, then record the result once (idempotent like the others)."""
+    if has_effect(log_file, task_id):
+        logger.info("task %s: heavy result already written, skipping", task_id)
+        return False
+    result = compute(rounds)
+    return write_log(
+        f"heavy: {rounds} rounds -> {result:#010x}", task_id=task_id, log_file=log_file
+    )
+
+
 def perform(
     kind: str, payload: dict[str, str], *, task_id: str, attempt: int, settings: Settings
 ) -> bool:
@@ -115,4 +136,6 @@ def perform(
         )
     if kind == "log":
         return write_log(payload["message"], task_id=task_id, log_file=settings.log_file)
+    if kind == "heavy":
+        return heavy(int(payload["rounds"]), task_id=task_id, log_file=settings.log_file)
     raise ValueError(f"unknown job kind {kind!r}")

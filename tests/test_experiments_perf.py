@@ -146,3 +146,25 @@ def test_footprint(tmp_path: Path) -> None:
     assert celery["idle_rss_mib"] > bg["idle_rss_mib"]
     assert celery["load_rss_mib"] > bg["load_rss_mib"]
     assert all(p["idle"]["rss"] > 0 for p in celery["processes"].values())
+
+
+def test_scale(tmp_path: Path) -> None:
+    data = run_experiment("scale", tmp_path, "--quick", "--delay", "0.1")
+    for side in ("celery", "bg"):
+        runs = data["runs"][side]
+        assert set(runs) == {"1", "2"}
+        assert all(r["done"] == r["requests"] and r["http_errors"] == 0 for r in runs.values())
+    # A sleeping notification holds a prefork process: two do them about twice as fast.
+    celery = data["runs"]["celery"]
+    assert celery["2"]["span_s"] < celery["1"]["span_s"]
+    # BackgroundTasks runs 40 at once per process: one process beats one Celery process.
+    assert data["runs"]["bg"]["1"]["per_s"] > celery["1"]["per_s"]
+
+
+def test_idempotency(tmp_path: Path) -> None:
+    data = run_experiment("idempotency", tmp_path, "--quick", "--tasks", "30")
+    for side in ("bg", "celery"):
+        runs = data["runs"][side]
+        assert all(r["finished"] == r["tasks"] == 30 for r in runs.values())
+        assert runs["20000"]["log_lines_before"] == 20000
+        assert runs["20000"]["log_bytes_before"] > 0

@@ -23,7 +23,7 @@ from harness.observe import observe
 from harness.procs import Timeout, wait_until
 from harness.stacks import Unsupported, Where, open_stack
 from harness.target import Target
-from shared.models import Implementation, TaskRecord, TaskState
+from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
 from shared.verdict import Judgement, Verdict, judge
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class Outcome:
     finished_after_stop: int = 0  # ...and after it was down (run by the restarted one)
     redelivered_after: tuple[float, float] | None = None  # min, max start of a rerun
     rerun_by: list[str] = field(default_factory=list)  # which services ran the reruns
+    # One of several processes killed: the tasks it held at the kill.
+    held_by_killed: list[str] = field(default_factory=list)
     last_completed_after: float | None = None  # None: never (something was lost)
     settle: str = ""
     running_ids_at_kill: list[str] = field(default_factory=list)
@@ -86,9 +88,14 @@ class Outcome:
 
 
 def submit(target: Target, side: str, n: int) -> list[list[str]]:
-    """POST n notification requests; return each one's task ids (notification, log)."""
-    out = []
-    with httpx.Client(base_url=target.url("bg" if side == "bg" else "celery"), timeout=10) as c:
+    """POST n notification requests; return each one's task ids (notification, log).
+
+    A new connection per request: with several API processes sharing a socket, each
+    request lands on whichever one accepts it."""
+    out: list[list[str]] = []
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    base = target.url("bg" if side == "bg" else "celery")
+    with httpx.Client(base_url=base, timeout=10, limits=no_keepalive) as c:
         for i in range(n):
             r = c.post(f"/send-notification/crash{i}@example.com")
             r.raise_for_status()
@@ -254,6 +261,12 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         out.done_at_kill = sum(s in (TaskState.succeeded, TaskState.failed) for s in states)
         out.running_ids_at_kill = [r.task_id for r in before if r.state == TaskState.running]
         service = target.broker_service if sc.service == "broker" else sc.service
+        victim: str | None = None  # one process, by its runner id (not a whole service)
+        if sc.bg_workers > 1:
+            victim = next(r.runner for r in before if r.task_id == notifications[0])
+            out.held_by_killed = [
+                r.task_id for r in before if r.runner == victim and r.state in IN_FLIGHT
+            ]
         if sc.kill_its_worker:
             # The worker that runs the first notification: the others survive it.
             runner = next(r.runner for r in before if r.task_id == notifications[0])
@@ -264,7 +277,9 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
             f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {service}"
         )
         t0 = time.time()
-        if sc.action == "kill":
+        if victim is not None:
+            target.kill_runner(victim)
+        elif sc.action == "kill":
             target.kill(service)
         else:
             stop_timeout = sc.stop_timeout(p)

@@ -94,6 +94,9 @@ class Scenario:
     tasks: Callable[[Params], int | None] = lambda p: None
     # Kill whichever worker runs the first notification (several workers).
     kill_its_worker: bool = False
+    # bg-api's uvicorn worker processes; with several, kill only the one that holds
+    # the first notification (the process, not its supervisor or its siblings).
+    bg_workers: int = 1
     # RabbitMQ's consumer_timeout for the run, milliseconds.
     consumer_timeout_ms: Callable[[Params], int | None] = lambda p: None
     # Nothing is killed, but the worker may exit by itself: wait for that, start it again.
@@ -113,6 +116,7 @@ class Scenario:
             appendonly=self.appendonly,
             graceful_timeout=self.graceful_timeout(p),
             worker_concurrency=self.concurrency(p),
+            bg_workers=self.bg_workers,
             workers=self.workers,
             broker=broker,
             consumer_timeout_ms=self.consumer_timeout_ms(p),
@@ -129,6 +133,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         action="kill",
         service="bg-api",
         expected="every task in flight is lost: it lived only in the killed process",
+    ),
+    Scenario(
+        number="1b",
+        key="bg-kill-one-process",
+        title="one of two bg-api processes SIGKILL",
+        side="bg",
+        action="kill",
+        service="bg-api",
+        expected="only the tasks held by the killed process are lost; the other process's "
+        "complete (uvicorn starts a new process in its place)",
+        bg_workers=2,
+        restart=False,
     ),
     Scenario(
         number="2a",

@@ -132,11 +132,15 @@ class ProbePool:
     the answer (Content-Length bodies only, which is what uvicorn sends here).
     """
 
-    def __init__(self, base_url: str, size: int) -> None:
+    def __init__(self, base_url: str, size: int, *, reuse: bool = True) -> None:
         url = httpx.URL(base_url)
         self.host = url.host
         self.port = url.port or 80
-        self.size = size
+        # reuse=False: a new connection per request, so that each one lands on
+        # whichever server process accepts it (several uvicorn workers share a
+        # socket: a kept-alive connection stays with the process that took it).
+        self.reuse = reuse
+        self.size = size if reuse else 0
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -176,7 +180,10 @@ class ProbePool:
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             writer.close()
             return 0, b""
-        self.idle.append((reader, writer))
+        if self.reuse:
+            self.idle.append((reader, writer))
+        else:
+            writer.close()
         return status, body
 
 

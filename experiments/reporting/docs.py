@@ -38,6 +38,9 @@ RENDERERS: dict[str, str] = {
     "threadpool": "experiments.perf.threadpool",
     "footprint": "experiments.perf.footprint",
     "idempotency": "experiments.perf.idempotency",
+    "heavy": "experiments.perf.heavy",
+    "scale": "experiments.perf.scale",
+    "soak": "experiments.soak",
 }
 
 REGION = re.compile(

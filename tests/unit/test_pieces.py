@@ -51,9 +51,20 @@ def test_scenarios_impose_only_the_settings_they_are_about() -> None:
     assert BY_KEY["slow-task"].spec(p).settings == {"celery_visibility_timeout": 1.0}
     assert BY_KEY["worker-kill"].spec(p).settings == {}
     assert BY_KEY["bg-term-timeout"].spec(p).graceful_timeout == 1
-    assert BY_KEY["redis-restart"].spec(p).appendonly is True
+    restart = BY_KEY["broker-restart"]
+    assert restart.spec(p).appendonly is True and restart.spec(p, "rabbitmq").own_broker
+    assert pick("redis-restart") == [restart]  # the name it had before RabbitMQ
     assert BY_KEY["redis-restart-no-aof"].spec(p).appendonly is False
+    assert BY_KEY["redis-restart-no-aof"].brokers == ("redis",)  # RabbitMQ's queue is durable
+    assert BY_KEY["consumer-timeout"].brokers == ("rabbitmq",)
+    assert BY_KEY["consumer-timeout"].spec(p, "rabbitmq").consumer_timeout_ms == 500
     assert BY_KEY["bg-kill"].spec(p).services == ("redis", "bg-api")
+    assert BY_KEY["worker-kill"].spec(p, "rabbitmq").broker == "rabbitmq"
+    two = BY_KEY["worker-kill-two-workers"]
+    assert (two.spec(p).workers, two.restart, two.requests(p)) == (2, False, 1)
+    assert BY_KEY["bg-kill-one-process"].spec(p).bg_workers == 2
+    countdown = BY_KEY["long-countdown"].spec(p).settings
+    assert countdown["retry_backoff_seconds"] > p.visibility and not countdown["retry_jitter"]
     settings = p.settings()
     assert (settings.notification_delay_seconds, settings.celery_acks_late) == (2.0, True)
 

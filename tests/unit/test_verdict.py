@@ -238,7 +238,13 @@ def test_a_second_run_still_going_keeps_the_task_in_flight() -> None:
         attempts=2,
         running=1,
         runs=[
-            {"attempt": 1, "runner": "w:1:a", "started_at": 900.0, "ended_at": 915.0},
+            {
+                "attempt": 1,
+                "runner": "w:1:a",
+                "started_at": 900.0,
+                "ended_at": 915.0,
+                "outcome": "succeeded",
+            },
             {"attempt": 2, "runner": "w:1:b", "started_at": 911.0},
         ],
     )
@@ -309,3 +315,12 @@ def test_queued_task_a_dead_worker_may_have_prefetched_waits_for_the_redelivery(
     # ...and lost once that horizon and the slack have passed with a worker free.
     later = runner("w:2:b", started_at=996.0, seen_at=1010.5)
     assert verdict_of("q", observe([queued], [dead, later], now=1011.0)) == Verdict.lost
+
+
+def test_a_written_effect_completes_a_task_whose_end_the_ledger_missed() -> None:
+    # The run finished while Redis was down: "running" forever in the ledger, but
+    # its line is in the log, the work's last step.
+    live = runner("h:1:a", BG)
+    record = rec("n", BG, "running", runner="h:1:a")
+    assert verdict_of("n", observe([record], [live])) == Verdict.in_flight
+    assert verdict_of("n", observe([record], [live], effects={"n": 1})) == Verdict.completed

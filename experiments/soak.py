@@ -1,0 +1,394 @@
+"""``python -m experiments soak``: continuous traffic to both sides while faults
+come every few seconds; at the end, one accounting per side from the verdict.
+
+Traffic: ``--rate`` notification requests per second to each API, for
+``--duration`` seconds (each request schedules two tasks: the notification, then
+its log line). Faults, every ``--fault-every`` seconds, in turn: SIGKILL and
+restart of bg-api, of one of the Celery workers (two run), of celery-api, and of
+the broker (Redis with its append-only file on; or RabbitMQ, and then Redis, the
+ledger, too). Each fault records the tasks in flight at that moment.
+
+At the end the traffic stops, every service is up again, and the stack is
+watched until every accepted task has a final verdict (``shared.verdict``); then,
+per side: accepted, completed, lost, executed more than once, effects written more
+than once, and the faults. BackgroundTasks loses what its process held at each of
+its kills; the report sets that against the loss it counts.
+
+Local only: a compose stack would need one worker container killed at a time.
+A network partition is not among the faults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from experiments.common import add_target_arguments, say, where_from
+from experiments.reporting.report import write
+from experiments.reporting.tables import markdown_table
+from harness.observe import observe
+from harness.procs import Timeout
+from harness.stacks import StackSpec, Unsupported, open_stack
+from harness.target import Target
+from shared.models import Implementation
+from shared.verdict import Judgement, Verdict, judge
+
+NAME = "soak"
+TARGETS = {"faults": 20, "accepted": 2000}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+    parser.add_argument("--duration", type=float, default=180, help="seconds of traffic (180)")
+    parser.add_argument("--fault-every", type=float, default=6, help="seconds between faults (6)")
+    parser.add_argument("--rate", type=float, default=6, help="requests per second to each API (6)")
+    parser.add_argument("--delay", type=float, default=0.5, help="NOTIFICATION_DELAY_SECONDS")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
+    parser.add_argument("--quick", action="store_true", help="30 s, a fault every 5 s")
+
+
+@dataclass
+class Traffic:
+    """One side's requests, sent at a steady rate from a thread of its own."""
+
+    side: str
+    url: str
+    rate: float
+    accepted: list[str] = field(default_factory=list)
+    refused: int = 0
+    # (time, task ids) of every accepted request.
+    log: list[tuple[float, list[str]]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=3) as client:
+            for i in itertools.count():
+                due = self.started + i / self.rate
+                if self.stop.wait(max(0.0, due - time.monotonic())):
+                    return
+                try:
+                    r = client.post(f"/send-notification/soak{i}@example.com")
+                except httpx.HTTPError:
+                    self.refused += 1
+                    continue
+                if r.status_code == 202:
+                    ids = list(r.json()["task_ids"])
+                    self.accepted += ids
+                    self.log.append((time.time(), ids))
+                else:
+                    self.refused += 1
+
+    def start(self) -> threading.Thread:
+        self.started = time.monotonic()
+        thread = threading.Thread(target=self.run, name=f"soak-{self.side}", daemon=True)
+        thread.start()
+        return thread
+
+
+def faults_for(broker: str) -> list[str]:
+    cycle = ["bg-api", "worker", "celery-api", "broker"]
+    if broker != "redis":
+        cycle.append("redis")  # the ledger's (and RabbitMQ's side's) other store
+    return cycle
+
+
+def expected(traffic: dict[str, Traffic]) -> dict[str, Implementation]:
+    return {t: Implementation(side) for side, tr in traffic.items() for t in list(tr.accepted)}
+
+
+def in_flight_now(target: Target, since: float, traffic: dict[str, Traffic]) -> Judgement | None:
+    try:
+        return judge(
+            observe(
+                target, since=since, expected=expected(traffic), effects=False,
+                skipped_writes=False,
+            )
+        )  # fmt: skip
+    except (RuntimeError, OSError):  # the ledger is down (the fault before)
+        return None
+
+
+def inject(
+    target: Target, service: str, since: float, traffic: dict[str, Traffic]
+) -> dict[str, Any]:
+    """One fault: SIGKILL, then start again; with what was in flight at that moment."""
+    now = in_flight_now(target, since, traffic)
+    fault: dict[str, Any] = {"at": time.time(), "service": service, "in_flight": {}}
+    held: list[str] = []
+    if now is not None:
+        for side in ("bg", "celery"):
+            going = now.ids(
+                Verdict.in_flight, Verdict.awaiting_redelivery, side=Implementation(side)
+            )
+            fault["in_flight"][side] = len(going)
+            if side == "bg" and service == "bg-api":
+                held = going  # one bg-api process: everything in flight is in its memory
+    fault["held_by_killed"] = len(held)
+    fault["held_ids"] = held
+    if service == "bg-api":
+        # The process about to die: every bg task it still holds at the kill is lost.
+        try:
+            fault["runner"] = httpx.get(target.url("bg") + "/health", timeout=2).json()["runner"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            fault["runner"] = None
+    t = time.monotonic()
+    target.kill(service)
+    target.start(service, timeout=90)
+    fault["down_s"] = time.monotonic() - t
+    return fault
+
+
+@dataclass
+class SoakResult:
+    config: dict[str, Any]
+    bg: dict[str, Any]
+    celery: dict[str, Any]
+    faults: list[dict[str, Any]]
+    settle: str
+    target: str
+    targets: list[dict[str, Any]]
+
+
+def soak(args: argparse.Namespace) -> SoakResult:
+    duration = 30.0 if args.quick else args.duration
+    every = 5.0 if args.quick else args.fault_every
+    where = where_from(args)
+    if where.kind != "local":
+        raise Unsupported("soak kills one of two worker containers at a time: local target only")
+    spec = StackSpec(
+        ("redis", "broker", "bg-api", "celery-api", "worker"),
+        settings={
+            "notification_delay_seconds": args.delay,
+            "celery_visibility_timeout": max(5.0, 4 * args.delay),
+            "celery_restore_interval": 0.5,
+        },
+        appendonly=True,
+        workers=2,
+        broker=args.broker,
+    )
+    with open_stack(where, spec, label="soak") as target:
+        since = time.time() - 1
+        traffic = {side: Traffic(side, target.url(side), args.rate) for side in ("bg", "celery")}
+        threads = [t.start() for t in traffic.values()]
+        faults: list[dict[str, Any]] = []
+        cycle = itertools.cycle(faults_for(args.broker))
+        workers = itertools.cycle(["worker", "worker-2"])
+        started = time.monotonic()
+        say(
+            f"soak: {duration:g} s of traffic ({args.rate:g} requests/s to each side), "
+            f"a fault every {every:g} s, Celery on {args.broker}"
+        )
+        while time.monotonic() - started + every <= duration:
+            time.sleep(max(0.0, started + (len(faults) + 1) * every - time.monotonic()))
+            kind = next(cycle)
+            if kind == "worker":
+                service = next(workers)
+            elif kind == "broker":
+                service = target.broker_service
+            else:
+                service = kind
+            fault = inject(target, service, since, traffic)
+            faults.append(fault)
+            say(
+                f"  [{time.monotonic() - started:5.0f}s] fault {len(faults)}: SIGKILL {service}; "
+                f"in flight: {fault['in_flight']}; back after {fault['down_s']:.1f}s"
+            )
+        time.sleep(max(0.0, started + duration - time.monotonic()))
+        for tr in traffic.values():
+            tr.stop.set()
+        for thread in threads:
+            thread.join(10)
+        for service in target.services:
+            if not target.is_up(service):
+                target.start(service, timeout=90)
+        say(
+            f"soak: traffic stopped; accepted {len(traffic['bg'].accepted)} bg and "
+            f"{len(traffic['celery'].accepted)} Celery tasks; settling"
+        )
+        final, why = settle(target, since, traffic, cap=time.monotonic() + 240)
+        target_name = target.name
+    held = {t for f in faults for t in f["held_ids"]}
+    killed = {f.get("runner") for f in faults if f["service"] == "bg-api"} - {None}
+    sides: dict[str, dict[str, Any]] = {}
+    for side in ("bg", "celery"):
+        summary = final.side(side).to_dict()
+        # BackgroundTasks is hit by its own process's kills and by Redis's (its
+        # ledger); the Celery side by everything else and by Redis's too.
+        hits = (lambda s: s in ("bg-api", "redis")) if side == "bg" else (lambda s: s != "bg-api")
+        mine = [
+            {k: v for k, v in f.items() if k != "held_ids"} for f in faults if hits(f["service"])
+        ]
+        lost = set(final.ids(Verdict.lost, side=Implementation(side)))
+        sides[side] = {
+            "accepted": summary["accepted"],
+            "completed": summary["completed"],
+            "lost": summary["lost"],
+            "failed": summary["failed"],
+            "skipped": summary["skipped"],
+            "in_flight_at_the_end": summary["in_flight"] + summary["awaiting_redelivery"],
+            "executed_more_than_once": summary["executed_more_than_once"],
+            "duplicate_effects": summary["duplicate_effects"] or 0,
+            "extra_writes": summary["extra_writes"] or 0,
+            "skipped_writes": summary["skipped_writes"],
+            "missing_from_ledger": summary["missing_from_ledger"],
+            "refused_requests": traffic[side].refused,
+            "balanced": summary["balanced"],
+            "faults": mine,
+        }
+        if side == "bg":
+            owned = {
+                t.task_id
+                for t in final.tasks.values()
+                if t.record is not None and t.record.runner in killed
+            }
+            sides[side]["in_flight_just_before_its_kills"] = len(held)
+            sides[side]["lost_held_by_a_killed_process"] = len(lost & owned)
+            sides[side]["lost_otherwise"] = len(lost - owned)
+    celery = sides["celery"]
+    accepted = sides["bg"]["accepted"] + celery["accepted"]
+    targets = [
+        {
+            "target": f"at least {TARGETS['faults']} faults and "
+            f"{TARGETS['accepted']:,} accepted tasks",
+            "measured": f"{len(faults)} faults, {accepted:,} tasks",
+            "met": len(faults) >= TARGETS["faults"] and accepted >= TARGETS["accepted"],
+        },
+        {"target": "Celery lost = 0", "measured": celery["lost"], "met": celery["lost"] == 0},
+        {
+            "target": "Celery duplicate effects = 0",
+            "measured": celery["duplicate_effects"],
+            "met": celery["duplicate_effects"] == 0,
+        },
+    ]
+    return SoakResult(
+        config={
+            "duration_s": duration,
+            "fault_every_s": every,
+            "rate_per_side": args.rate,
+            "delay": args.delay,
+            "broker": args.broker,
+            "workers": 2,
+            "fault_cycle": faults_for(args.broker),
+        },
+        bg=sides["bg"],
+        celery=celery,
+        faults=[{k: v for k, v in f.items() if k != "held_ids"} for f in faults],
+        settle=why,
+        target=target_name,
+        targets=targets,
+    )
+
+
+def settle(
+    target: Target, since: float, traffic: dict[str, Traffic], *, cap: float, quiet: float = 5.0
+) -> tuple[Judgement, str]:
+    """Until every accepted task has a final verdict and nothing changed for ``quiet``."""
+    ids = expected(traffic)
+    last: tuple[int, ...] = ()
+    changed = time.monotonic()
+    final: Judgement | None = None
+    while True:
+        try:
+            final = judge(observe(target, since=since, expected=ids))
+        except (RuntimeError, OSError):
+            time.sleep(0.5)
+            continue
+        counts = tuple(len(final.ids(v)) for v in Verdict)
+        if counts != last:
+            last, changed = counts, time.monotonic()
+        if final.settled and time.monotonic() - changed >= quiet:
+            return final, f"every task has a final verdict; no change for {quiet:g}s"
+        if time.monotonic() > cap:
+            return final, "gave up at the deadline: some tasks still in flight"
+        time.sleep(1.0)
+
+
+def render(data: dict[str, Any]) -> str:
+    keys = [
+        "accepted",
+        "completed",
+        "lost",
+        "failed",
+        "skipped",
+        "in_flight_at_the_end",
+        "executed_more_than_once",
+        "duplicate_effects",
+        "skipped_writes",
+        "refused_requests",
+    ]
+    table = markdown_table(
+        ["side", *[k.replace("_", " ") for k in keys]],
+        [
+            [name, *[data[side][k] for k in keys]]
+            for side, name in (("bg", "BackgroundTasks"), ("celery", "Celery"))
+        ],
+    )
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for f in data["faults"]:
+        by_service.setdefault(f["service"], []).append(f)
+    table += "\n\n" + markdown_table(
+        [
+            "fault (SIGKILL + restart)",
+            "times",
+            "BackgroundTasks in flight then",
+            "Celery in flight then",
+            "back after, s (mean)",
+        ],
+        [
+            [
+                service,
+                len(fs),
+                sum(f["in_flight"].get("bg", 0) for f in fs),
+                sum(f["in_flight"].get("celery", 0) for f in fs),
+                sum(f["down_s"] for f in fs) / len(fs),
+            ]
+            for service, fs in by_service.items()
+        ],
+    )
+    table += "\n\n" + markdown_table(
+        ["target", "measured", "met"],
+        [[t["target"], t["measured"], "yes" if t["met"] else "no"] for t in data["targets"]],
+    )
+    c, bg = data["config"], data["bg"]
+    notes = (
+        f"{c['duration_s']:g} s of traffic, {c['rate_per_side']:g} notification requests per "
+        f"second to each side (each: the {c['delay']:g} s notification and a log line), a fault "
+        f"every {c['fault_every_s']:g} s in turn ({', '.join(c['fault_cycle'])}); Celery on "
+        f"{c['broker']} with two workers (each fault on a worker kills one, in turn), Redis "
+        "with its append-only file on. Counted by `shared/verdict.py` once every task had a "
+        f"final verdict ({data['settle']}). BackgroundTasks lost {bg['lost']}: "
+        f"{bg['lost_held_by_a_killed_process']} held by a bg-api process at the moment it "
+        f"was killed, {bg['lost_otherwise']} otherwise; the ledger showed "
+        f"{bg['in_flight_just_before_its_kills']} in flight just before the kills (requests "
+        "accepted in the instant between that look and the kill are lost too). Refused "
+        "requests were "
+        "answered 503 (the broker down) or found no API (it was being restarted): never "
+        "accepted, so never counted."
+    )
+    return f"{table}\n\n{notes}"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = soak(args)
+    except Unsupported as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 2
+    except Timeout as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 1
+    data = asdict(result)
+    text = render(data)
+    print(text)
+    path = write(NAME, data, text, directory=args.reports_dir)
+    print(f"\nwritten: {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    balanced = data["bg"]["balanced"] and data["celery"]["balanced"]
+    return 0 if balanced else 1

@@ -1,0 +1,89 @@
+"""Heavy work, more processes, and a short soak, against real processes.
+
+No wall-clock thresholds: the heavy test compares two measurements of one run,
+the rest count tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from experiments.__main__ import main
+from experiments.crash.runner import run_scenario
+from experiments.crash.scenarios import BY_KEY, Params
+from harness.procs import wait_until
+from harness.stacks import Where
+from tests.conftest import StackFactory, ledger_record
+
+pytestmark = pytest.mark.slow
+
+logger = logging.getLogger(__name__)
+
+
+def report(name: str, out: Path, *args: str) -> dict[str, Any]:
+    assert main([name, "--reports-dir", str(out), *args]) == 0
+    data: dict[str, Any] = json.loads((out / f"{name}.json").read_text())
+    return data
+
+
+def test_a_heavy_def_task_slows_the_background_tasks_api_not_the_celery_one(
+    tmp_path: Path,
+) -> None:
+    data = report("heavy", tmp_path, "--quick", "--configs", "bg-def,celery")
+    bg, celery = data["runs"]["bg-def"], data["runs"]["celery"]
+    for r in (bg, celery):
+        assert r["done"] == r["scheduled"] > 0 and r["probe_errors"] == 0
+    # Computing in the API process: its own probe waits for the interpreter...
+    assert bg["load_ms"]["p50"] > 3 * celery["load_ms"]["p50"]
+    # ...far more, against its own idle, than the Celery API does against its own.
+    assert bg["p99_ratio"] > 3 * celery["p99_ratio"]
+
+
+def test_two_workers_take_tasks_from_one_queue(make_stack: StackFactory) -> None:
+    stack = make_stack(workers=2, worker_concurrency=1, notification_delay_seconds=0.3)
+    stack.start_all(("redis", "celery-api", "worker", "worker-2"))
+    ids = []
+    for i in range(6):
+        r = httpx.post(f"{stack.celery_url}/send-notification/q{i}@example.com", timeout=10)
+        assert r.status_code == 202
+        ids.append(r.json()["task_ids"][0])
+
+    def all_done() -> list[str] | None:
+        records = [ledger_record(stack, t) for t in ids]
+        done = all(r is not None and r.state == "succeeded" for r in records)
+        return [r.runner or "" for r in records if r is not None] if done else None
+
+    runners = wait_until(all_done, 30, "six notifications done")
+    assert {stack.service_of(r) for r in runners} == {"worker", "worker-2"}
+
+
+def test_killing_one_of_two_bg_api_processes_loses_its_own_tasks_only(tmp_path: Path) -> None:
+    params = Params(tasks=6, delay=2.0, visibility=3.5, margin=2.0)
+    o = run_scenario(BY_KEY["bg-kill-one-process"], params, Where(workdir=tmp_path), logger.info)
+    assert o.status == "ok", o.reason
+    # The requests landed on both processes; the one killed held some of the tasks...
+    assert 0 < len(o.held_by_killed) < o.submitted
+    # ...and exactly those were lost: the other process finished its own.
+    assert sorted(o.lost_ids) == sorted(o.held_by_killed)
+    assert o.completed == o.submitted - o.lost
+
+
+def test_a_short_soak_accounts_for_every_task(tmp_path: Path) -> None:
+    args = ["--duration", "20", "--fault-every", "4", "--rate", "4", "--delay", "0.3"]
+    data = report("soak", tmp_path, *args)
+    assert len(data["faults"]) >= 4
+    assert {f["service"] for f in data["faults"]} >= {"bg-api", "celery-api", "redis"}
+    for side in ("bg", "celery"):
+        s = data[side]
+        assert s["accepted"] > 0 and s["in_flight_at_the_end"] == 0
+        assert s["accepted"] == s["completed"] + s["lost"] + s["failed"] + s["skipped"]
+        assert s["duplicate_effects"] == 0
+    assert data["celery"]["lost"] == 0
+    # BackgroundTasks lost what its killed processes held, and nothing else.
+    bg = data["bg"]
+    assert bg["lost"] == bg["lost_held_by_a_killed_process"]
