@@ -1,8 +1,4 @@
-"""``make dev``: the six services as local processes, and Ctrl-C stops every one.
-
-Plus a cheap check that ``.env.example`` documents every setting with the same
-defaults that ``docker-compose.yml`` and the ``Procfile`` use.
-"""
+"""``make dev``: the six services as local processes, and Ctrl-C stops every one."""
 
 from __future__ import annotations
 
@@ -17,43 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.procs import REPO_ROOT, Proc, free_port, wait_http
-from shared.settings import Settings
+from harness.procs import Proc, free_port, wait_http
 
-DEFAULT = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
 SERVICES = {"bg-api", "celery-api", "worker", "beat", "flower"}
-
-
-def env_example() -> tuple[dict[str, str], set[str]]:
-    """(active KEY=value lines, names of the commented-out ``# KEY=value`` lines)."""
-    active: dict[str, str] = {}
-    commented: set[str] = set()
-    for line in (REPO_ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
-        if m := re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line):
-            active[m[1]] = m[2]
-        elif m := re.fullmatch(r"# ([A-Z][A-Z0-9_]*)=.*", line):
-            commented.add(m[1])
-    return active, commented
-
-
-@pytest.mark.parametrize("path", ["docker-compose.yml", "Procfile"])
-def test_env_example_has_the_same_defaults(path: str) -> None:
-    active, _ = env_example()
-    defaults = DEFAULT.findall((REPO_ROOT / path).read_text(encoding="utf-8"))
-    assert defaults
-    for name, value in defaults:
-        if name in ("COMPOSE_PROJECT_NAME", "DEV_STATE_DIR"):
-            continue
-        assert active.get(name) == value, f"{path}: ${{{name}:-{value}}} vs .env.example"
-
-
-def test_env_example_documents_every_setting() -> None:
-    active, commented = env_example()
-    missing = {name.upper() for name in Settings.model_fields} - set(active) - commented
-    assert not missing, f"not in .env.example: {sorted(missing)}"
-
-
-# --- make dev -------------------------------------------------------------------------
 
 
 def live_members(pgid: int) -> list[int]:

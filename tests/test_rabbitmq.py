@@ -118,3 +118,25 @@ def test_rabbitmq_keeps_a_durable_queue_of_persistent_messages_across_a_kill(
         return all(len(log_lines(stack, task_id)) == 1 for task_id in ids)
 
     wait_until(all_done, 60, "every task to run once the worker came")
+
+
+def test_a_retry_countdown_longer_than_the_visibility_timeout_runs_twice_on_redis_only(
+    tmp_path: Path, rabbitmq: RabbitServer
+) -> None:
+    on_redis = run("long-countdown", "redis", tmp_path, rabbitmq)
+    on_rabbitmq = run("long-countdown", "rabbitmq", tmp_path, rabbitmq)
+    for o in (on_redis, on_rabbitmq):
+        assert o.retried == 1 and o.completed == o.submitted
+    # The retry's message waits for its ETA unacknowledged: Redis hands it out again.
+    assert on_redis.executed_more_than_once == 1 and on_redis.skipped_writes >= 1
+    assert on_rabbitmq.executed_more_than_once == 0
+
+
+def test_a_task_longer_than_consumer_timeout_stops_the_worker_and_runs_again(
+    tmp_path: Path, rabbitmq: RabbitServer
+) -> None:
+    o = run("consumer-timeout", "rabbitmq", tmp_path, rabbitmq)
+    # The worker exited on RabbitMQ's channel error and was started again...
+    assert o.stopped_after is not None and o.restarted_after is not None
+    # ...and the task, its ack refused, ran a second time and wrote once.
+    assert o.executed_more_than_once == 1 and o.skipped_writes == 1

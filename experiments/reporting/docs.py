@@ -42,6 +42,12 @@ RENDERERS: dict[str, str] = {
     "scale": "experiments.perf.scale",
     "soak": "experiments.soak",
 }
+# region name -> the module whose render_from(reports_dir) draws it from several
+# reports, or from the code itself (no provenance line of one run).
+COMPOSITE: dict[str, str] = {
+    "brokers": "experiments.reporting.brokers",
+    "settings": "experiments.reporting.settings_doc",
+}
 
 REGION = re.compile(
     r"(?P<open><!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /generated -->)",
@@ -52,9 +58,8 @@ REGION = re.compile(
 def provenance(data: dict[str, Any]) -> str:
     m = data.get("machine", {})
     v = m.get("versions", {})
-    versions = ", ".join(
-        f"{k} {v[k]}" for k in ("fastapi", "starlette", "celery", "kombu") if v.get(k)
-    )
+    names = ("fastapi", "starlette", "celery", "kombu")
+    versions = ", ".join(f"{k} {v[k]}" for k in names if v.get(k))
     return (
         f"*Measured {m.get('when', '?')} on {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
         f"Python {m.get('python', '?')} ({versions}); `{m.get('command', '')}`.*"
@@ -67,16 +72,22 @@ def renderer(name: str) -> Callable[[dict[str, Any]], str]:
     return render
 
 
+def region(name: str, reports: Path) -> str:
+    """The body of one generated region."""
+    if name in COMPOSITE:
+        body: str = importlib.import_module(COMPOSITE[name]).render_from(reports)
+        return body.strip() + "\n"
+    if name not in RENDERERS:
+        raise KeyError(f"no renderer for generated region {name!r}")
+    data = load(name, reports)
+    return f"{provenance(data)}\n\n{renderer(name)(data).strip()}\n"
+
+
 def generate(text: str, reports: Path) -> str:
     """``text`` with every generated region redrawn from its report."""
 
     def redraw(m: re.Match[str]) -> str:
-        name = m["name"]
-        if name not in RENDERERS:
-            raise KeyError(f"no renderer for generated region {name!r}")
-        data = load(name, reports)
-        body = f"{provenance(data)}\n\n{renderer(name)(data).strip()}\n"
-        return f"{m['open']}{body}{m['close']}"
+        return f"{m['open']}{region(m['name'], reports)}{m['close']}"
 
     return REGION.sub(redraw, text)
 

@@ -1,0 +1,76 @@
+"""The broker comparison: one table drawn from the crash, dispatch and footprint
+reports of the same reference run (``<!-- generated: brokers -->`` in docs/)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from experiments.reporting.tables import markdown_table
+
+# (crash scenario key, what it shows)
+ROWS = [
+    ("worker-kill", "worker SIGKILL mid-task (acks_late)"),
+    ("worker-kill-two-workers", "one of two workers SIGKILL: the survivor takes its task"),
+    ("worker-kill-stock-acks", "worker SIGKILL, stock acks"),
+    ("broker-restart", "broker SIGKILL + restart"),
+    ("slow-task", "task longer than Redis's visibility timeout"),
+    ("long-countdown", "retry countdown longer than the visibility timeout"),
+    ("consumer-timeout", "task longer than RabbitMQ's consumer_timeout"),
+]
+
+
+def _load(reports: Path, name: str) -> dict[str, Any] | None:
+    path = reports / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def outcome_cell(o: Mapping[str, Any] | None) -> str:
+    if o is None:
+        return "—"
+    if o["status"] != "ok":
+        return f"{o['status']}"
+    parts = [f"{o['lost']} lost of {o['submitted']}"]
+    if o["executed_more_than_once"]:
+        parts.append(f"{o['executed_more_than_once']} ran twice")
+    if o["redelivered_after"] is not None:
+        parts.append(f"rerun {o['redelivered_after'][0]:.1f} s after the kill")
+    if o["duplicate_effects"]:
+        parts.append(f"{o['duplicate_effects']} written twice")
+    return ", ".join(parts)
+
+
+def render_from(reports: Path) -> str:
+    crash = _load(reports, "crash") or {"scenarios": []}
+    by = {(o["key"], o.get("broker")): o for o in crash["scenarios"]}
+    rows = [
+        [what, outcome_cell(by.get((key, "redis"))), outcome_cell(by.get((key, "rabbitmq")))]
+        for key, what in ROWS
+    ]
+    dispatch = _load(reports, "dispatch")
+    if dispatch and dispatch.get("rabbitmq"):
+        redis_p50 = dispatch["variants"]["send_task"]["p50"]
+        rabbit_p50 = dispatch["rabbitmq"]["variants"]["send_task"]["p50"]
+        rows.append(
+            ["one `send_task`, p50 (publisher confirms on RabbitMQ)",
+             f"{redis_p50:.0f} µs", f"{rabbit_p50:.0f} µs"]
+        )  # fmt: skip
+    footprint = _load(reports, "footprint")
+    if footprint:
+        sides = footprint["sides"]
+        cells = [
+            f"{sides[s]['idle_rss_mib']:.0f} MiB" if s in sides else "—"
+            for s in ("celery", "celery on rabbitmq")
+        ]
+        rows.append(["the Celery side's resident memory, idle (broker included)", *cells])
+    when = (crash.get("machine") or {}).get("when", "?")
+    return (
+        markdown_table(["", "Celery on Redis", "Celery on RabbitMQ"], rows)
+        + f"\n\n*From the reference run's `crash`, `dispatch` and `footprint` reports ({when});"
+        " the scenarios' own rows, with their settings, are in [the crash table](crash.md).*"
+    )

@@ -1,0 +1,76 @@
+"""The docs: generated tables that match their data, links that resolve, a README
+that stays the front door."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from experiments.__main__ import command_parser
+from experiments.reporting import docs
+from harness.procs import REPO_ROOT
+
+PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {slug(m[1]) for m in re.finditer(r"^#+ (.+)$", page.read_text(), re.M)}
+
+
+def test_the_committed_docs_match_their_data() -> None:
+    parser, module = command_parser("docs")
+    assert module.run(parser.parse_args(["--check"])) == 0, (
+        "a generated table in docs/ differs from reports/*.json: python -m experiments docs"
+    )
+
+
+def test_every_generated_region_has_a_renderer_and_its_report() -> None:
+    regions = [m["name"] for page in PAGES for m in docs.REGION.finditer(page.read_text())]
+    assert set(regions) >= set(docs.RENDERERS) | set(docs.COMPOSITE)  # every report shown
+    for name in regions:
+        assert name in docs.RENDERERS or name in docs.COMPOSITE, name
+        if name in docs.RENDERERS:
+            assert (REPO_ROOT / "reports" / f"{name}.json").is_file(), name
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_link_to_a_file_a_test_or_a_heading_resolves(page: Path) -> None:
+    text = page.read_text()
+    checked = 0
+    for label, href in LINK.findall(text):
+        if href.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = href.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        assert target.exists(), f"{page.name}: [{label}]({href}): no {target}"
+        if anchor and target.suffix == ".md":
+            assert anchor in anchors(target), f"{page.name}: no heading #{anchor} in {path}"
+        test = re.fullmatch(r"`(test_\w+)`", label)
+        if test and target.suffix == ".py":
+            assert re.search(rf"^def {test[1]}\(", target.read_text(), re.M), (
+                f"{page.name}: {test[1]} is not a test in {path}"
+            )
+        checked += 1
+    assert checked or page.name != "README.md"
+
+
+def test_the_readme_is_the_front_door() -> None:
+    text = (REPO_ROOT / "README.md").read_text()
+    assert len(text.encode()) <= 12 * 1024
+    first_screen = text.split("\n## ", 1)[0]
+    [setup] = re.findall(r"```bash\n(.*?)```", first_screen, re.S)
+    commands = [line.split("#")[0].strip() for line in setup.splitlines() if line.strip()]
+    assert commands == ["docker compose up --build", "make test"]
+    # ...and what each one needs, one line each.
+    assert "`docker compose up --build` needs" in first_screen
+    assert "`make test` needs" in first_screen
