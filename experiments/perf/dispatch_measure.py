@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -48,49 +48,74 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and b == b else float("nan")
 
 
+class _Senders:
+    """The three Celery-side variants every broker is measured with: ``send_task``
+    without and with the task-sent event, and what the API does per task (the
+    ledger write, then the publish: ``CeleryScheduler.schedule`` minus HTTP and the
+    event loop)."""
+
+    KWARGS: ClassVar[dict[str, str]] = {"message": "item created: 노트북 (1,500,000.00)"}
+
+    def __init__(self, broker_url: str, ledger_url: str) -> None:
+        from celery_app.worker import create_celery
+        from shared.ledger import Ledger, connect
+        from shared.models import Implementation
+        from shared.settings import explicit_settings
+
+        settings = explicit_settings(redis_url=ledger_url, celery_broker_url=broker_url)
+        self.celery = create_celery(settings)
+        self.quiet = create_celery(settings)
+        self.quiet.conf.task_send_sent_event = False
+        self.ledger_client = connect(ledger_url)
+        self.ledger = Ledger(self.ledger_client, Implementation.celery)
+
+    def send_one(self) -> object:
+        return self.celery.send_task(
+            TASK, kwargs=self.KWARGS, task_id=str(uuid.uuid4()), queue=QUEUE
+        )
+
+    def variants(self) -> dict[str, Callable[[], object]]:
+        from shared.ledger import NewTask
+        from shared.models import TaskKind
+
+        def send(app: Any) -> Callable[[], object]:
+            return lambda: app.send_task(
+                TASK, kwargs=self.KWARGS, task_id=str(uuid.uuid4()), queue=QUEUE
+            )
+
+        def schedule() -> object:
+            task_id = str(uuid.uuid4())
+            self.ledger.queued([NewTask(task_id, TaskKind.log.value)])
+            return self.celery.send_task(TASK, kwargs=self.KWARGS, task_id=task_id, queue=QUEUE)
+
+        return {
+            "send_task, no sent-event": send(self.quiet),
+            "send_task": send(self.celery),
+            "API schedule()": schedule,
+        }
+
+    def close(self) -> None:
+        self.ledger_client.close()
+        self.celery.close()
+        self.quiet.close()
+
+
 def _callables(url: str) -> tuple[dict[str, Callable[[], object]], int, Callable[[], None]]:
-    from celery_app.worker import create_celery
-    from shared.ledger import Ledger, NewTask, connect
-    from shared.models import Implementation, TaskKind
-    from shared.settings import explicit_settings
-
-    settings = explicit_settings(redis_url=url)
-    celery = create_celery(settings)
-    quiet = create_celery(settings)
-    quiet.conf.task_send_sent_event = False
-    ledger_client = connect(url)
-    ledger = Ledger(ledger_client, Implementation.celery)
-    kwargs = {"message": "item created: 노트북 (1,500,000.00)"}
-
+    senders = _Senders(url, url)
     # The payload of the raw LPUSH is as long as the message Celery actually sends.
     raw = redis.Redis.from_url(url)
-    celery.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
+    senders.send_one()
     message = raw.lindex(QUEUE, 0) or b""
     payload = b"x" * len(message)
-
-    def send(app: Any) -> Callable[[], object]:
-        return lambda: app.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
-
-    def schedule() -> object:
-        # What the API does per task, minus HTTP and the event loop
-        # (CeleryScheduler.schedule): the ledger write, then the publish.
-        task_id = str(uuid.uuid4())
-        ledger.queued([NewTask(task_id, TaskKind.log.value)])
-        return celery.send_task(TASK, kwargs=kwargs, task_id=task_id, queue=QUEUE)
-
     fns: dict[str, Callable[[], object]] = {
         "lpush": lambda: raw.lpush(QUEUE, payload),
-        "send_task, no sent-event": send(quiet),
-        "send_task": send(celery),
-        "API schedule()": schedule,
+        **senders.variants(),
     }
 
     def close() -> None:
         raw.delete(QUEUE)
         raw.close()
-        ledger_client.close()
-        celery.close()
-        quiet.close()
+        senders.close()
 
     return fns, len(message), close
 
@@ -128,18 +153,7 @@ def measure_amqp(broker_url: str, ledger_url: str, calls: int) -> dict[str, Any]
     does here too (``confirm_publish``), so both wait for the broker's "got it"."""
     import amqp
 
-    from celery_app.worker import create_celery
-    from shared.ledger import Ledger, NewTask, connect
-    from shared.models import Implementation, TaskKind
-    from shared.settings import explicit_settings
-
-    settings = explicit_settings(redis_url=ledger_url, celery_broker_url=broker_url)
-    celery = create_celery(settings)
-    quiet = create_celery(settings)
-    quiet.conf.task_send_sent_event = False
-    ledger_client = connect(ledger_url)
-    ledger = Ledger(ledger_client, Implementation.celery)
-    kwargs = {"message": "item created: 노트북 (1,500,000.00)"}
+    senders = _Senders(broker_url, ledger_url)
     rest = broker_url.split("://", 1)[1]
     creds, _, hostpart = rest.rpartition("@")
     user, _, password = creds.partition(":")
@@ -149,36 +163,23 @@ def measure_amqp(broker_url: str, ledger_url: str, calls: int) -> dict[str, Any]
     channel = raw.channel()
     channel.queue_declare(QUEUE, durable=True, auto_delete=False)
     # A message as long as the one Celery publishes (headers and JSON body together).
-    celery.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
+    senders.send_one()
     message = channel.basic_get(QUEUE, no_ack=True)
     size = len(message.body) + len(str(message.properties)) if message else 600
     payload = b"x" * size
-
-    def send(app: Any) -> Callable[[], object]:
-        return lambda: app.send_task(TASK, kwargs=kwargs, task_id=str(uuid.uuid4()), queue=QUEUE)
-
-    def schedule() -> object:
-        task_id = str(uuid.uuid4())
-        ledger.queued([NewTask(task_id, TaskKind.log.value)])
-        return celery.send_task(TASK, kwargs=kwargs, task_id=task_id, queue=QUEUE)
-
     fns: dict[str, Callable[[], object]] = {
         # Waits for the broker's ack, as Celery's publish does with confirm_publish.
         "basic_publish": lambda: channel.basic_publish_confirm(
             amqp.Message(payload, delivery_mode=2), routing_key=QUEUE
         ),
-        "send_task, no sent-event": send(quiet),
-        "send_task": send(celery),
-        "API schedule()": schedule,
+        **senders.variants(),
     }
     try:
         times, cpu = _time(fns, calls, lambda: channel.queue_purge(QUEUE))
     finally:
         channel.queue_delete(QUEUE)
         raw.close()
-        ledger_client.close()
-        celery.close()
-        quiet.close()
+        senders.close()
     stats = {name: summary(ts, scale=1e6) for name, ts in times.items()}  # microseconds
     for name in stats:
         stats[name]["client_cpu_us"] = 1e6 * cpu[name] / max(len(times[name]), 1)
