@@ -51,9 +51,11 @@ lock: | $(UV) ## update uv.lock after a change to pyproject.toml's dependencies
 
 check-floors: | $(UV) ## the unit tests on the lowest versions pyproject.toml allows
 	rm -rf .venv-floors
-	UV_PROJECT_ENVIRONMENT=.venv-floors $(UV) sync --resolution lowest-direct $(UV_PYTHON) \
-		--extra experiments --group dev --no-install-project
-	.venv-floors/bin/python -m pytest tests/unit -q -p no:cacheprovider
+	$(UV) venv --quiet $(UV_PYTHON) .venv-floors
+	# `uv pip`, not `uv sync`: a resolution of its own, uv.lock untouched.
+	$(UV) pip install --quiet --python .venv-floors/bin/python --resolution lowest-direct \
+		-r pyproject.toml --extra experiments --group dev
+	PYTHONPATH=$(CURDIR) .venv-floors/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
 dev: $(STAMP) ## run the six services as local processes (no Docker); Ctrl-C stops them
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m experiments dev
