@@ -112,7 +112,7 @@ def test_6_worker_sigterm_finishes_running_and_keeps_queued(tmp_path: Path) -> N
 
 
 def test_7_redis_restart_with_aof_keeps_the_queue(tmp_path: Path) -> None:
-    o = run("redis-restart", tmp_path)
+    o = run("broker-restart", tmp_path)
     assert o.running_at_kill >= 1
     assert o.lost == 0
     assert o.completed == 2 * N
