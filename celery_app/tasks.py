@@ -11,7 +11,8 @@ from celery import Task, shared_task
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from celery_app.worker import TASK_NAMES
-from shared.ledger import Heartbeat, Ledger, connect
+from shared.heartbeat import Heartbeat
+from shared.ledger import Ledger, connect
 from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import Settings, get_settings
 from shared.work import TransientNotificationError, perform

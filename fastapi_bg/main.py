@@ -32,7 +32,8 @@ from shared.api import (
     notification_jobs,
     open_ledger,
 )
-from shared.ledger import Ledger, runner_id
+from shared.heartbeat import runner_id
+from shared.ledger import Ledger
 from shared.models import HeavyAccepted, Implementation, NotificationAccepted, Problem, TaskState
 from shared.settings import Settings, get_settings
 from shared.work import perform

@@ -23,7 +23,8 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request
 from pydantic import BaseModel
 
 from shared.api import TOO_LARGE, AsyncLedgerDep
-from shared.ledger import Ledger, NewTask, runner_id
+from shared.heartbeat import runner_id
+from shared.ledger import Ledger, NewTask
 from shared.models import TaskState
 
 router = APIRouter(prefix="/mechanics", tags=["mechanics"])

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from fastapi import BackgroundTasks
 
 from shared.api import Job, new_tasks
-from shared.ledger import AsyncLedger, Ledger, runner_id
+from shared.heartbeat import runner_id
+from shared.ledger import AsyncLedger, Ledger
 from shared.models import Implementation, TaskState
 from shared.settings import Settings
 from shared.work import perform

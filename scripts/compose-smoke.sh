@@ -345,6 +345,11 @@ redis_stack() {
   [ -z "$redis_ports" ] || fail "redis is published on the host: $redis_ports"
   ok "redis: not published on the host"
   both_apis
+  # One logging setup: bg-api's own INFO lines reach `docker compose logs`, with
+  # time, level and logger.
+  line=$(compose logs --no-color bg-api | grep -E '[0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]{3} INFO shared\.api: bg API starting' | head -1 || true)
+  [ -n "$line" ] || fail "docker compose logs bg-api: no INFO line from the app"
+  ok "docker compose logs bg-api: ${line#*| }"
 
   code=$(http_status "$FLOWER_PORT" /api/tasks)
   [ "$code" = 401 ] || fail "flower: GET /api/tasks without credentials -> $code (expected 401)"

@@ -23,15 +23,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from shared.heartbeat import Heartbeat, runner_id
 from shared.ledger import (
     AsyncLedger,
-    Heartbeat,
     Ledger,
     LedgerUnavailable,
     NewTask,
     connect,
     connect_async,
-    runner_id,
 )
 from shared.limits import BodyLimit
 from shared.logs import configure_logging

@@ -11,8 +11,8 @@ out again while the first still ran). ``running`` counts the runs still going,
 and the task's ``state`` only becomes final when no run of it is left: the
 first run to succeed does not hide the second. A run counts as still going
 while its process is alive, which the ledger knows from the processes'
-heartbeats (``ledger:runner:<id>``, see ``Heartbeat``): a run whose process
-died (SIGKILL) never ends on its own.
+heartbeats (``shared.heartbeat``): a run whose process died (SIGKILL) never
+ends on its own.
 
 ``shared.verdict`` reads all of this and decides, the same way for both
 sides, what became of each task.
@@ -21,10 +21,6 @@ sides, what became of each task.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
+from shared.heartbeat import RUNNER_KEY, RUNNER_TTL, RUNNERS_KEY, runner_id
 from shared.models import Implementation, Run, RunnerRecord, TaskRecord, TaskState
 
 logger = logging.getLogger(__name__)
@@ -48,18 +45,6 @@ Fields = dict[FieldT, EncodableT]
 
 TASK_KEY = "ledger:task:{}"
 INDEX_KEY = "ledger:index:{}"
-RUNNER_KEY = "ledger:runner:{}"
-RUNNERS_KEY = "ledger:runners"
-# A runner's heartbeat record outlives its process by this much (then Redis drops it).
-RUNNER_TTL = 3600
-
-# Tells processes apart even when a restarted container reuses the same PID.
-_NONCE = secrets.token_hex(3)
-
-
-def runner_id() -> str:
-    """This process, as "host:pid:nonce". Computed per call: prefork children have their own PID."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
 
 
 class LedgerUnavailable(RuntimeError):
@@ -489,75 +474,3 @@ def parse_record(raw: Mapping[str, str]) -> TaskRecord:
 
 def parse_runner(raw: Mapping[str, str]) -> RunnerRecord:
     return RunnerRecord.model_validate(raw)
-
-
-# --- heartbeats -----------------------------------------------------------------------
-
-
-class Heartbeat:
-    """A process that runs tasks says it is alive, every ``interval`` seconds.
-
-    A daemon thread: it keeps beating while the process's event loop or its task
-    is busy, and stops when the process dies. ``stop()`` records a clean exit.
-    Best effort: a beat that cannot reach Redis is skipped (and logged once).
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        implementation: Implementation,
-        role: str,
-        *,
-        interval: float = 1.0,
-    ) -> None:
-        self.client = client
-        self.implementation = implementation
-        self.role = role
-        self.interval = interval
-        self.runner = runner_id()
-        self.started_at = time.time()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"ledger-heartbeat-{role}", daemon=True
-        )
-        self._failing = False
-
-    def start(self) -> Heartbeat:
-        self.beat()
-        self._thread.start()
-        return self
-
-    def beat(self, *, stopped: bool = False) -> None:
-        now = time.time()
-        key = RUNNER_KEY.format(self.runner)
-        fields: Fields = {
-            "runner": self.runner,
-            "implementation": self.implementation.value,
-            "role": self.role,
-            "started_at": self.started_at,
-            "seen_at": now,
-        }
-        if stopped:
-            fields["stopped_at"] = now
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, RUNNER_TTL)
-            pipe.zadd(RUNNERS_KEY, {self.runner: now})
-            pipe.zremrangebyscore(RUNNERS_KEY, "-inf", now - RUNNER_TTL)
-            pipe.execute()
-            self._failing = False
-        except redis.RedisError as exc:
-            if not self._failing:
-                logger.warning("heartbeat of %s skipped, Redis unavailable: %s", self.runner, exc)
-            self._failing = True
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.beat()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(self.interval + 2)
-        self.beat(stopped=True)

@@ -1,0 +1,105 @@
+"""Which processes that run tasks are alive, and since when: their heartbeats.
+
+Each process that runs tasks (a bg-api process, a Celery pool process) writes
+``ledger:runner:<id>`` every second, from a thread of its own, and records a
+clean exit. ``shared.ledger`` reads them to tell a run still going from one that
+died with its process; ``shared.verdict`` to tell a task in flight from a lost one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from shared.models import Implementation
+
+logger = logging.getLogger(__name__)
+
+RUNNER_KEY = "ledger:runner:{}"
+RUNNERS_KEY = "ledger:runners"
+# A runner's heartbeat record outlives its process by this much (then Redis drops it).
+RUNNER_TTL = 3600
+
+# Tells processes apart even when a restarted container reuses the same PID.
+_NONCE = secrets.token_hex(3)
+
+
+def runner_id() -> str:
+    """This process, as "host:pid:nonce". Computed per call: prefork children have their own PID."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
+
+
+class Heartbeat:
+    """A process that runs tasks says it is alive, every ``interval`` seconds.
+
+    A daemon thread: it keeps beating while the process's event loop or its task
+    is busy, and stops when the process dies. ``stop()`` records a clean exit.
+    Best effort: a beat that cannot reach Redis is skipped (and logged once).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        implementation: Implementation,
+        role: str,
+        *,
+        interval: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.implementation = implementation
+        self.role = role
+        self.interval = interval
+        self.runner = runner_id()
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"ledger-heartbeat-{role}", daemon=True
+        )
+        self._failing = False
+
+    def start(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def beat(self, *, stopped: bool = False) -> None:
+        now = time.time()
+        key = RUNNER_KEY.format(self.runner)
+        fields: dict[FieldT, EncodableT] = {
+            "runner": self.runner,
+            "implementation": self.implementation.value,
+            "role": self.role,
+            "started_at": self.started_at,
+            "seen_at": now,
+        }
+        if stopped:
+            fields["stopped_at"] = now
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, RUNNER_TTL)
+            pipe.zadd(RUNNERS_KEY, {self.runner: now})
+            pipe.zremrangebyscore(RUNNERS_KEY, "-inf", now - RUNNER_TTL)
+            pipe.execute()
+            self._failing = False
+        except redis.RedisError as exc:
+            if not self._failing:
+                logger.warning("heartbeat of %s skipped, Redis unavailable: %s", self.runner, exc)
+            self._failing = True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval + 2)
+        self.beat(stopped=True)
