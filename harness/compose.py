@@ -35,6 +35,13 @@ logger = logging.getLogger(__name__)
 
 # Where each service listens inside its container (compose publishes these).
 CONTAINER_PORTS = {"bg-api": 8001, "celery-api": 8002, "flower": 5555, "rabbitmq": 15672}
+# The variables docker-compose.yml publishes those ports on (host side).
+PORT_VARIABLES = {
+    "bg-api": "BG_API_PORT",
+    "celery-api": "CELERY_API_PORT",
+    "flower": "FLOWER_PORT",
+    "rabbitmq": "RABBITMQ_UI_PORT",
+}
 
 
 # --- pure parsing ---------------------------------------------------------------------------
@@ -159,6 +166,15 @@ class Compose:
         info: dict[str, Any] = json.loads(done.stdout)[0]
         return info
 
+    def config_files(self) -> list[str]:
+        """The compose files the running project was brought up with (its labels)."""
+        for name in dict.fromkeys(str(row.get("Service")) for row in self.ps()):
+            labels = self.inspect(name).get("Config", {}).get("Labels") or {}
+            found = labels.get("com.docker.compose.project.config_files")
+            if found:
+                return str(found).split(",")
+        return []
+
     def published(self, service: str, port: int) -> str | None:
         """``http://host:port`` where compose publishes ``service``'s ``port``, if it does."""
         out = self.run("port", service, str(port), check=False, timeout=30).strip()
@@ -244,8 +260,11 @@ class ComposeTarget:
         celery_url: str | None = None,
         flower_url: str | None = None,
     ) -> ComposeTarget:
-        """The running project; its URLs from the published ports unless given."""
+        """The running project; its URLs from the published ports unless given; its
+        compose files, unless given, from the labels compose put on its containers."""
         compose = Compose(project, files)
+        if not files:
+            compose.files = compose.config_files()
         target = cls(compose)
         found = {s: compose.published(s, p) for s, p in CONTAINER_PORTS.items()}
         target.urls = {s: u for s, u in found.items() if u}
@@ -389,11 +408,27 @@ class ComposeTarget:
         current = self.settings_for(service)
         changed = current.replace(**overrides)
         cmd = self.compose.inspect(service)["Config"]["Cmd"] or []
-        env = {**changed.to_env(), "WORKER_CONCURRENCY": str(worker_concurrency(cmd))}
+        # Compose interpolates the file anew from this environment: the service
+        # must come back on the ports (and address) it has now, not the defaults.
+        env = {
+            **changed.to_env(),
+            "WORKER_CONCURRENCY": str(worker_concurrency(cmd)),
+            **self.published_env(),
+        }
         since = time.time() - 1
         self.compose.recreate(service, env, timeout=max(timeout, 60) + 120)
         self._settings.pop(service, None)
         self._wait_ready(service, since, timeout)
+
+    def published_env(self) -> dict[str, str]:
+        """The variables the compose files publish ports with, as they are now."""
+        env: dict[str, str] = {}
+        for service, url in self.urls.items():
+            host, _, port = url.removeprefix("http://").rpartition(":")
+            if service in PORT_VARIABLES:
+                env[PORT_VARIABLES[service]] = port
+                env["PUBLISH_ADDRESS"] = host
+        return env
 
     def ledger(self) -> ApiLedger:
         return ApiLedger({side: self.url(side) for side in API})

@@ -15,6 +15,9 @@ from experiments.__main__ import COMMANDS, command_parser
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
 from experiments.reporting import docs
 from harness.compose import (
+    CONTAINER_PORTS,
+    PORT_VARIABLES,
+    ComposeTarget,
     option,
     parse_duration,
     parse_memory,
@@ -101,6 +104,24 @@ def test_a_workers_command_line_and_redis_options() -> None:
     assert option(redis, "appendfsync") == "always"
     assert option(redis, "save") is None
     assert parse_memory("12.5MiB") == 12.5 and parse_memory("1GiB") == 1024.0
+
+
+def test_a_recreated_service_keeps_the_ports_the_project_publishes() -> None:
+    # The variables are the ones the compose files publish with, on the right ports.
+    files = (REPO_ROOT / "docker-compose.yml").read_text() + (
+        REPO_ROOT / "docker-compose.rabbitmq.yml"
+    ).read_text()
+    for service, variable in PORT_VARIABLES.items():
+        port = CONTAINER_PORTS[service]
+        assert f"${{{variable}:-{port}}}:{port}" in files, service
+    target = ComposeTarget(
+        urls={"bg-api": "http://127.0.0.1:38001", "celery-api": "http://127.0.0.1:38002"}
+    )
+    assert target.published_env() == {
+        "BG_API_PORT": "38001",
+        "CELERY_API_PORT": "38002",
+        "PUBLISH_ADDRESS": "127.0.0.1",
+    }
 
 
 def test_settings_reach_a_child_process_and_come_back_the_same() -> None:
