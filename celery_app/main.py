@@ -1,4 +1,5 @@
-"""FastAPI app that dispatches its work to a Celery worker through Redis.
+"""FastAPI app that dispatches its work to a Celery worker through the broker
+(Redis, or RabbitMQ when ``CELERY_BROKER_URL`` says so).
 
 Run: ``uvicorn celery_app.main:app --port 8002`` next to
 ``celery -A celery_app.worker worker`` (and ``beat``).
@@ -29,58 +30,88 @@ from shared.api import (
 )
 from shared.ledger import AsyncLedger
 from shared.models import Implementation
-from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
+# What a failed publish raises: kombu's connection errors (RabbitMQ refusing a
+# message, a nack under publisher confirms, is one of them), redis-py's, and a
+# socket's (a timeout included).
+PUBLISH_ERRORS = (OperationalError, RedisError, OSError)
+
+
+def _reason(exc: BaseException) -> str:
+    """The error and what it wraps: kombu re-raises the broker's error (an empty
+    ``OperationalError('')`` for a nack) with the original as its cause."""
+    chain = [exc]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 4:
+        chain.append(cause)
+    return " from ".join(repr(e) for e in chain)
+
+
 DELIVERY_NOTE = (
-    "Celery: published to Redis and run by a separate worker. A notification that "
-    "fails transiently is retried with backoff and jitter (bounded); a task whose "
-    "worker dies mid-run is redelivered after the visibility timeout."
+    "Celery: published to the broker and run by a separate worker. A notification "
+    "that fails transiently is retried with backoff and jitter (bounded); a task whose "
+    "worker dies mid-run is redelivered (Redis: after the visibility timeout; "
+    "RabbitMQ: when the worker's connection closes)."
 )
 
 
 class CeleryScheduler:
     implementation = Implementation.celery
 
-    def __init__(self, celery: Celery, ledger: AsyncLedger) -> None:
+    def __init__(self, celery: Celery, ledger: AsyncLedger, confirm_timeout: float) -> None:
         self.celery = celery
         self.ledger = ledger
+        self.confirm_timeout = confirm_timeout
 
-    def _publish(self, ids: Sequence[str], jobs: Sequence[Job]) -> None:
+    def _publish(self, ids: Sequence[str], jobs: Sequence[Job], sent: list[str]) -> None:
         for task_id, job in zip(ids, jobs, strict=True):
-            self.celery.send_task(TASK_NAMES[job.kind], kwargs=job.payload, task_id=task_id)
+            self.celery.send_task(
+                TASK_NAMES[job.kind],
+                kwargs=job.payload,
+                task_id=task_id,
+                # RabbitMQ: wait this long at most for the broker's confirm (a broker
+                # that blocks publishers must not hang the request). Redis: unused.
+                confirm_timeout=self.confirm_timeout,
+            )
+            sent.append(task_id)
 
     async def schedule(self, jobs: Sequence[Job]) -> list[str]:
         ids = [str(uuid.uuid4()) for _ in jobs]
         # queued before the publish, so a fast worker's "running" cannot be overwritten.
         await self.ledger.queued(new_tasks(ids, jobs))
+        sent: list[str] = []
         try:
             # kombu's publish is blocking I/O: one trip to a worker thread for the
             # request's messages, so a slow broker never stalls the event loop.
-            await anyio.to_thread.run_sync(self._publish, ids, jobs)
-        except (OperationalError, RedisError, OSError) as exc:
-            logger.error("publishing %s failed: %s", ids, exc)
+            await anyio.to_thread.run_sync(self._publish, ids, jobs, sent)
+        except PUBLISH_ERRORS as exc:
+            # The messages that did go out will run: only the others are forgotten.
+            unsent = ids[len(sent) :]
+            logger.error(
+                "publishing %s failed (%d sent before): %s", unsent, len(sent), _reason(exc)
+            )
             try:
-                await self.ledger.forget(ids)
+                await self.ledger.forget(unsent)
             except Exception:  # the ledger may live on the same dead Redis: best effort
-                logger.debug("could not forget %s", ids, exc_info=True)
-            raise SchedulerUnavailable(f"broker unavailable, nothing was queued: {exc}") from exc
+                logger.debug("could not forget %s", unsent, exc_info=True)
+            queued = f"{', '.join(sent)} queued, the rest not" if sent else "nothing was queued"
+            raise SchedulerUnavailable(f"broker unavailable, {queued}: {_reason(exc)}") from exc
         return ids
 
 
 async def get_scheduler(request: Request) -> CeleryScheduler:
-    return CeleryScheduler(request.app.state.celery, request.app.state.async_ledger)
+    state = request.app.state
+    return CeleryScheduler(state.celery, state.async_ledger, state.settings.redis_socket_timeout)
 
 
 def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings = app.dependency_overrides.get(get_settings, get_settings)()
         # Not best effort: a task this side cannot record is a task it does not accept.
         async with open_ledger(
-            app, settings, Implementation.celery, best_effort=False, runs_tasks=False
-        ):
+            app, Implementation.celery, best_effort=False, heartbeat_role=None
+        ) as settings:
             app.state.celery = create_celery(settings)
             yield
             app.state.celery.close()

@@ -12,7 +12,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from celery_app.worker import TASK_NAMES
 from shared.heartbeat import Heartbeat
-from shared.ledger import Ledger, connect
+from shared.ledger import Ledger, ledger_for
 from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import Settings, get_settings
 from shared.work import TransientNotificationError, perform
@@ -22,14 +22,9 @@ logger = logging.getLogger(__name__)
 
 @lru_cache
 def worker_ledger() -> Ledger:
-    settings = get_settings()
-    if not settings.ledger_enabled:  # measuring the ledger's cost: record nothing
-        return Ledger(None, Implementation.celery, best_effort=True)
-    return Ledger(
-        connect(settings.redis_url, settings.redis_socket_timeout),
-        Implementation.celery,
-        heartbeat_interval=settings.runner_heartbeat_seconds,
-    )
+    # Not best effort (like the Celery API's): a run that cannot be recorded is an
+    # error in the worker's log, not a silent gap in what the verdict reads.
+    return ledger_for(get_settings(), Implementation.celery, best_effort=False)
 
 
 _heartbeat: Heartbeat | None = None
@@ -70,8 +65,9 @@ def execute(task: BoundTask, kind: str, job: str, payload: dict[str, str]) -> No
     ledger = worker_ledger()
     task_id = task.request.id
     assert task_id is not None  # a task being executed has its id
-    # Every run is an attempt, a redelivery after a crash included.
-    attempt = ledger.running(task_id, kind)
+    # Every run is an attempt, a redelivery after a crash included. Without a
+    # ledger, Celery's own count of retries says which attempt this is.
+    attempt = ledger.running(task_id, kind, unrecorded=task.request.retries + 1)
     try:
         perform(job, payload, task_id=task_id, attempt=attempt, settings=settings)
     except TransientNotificationError as exc:

@@ -20,9 +20,7 @@ from fastapi_bg import mechanics
 from fastapi_bg.scheduler import BackgroundScheduler, run_job
 from shared.api import (
     TOO_LARGE,
-    AsyncLedgerDep,
     EmailPath,
-    Job,
     LedgerDep,
     build_common_router,
     build_router,
@@ -32,11 +30,9 @@ from shared.api import (
     notification_jobs,
     open_ledger,
 )
-from shared.heartbeat import runner_id
 from shared.ledger import Ledger
-from shared.models import HeavyAccepted, Implementation, NotificationAccepted, Problem, TaskState
+from shared.models import HeavyAccepted, Implementation, NotificationAccepted, Problem
 from shared.settings import Settings, get_settings
-from shared.work import perform
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +56,10 @@ async def get_scheduler(tasks: BackgroundTasks, request: Request) -> BackgroundS
 def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings = app.dependency_overrides.get(get_settings, get_settings)()
         # Best effort: this side serves without Redis, and only loses its ledger.
-        async with open_ledger(app, settings, Implementation.bg, best_effort=True, runs_tasks=True):
+        async with open_ledger(
+            app, Implementation.bg, best_effort=True, heartbeat_role="bg-api"
+        ) as settings:
             if settings.threadpool_tokens is not None:
                 # The limiter is per event loop: set it here, on the loop that serves.
                 limiter = anyio.to_thread.current_default_thread_limiter()
@@ -114,31 +111,23 @@ def create_app() -> FastAPI:
         "the event loop and holds it for the whole computation (every request waits).",
     )
     async def schedule_heavy_async(
-        request: Request, tasks: BackgroundTasks, queue: AsyncLedgerDep
+        request: Request, scheduler: Annotated[BackgroundScheduler, Depends(get_scheduler)]
     ) -> HeavyAccepted:
         settings: Settings = request.app.state.settings
-        [job] = heavy_jobs(settings)
-        task_id = str(uuid.uuid4())
-        await queue.queued(new_tasks([task_id], [job]), owner=runner_id())
-        tasks.add_task(heavy_on_the_loop, request.app.state.ledger, settings, job, task_id)
+        task_ids = await scheduler.schedule(heavy_jobs(settings), run=run_job_on_the_loop)
         return HeavyAccepted(
-            rounds=settings.heavy_task_rounds, message="heavy job scheduled", task_ids=[task_id]
+            rounds=settings.heavy_task_rounds, message="heavy job scheduled", task_ids=task_ids
         )
 
     return app
 
 
-async def heavy_on_the_loop(ledger: Ledger, settings: Settings, job: Job, task_id: str) -> None:
-    """The heavy job as ``async def``: no ``await`` inside, so the loop is its for the
-    whole computation. (The ledger calls are quick sync Redis round trips.)"""
-    attempt = ledger.running(task_id, job.kind.value)
-    try:
-        perform(job.kind.value, job.payload, task_id=task_id, attempt=attempt, settings=settings)
-    except Exception as exc:
-        logger.exception("background task %s (%s) failed", task_id, job.kind.value)
-        ledger.finished(task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}")
-        raise
-    ledger.finished(task_id, attempt, TaskState.succeeded)
+async def run_job_on_the_loop(
+    ledger: Ledger, settings: Settings, kind: str, payload: dict[str, str], task_id: str
+) -> None:
+    """``run_job`` as ``async def``: Starlette runs it on the event loop, and with no
+    ``await`` inside, the loop is its for the whole job (every request waits)."""
+    run_job(ledger, settings, kind, payload, task_id)
 
 
 app = create_app()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import BackgroundTasks
 
@@ -40,6 +40,10 @@ def run_job(
     ledger.finished(task_id, attempt, TaskState.succeeded)
 
 
+# A job's runner, as BackgroundTasks calls it: sync or async.
+RunJob = Callable[[Ledger, Settings, str, dict[str, str], str], Awaitable[None] | None]
+
+
 class BackgroundScheduler:
     implementation = Implementation.bg
 
@@ -51,13 +55,15 @@ class BackgroundScheduler:
         self.queue_ledger = queue_ledger
         self.settings = settings
 
-    async def schedule(self, jobs: Sequence[Job]) -> list[str]:
+    async def schedule(self, jobs: Sequence[Job], *, run: RunJob = run_job) -> list[str]:
+        """``run``: how each job runs (``run_job``, a ``def``: in the thread pool; an
+        ``async def`` one runs on the event loop)."""
         ids = [str(uuid.uuid4()) for _ in jobs]
         # The tasks live in this process's memory until they run: if the process
         # dies first, the ledger shows who lost them.
         await self.queue_ledger.queued(new_tasks(ids, jobs), owner=runner_id())
         for task_id, job in zip(ids, jobs, strict=True):
             self.tasks.add_task(
-                run_job, self.ledger, self.settings, job.kind.value, job.payload, task_id
+                run, self.ledger, self.settings, job.kind.value, job.payload, task_id
             )
         return ids

@@ -29,8 +29,8 @@ from shared.ledger import (
     Ledger,
     LedgerUnavailable,
     NewTask,
-    connect,
     connect_async,
+    ledger_for,
 )
 from shared.limits import BodyLimit
 from shared.logs import configure_logging
@@ -48,7 +48,7 @@ from shared.models import (
     TaskKind,
     TaskRecord,
 )
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -277,51 +277,53 @@ def build_common_router() -> APIRouter:
 @contextlib.asynccontextmanager
 async def open_ledger(
     app: FastAPI,
-    settings: Settings,
     implementation: Implementation,
     *,
     best_effort: bool,
-    runs_tasks: bool,
-) -> AsyncIterator[None]:
-    """An API's lifespan part: logging, the settings, the ledger's clients on
-    ``app.state`` (a sync one for reads and for tasks, an async one for the request
-    path) and, where this process runs tasks, its heartbeat."""
+    heartbeat_role: str | None,
+) -> AsyncIterator[Settings]:
+    """An API's lifespan part: the settings (``get_settings``, or the app's override
+    of it), logging, the ledger's clients on ``app.state`` (a sync one for reads
+    and for tasks, an async one for the request path) and, where this process
+    runs tasks (``heartbeat_role``), its heartbeat. Yields the settings."""
+    settings: Settings = app.dependency_overrides.get(get_settings, get_settings)()
     configure_logging(settings.log_level)
     app.state.settings = settings
-    on = settings.ledger_enabled and bool(settings.redis_url)
-    client = connect(settings.redis_url, settings.redis_socket_timeout) if on else None
-    async_client = connect_async(settings.redis_url, settings.redis_socket_timeout) if on else None
     # With the ledger switched off everything is best effort: writes do nothing.
-    lenient = best_effort or not on
-    app.state.ledger = Ledger(
-        client,
-        implementation,
-        best_effort=lenient,
-        heartbeat_interval=settings.runner_heartbeat_seconds,
+    ledger = ledger_for(settings, implementation, best_effort=best_effort)
+    async_client = (
+        connect_async(settings.redis_url, settings.redis_socket_timeout)
+        if settings.ledger_on
+        else None
     )
-    app.state.async_ledger = AsyncLedger(async_client, implementation, best_effort=lenient)
+    app.state.ledger = ledger
+    app.state.async_ledger = AsyncLedger(
+        async_client, implementation, best_effort=ledger.best_effort
+    )
     logger.info(
         "%s API starting: ledger %s, body limit %d bytes, log level %s",
         implementation.value,
-        "on" if on else "off",
+        "on" if settings.ledger_on else "off",
         settings.max_body_bytes,
         settings.log_level,
     )
     heartbeat = None
-    if client is not None and runs_tasks:
-        role = "bg-api" if implementation == Implementation.bg else "worker"
+    if ledger.client is not None and heartbeat_role is not None:
         heartbeat = Heartbeat(
-            client, implementation, role, interval=settings.runner_heartbeat_seconds
+            ledger.client,
+            implementation,
+            heartbeat_role,
+            interval=settings.runner_heartbeat_seconds,
         ).start()
     try:
-        yield
+        yield settings
     finally:
         if heartbeat is not None:
             heartbeat.stop()
         if async_client is not None:
             await async_client.aclose()
-        if client is not None:
-            client.close()
+        if ledger.client is not None:
+            ledger.client.close()
 
 
 def version() -> str:

@@ -35,6 +35,7 @@ from redis.typing import EncodableT, FieldT
 
 from shared.heartbeat import RUNNER_KEY, RUNNER_TTL, RUNNERS_KEY, runner_id
 from shared.models import Implementation, Run, RunnerRecord, TaskRecord, TaskState
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ Fields = dict[FieldT, EncodableT]
 
 TASK_KEY = "ledger:task:{}"
 INDEX_KEY = "ledger:index:{}"
+
+
+LEDGER_OFF = "the ledger is off (LEDGER_ENABLED=false, or REDIS_URL empty)"
 
 
 class LedgerUnavailable(RuntimeError):
@@ -73,6 +77,19 @@ def connect_async(url: str, socket_timeout: float = 1.0) -> redis.asyncio.Redis:
     options = _options(socket_timeout)
     options["retry"] = AsyncRetry(NoBackoff(), 1)
     return redis.asyncio.Redis.from_url(url, **options)
+
+
+def ledger_for(settings: Settings, implementation: Implementation, *, best_effort: bool) -> Ledger:
+    """The synchronous ledger a process works with, as the settings say: off
+    (recording nothing, failing nothing) when ``settings.ledger_on`` is false."""
+    if not settings.ledger_on:
+        return Ledger(None, implementation, best_effort=True)
+    return Ledger(
+        connect(settings.redis_url, settings.redis_socket_timeout),
+        implementation,
+        best_effort=best_effort,
+        heartbeat_interval=settings.runner_heartbeat_seconds,
+    )
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,22 @@ def _queued_fields(
         fields["after"] = task.after
     fields.update({f"detail.{k}": v for k, v in (task.detail or {}).items()})
     return fields
+
+
+def _queue(
+    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline,
+    implementation: Implementation,
+    tasks: Sequence[NewTask],
+    owner: str | None,
+    now: float,
+) -> None:
+    """The commands that record tasks as queued: one pipeline, one round trip."""
+    for task in tasks:
+        pipe.hset(
+            TASK_KEY.format(task.task_id),
+            mapping=_queued_fields(implementation, task, now, owner),
+        )
+    pipe.zadd(INDEX_KEY.format(implementation.value), {t.task_id: now for t in tasks})
 
 
 # One round trip for the start of a run, atomic: the attempt number and the run's
@@ -218,7 +251,7 @@ class Ledger:
         if self.client is None:
             if lenient:
                 return None
-            raise LedgerUnavailable("the ledger is off: REDIS_URL is not set")
+            raise LedgerUnavailable(LEDGER_OFF)
         try:
             return op(self.client)
         except redis.RedisError as exc:
@@ -236,18 +269,15 @@ class Ledger:
 
         def op(r: redis.Redis) -> None:
             pipe = r.pipeline(transaction=False)
-            for task in tasks:
-                pipe.hset(
-                    TASK_KEY.format(task.task_id),
-                    mapping=_queued_fields(self.implementation, task, now, owner),
-                )
-            pipe.zadd(INDEX_KEY.format(self.implementation.value), {t.task_id: now for t in tasks})
+            _queue(pipe, self.implementation, tasks, owner, now)
             pipe.execute()
 
         self._do("queued", op)
 
-    def running(self, task_id: str, kind: str) -> int:
-        """Record the start of a run; return its attempt number (1 for the first run)."""
+    def running(self, task_id: str, kind: str, *, unrecorded: int = 1) -> int:
+        """Record the start of a run; return its attempt number (1 for the first run).
+        ``unrecorded``: the number to go on with when the ledger is off or down (the
+        caller may know it another way: Celery counts its retries)."""
         keys = [TASK_KEY.format(task_id), INDEX_KEY.format(self.implementation.value)]
         args = [task_id, self.implementation.value, kind, time.time(), runner_id()]
 
@@ -255,7 +285,8 @@ class Ledger:
             assert self._start is not None
             return int(self._start(keys=keys, args=args, client=r))
 
-        return self._do("running", op) or 1
+        attempt = self._do("running", op)
+        return attempt if attempt is not None else unrecorded
 
     def finished(
         self,
@@ -297,20 +328,6 @@ class Ledger:
                 time.sleep(self.heartbeat_interval / 4)
 
         self._do(outcome.value, op)
-
-    def forget(self, task_ids: Iterable[str]) -> None:
-        """Remove tasks that were never handed over (their publish failed)."""
-        ids = list(task_ids)
-
-        def op(r: redis.Redis) -> None:
-            pipe = r.pipeline(transaction=False)
-            for task_id in ids:
-                pipe.delete(TASK_KEY.format(task_id))
-            pipe.zrem(INDEX_KEY.format(self.implementation.value), *ids)
-            pipe.execute()
-
-        if ids:
-            self._do("forget", op)
 
     # --- reads ------------------------------------------------------------------
 
@@ -404,23 +421,13 @@ class AsyncLedger:
         self.implementation = implementation
         self.best_effort = best_effort
 
-    @property
-    def enabled(self) -> bool:
-        return self.client is not None
-
     async def queued(self, tasks: Sequence[NewTask], *, owner: str | None = None) -> None:
         if self.client is None:
             if self.best_effort:
                 return
-            raise LedgerUnavailable("the ledger is off: REDIS_URL is not set")
-        now = time.time()
+            raise LedgerUnavailable(LEDGER_OFF)
         pipe = self.client.pipeline(transaction=False)
-        for task in tasks:
-            pipe.hset(
-                TASK_KEY.format(task.task_id),
-                mapping=_queued_fields(self.implementation, task, now, owner),
-            )
-        pipe.zadd(INDEX_KEY.format(self.implementation.value), {t.task_id: now for t in tasks})
+        _queue(pipe, self.implementation, tasks, owner, time.time())
         try:
             await pipe.execute()
         except redis.RedisError as exc:
@@ -430,6 +437,7 @@ class AsyncLedger:
             raise LedgerUnavailable(f"the ledger is unavailable (Redis: {exc})") from exc
 
     async def forget(self, task_ids: Iterable[str]) -> None:
+        """Remove tasks that were never handed over (their publish failed)."""
         ids = list(task_ids)
         if self.client is None or not ids:
             return
@@ -438,14 +446,6 @@ class AsyncLedger:
             pipe.delete(TASK_KEY.format(task_id))
         pipe.zrem(INDEX_KEY.format(self.implementation.value), *ids)
         await pipe.execute()
-
-    async def ping(self) -> bool:
-        if self.client is None:
-            return False
-        try:
-            return bool(await self.client.ping())
-        except redis.RedisError:
-            return False
 
 
 # --- parsing -------------------------------------------------------------------------

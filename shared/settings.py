@@ -70,12 +70,17 @@ class Settings(BaseSettings):
 
     # BackgroundTasks side: the tokens of AnyIO's default thread limiter, which sync
     # endpoints, sync dependencies and sync background tasks all share (None keeps
-    # AnyIO's 40). experiments/threadpool.py measures what raising it changes.
+    # AnyIO's 40). experiments/perf/threadpool.py measures what raising it changes.
     threadpool_tokens: int | None = Field(default=None, ge=1)
 
     # How often each process that runs tasks writes its heartbeat to the ledger:
     # a run whose process has stopped beating is a run that died with it.
     runner_heartbeat_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def ledger_on(self) -> bool:
+        """Whether anything is recorded: the switch, and a Redis to record in."""
+        return self.ledger_enabled and bool(self.redis_url)
 
     @property
     def broker_url(self) -> str:
@@ -84,9 +89,9 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        """Which broker: "redis" or "rabbitmq" (any AMQP URL)."""
+        """Which broker: "redis" (kombu's Redis transport) or "rabbitmq" (AMQP)."""
         scheme = self.broker_url.split("://", 1)[0].lower()
-        return "redis" if scheme in ("redis", "rediss", "unix") else "rabbitmq"
+        return "redis" if scheme in ("redis", "rediss", "redis+socket", "sentinel") else "rabbitmq"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated; nothing read from the environment."""

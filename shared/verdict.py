@@ -52,14 +52,14 @@ to go quiet stays where it belongs, in whoever decides when to stop watching.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from shared.models import Implementation, RunnerRecord, TaskRecord, TaskState
-from shared.settings import Settings
+from shared.settings import Settings, explicit_settings
+from shared.work import SKIP_PATTERN, TAG_PATTERN
 
 
 class Verdict(StrEnum):
@@ -74,23 +74,21 @@ class Verdict(StrEnum):
 # Nothing will change these any more (barring a task the ledger forgot coming back).
 FINAL = frozenset({Verdict.completed, Verdict.failed, Verdict.lost, Verdict.skipped})
 
-Transport = Literal["redis", "amqp"]
-
 
 @dataclass(frozen=True)
 class Redelivery:
     """When the broker gives an unacknowledged message back (the Celery side)."""
 
-    transport: Transport = "redis"
-    visibility_timeout: float = 60.0
-    restore_interval: float = 5.0
+    broker: str  # Settings.broker: "redis" or "rabbitmq"
+    visibility_timeout: float
+    restore_interval: float
     acks_late: bool = True
 
     @classmethod
     def of(cls, settings: Settings) -> Redelivery:
         """The rules a stack running with ``settings`` has."""
         return cls(
-            transport="redis" if settings.broker == "redis" else "amqp",
+            broker=settings.broker,
             visibility_timeout=settings.celery_visibility_timeout,
             restore_interval=settings.celery_restore_interval,
             acks_late=settings.celery_acks_late,
@@ -98,7 +96,7 @@ class Redelivery:
 
     def due(self, started_at: float, died_at: float) -> float:
         """When a run started at ``started_at`` that died at ``died_at`` is back in the queue."""
-        if self.transport == "redis":
+        if self.broker == "redis":
             # kombu restores a message whose delivery is older than the visibility
             # timeout, at a scan that a live worker runs every restore interval.
             return max(started_at + self.visibility_timeout, died_at) + self.restore_interval
@@ -118,7 +116,7 @@ class Observation:
     effects: Mapping[str, int] | None = None
     # Per task id, runs that found their effect already written and skipped it.
     skipped_writes: Mapping[str, int] | None = None
-    redelivery: Redelivery = field(default_factory=Redelivery)
+    redelivery: Redelivery = field(default_factory=lambda: Redelivery.of(explicit_settings()))
     # Since when the Celery broker has been up (-inf: all along; None: down now).
     broker_up_since: float | None = -math.inf
     # A process not seen for this long is gone (three missed heartbeats).
@@ -325,7 +323,7 @@ def judge(obs: Observation) -> Judgement:
         if record.state == TaskState.retrying:
             retry_in = float(record.detail.get("retry_in", "0") or 0)
             ready = (record.updated_at or obs.now) + retry_in
-            if obs.redelivery.transport == "redis":
+            if obs.redelivery.broker == "redis":
                 # The retry's message is held unacknowledged by a worker until its
                 # ETA; if that worker died, it comes back after the visibility timeout.
                 ready = max(ready, obs.redelivery.due(record.updated_at or obs.now, 0.0))
@@ -439,18 +437,16 @@ def summarize(
 
 # --- reading the effects -------------------------------------------------------------------
 
-# shared.work tags every line it writes with "[<task id>]"...
-_TAG = re.compile(r"\[([^\]\s]+)\]")
-# ...and logs "task <id>: ... already sent/written, skipping" when its idempotency
-# check finds the effect there (in the process output, not in the log file).
-_SKIP = re.compile(r"task (\S+): .*already \w+, skipping")
+# shared.work tags every line it writes with "[<task id>]" (TAG_PATTERN), and logs
+# a skip (SKIP_PATTERN) when its idempotency check finds the effect there (in the
+# process output, not in the log file).
 
 
 def count_effect_lines(lines: Iterable[str]) -> dict[str, int]:
     """Lines per task id in a ``LOG_FILE`` (the first ``[...]`` tag of each line)."""
     counts: dict[str, int] = {}
     for line in lines:
-        if match := _TAG.search(line):
+        if match := TAG_PATTERN.search(line):
             counts[match[1]] = counts.get(match[1], 0) + 1
     return counts
 
@@ -459,6 +455,6 @@ def count_skipped_writes(lines: Iterable[str]) -> dict[str, int]:
     """Per task id, the runs that found their effect already written (process output)."""
     counts: dict[str, int] = {}
     for line in lines:
-        if match := _SKIP.search(line):
+        if match := SKIP_PATTERN.search(line):
             counts[match[1]] = counts.get(match[1], 0) + 1
     return counts

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,17 @@ class TransientNotificationError(RuntimeError):
 
 def _tag(task_id: str) -> str:
     return f"[{task_id}]"
+
+
+# How the lines this module writes are read back (``shared.verdict``): the tag in
+# the log file, and the idempotency skip in the process's own log.
+TAG_PATTERN = re.compile(r"\[([^\]\s]+)\]")
+SKIP_PATTERN = re.compile(r"task (\S+): .*already \w+, skipping")
+
+
+def _skipping(task_id: str, what: str, *args: object) -> None:
+    """Log a skipped effect, in the form ``SKIP_PATTERN`` reads."""
+    logger.info("task %s: " + what + " already %s, skipping", task_id, *args)
 
 
 def _marker(log_file: Path, task_id: str) -> Path:
@@ -69,7 +81,7 @@ def write_log(message: str, *, task_id: str, log_file: str | Path) -> bool:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             if has_effect(path, task_id):
-                logger.info("task %s: log line already written, skipping", task_id)
+                _skipping(task_id, "log line", "written")
                 return False
             offset = f.seek(0, os.SEEK_END)
             marker = _marker(path, task_id)
@@ -94,7 +106,7 @@ def send_notification(email: str, *, task_id: str, attempt: int, settings: Setti
     the notification had already been sent by an earlier delivery of this task.
     """
     if has_effect(settings.log_file, task_id):
-        logger.info("task %s: notification to %s already sent, skipping", task_id, email)
+        _skipping(task_id, "notification to %s", email, "sent")
         return False
     time.sleep(settings.notification_delay_seconds)
     if attempt <= settings.notification_fail_first_attempts:
@@ -118,7 +130,7 @@ def compute(rounds: int) -> int:
 def heavy(rounds: int, *, task_id: str, log_file: str | Path) -> bool:
     """The heavy job: compute, then record the result once (idempotent like the others)."""
     if has_effect(log_file, task_id):
-        logger.info("task %s: heavy result already written, skipping", task_id)
+        _skipping(task_id, "heavy result", "written")
         return False
     result = compute(rounds)
     return write_log(

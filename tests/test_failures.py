@@ -69,6 +69,27 @@ def test_celery_gives_up_after_the_bounded_retries(make_stack: StackFactory) -> 
     assert log_lines(stack, ids[0]) == []
 
 
+def test_with_the_ledger_off_celery_counts_attempts_by_its_own_retries(
+    make_stack: StackFactory,
+) -> None:
+    # LEDGER_ENABLED=false (the ledger-cost experiment's baseline) records nothing, so
+    # the worker cannot read the attempt number from it: Celery's retry count says it.
+    stack = make_stack(**FLAKY, ledger_enabled=False)
+    stack.start_all(("redis", "celery-api", "worker"))
+    r = httpx.post(f"{stack.celery_url}/send-notification/c@example.com", timeout=10)
+    assert r.status_code == 202, r.text
+    notification_id, log_id = r.json()["task_ids"]
+    # Two attempts fail, the third sends: once.
+    wait_until(lambda: log_lines(stack, notification_id), 20, "the notification, third attempt")
+    wait_until(lambda: log_lines(stack, log_id), 10, "its log line")
+    assert len(log_lines(stack, notification_id)) == 1
+    assert ledger_record(stack, notification_id) is None  # nothing recorded, as asked
+    retries = re.findall(
+        rf"Task notifications\.send\[{notification_id}\] retry", stack.output("worker")
+    )
+    assert len(retries) == 2
+
+
 def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
     make_stack: StackFactory,
 ) -> None:

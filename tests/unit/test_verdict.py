@@ -172,7 +172,7 @@ def test_stock_acks_lose_the_running_task_at_once() -> None:
 def test_rabbitmq_hands_the_task_back_when_the_connection_drops() -> None:
     dead = runner("w:1:a", seen_at=990.0)
     free = runner("w:2:b", started_at=800.0)
-    amqp = Redelivery("amqp")
+    amqp = Redelivery("rabbitmq", visibility_timeout=60, restore_interval=5)
     # No visibility timeout: due at the death (990); free worker all along; 10 s > slack.
     assert verdict_of("n", observe([orphan(989.0)], [dead, free], redelivery=amqp)) == Verdict.lost
     # On Redis the same task would still be inside its horizon (989 + 10 + 1 = 1000).
