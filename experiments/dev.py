@@ -23,9 +23,11 @@ from urllib.parse import urlsplit
 
 from harness.procs import REPO_ROOT, Proc
 from harness.servers import RedisServer
+from shared.settings import Settings
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# What the services themselves fall back to when REDIS_URL is unset.
+DEFAULT_REDIS_URL: str = Settings.model_fields["redis_url"].default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

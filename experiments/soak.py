@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 
 from experiments.common import add_target_arguments, say, where_from
-from experiments.reporting.report import write
+from experiments.reporting.report import publish
 from experiments.reporting.tables import markdown_table
-from harness.observe import observe
+from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout
 from harness.stacks import StackSpec, Unsupported, open_stack
 from harness.target import Target
@@ -101,7 +101,10 @@ def faults_for(broker: str) -> list[str]:
 
 
 def expected(traffic: dict[str, Traffic]) -> dict[str, Implementation]:
-    return {t: Implementation(side) for side, tr in traffic.items() for t in list(tr.accepted)}
+    out: dict[str, Implementation] = {}
+    for side, tr in traffic.items():
+        out |= expected_of(list(tr.accepted), side)  # a copy: its thread may still append
+    return out
 
 
 def in_flight_now(target: Target, since: float, traffic: dict[str, Traffic]) -> Judgement | None:
@@ -213,7 +216,10 @@ def soak(args: argparse.Namespace) -> SoakResult:
             f"soak: traffic stopped; accepted {len(traffic['bg'].accepted)} bg and "
             f"{len(traffic['celery'].accepted)} Celery tasks; settling"
         )
-        final, why = settle(target, since, traffic, cap=time.monotonic() + 240)
+        ids = expected(traffic)
+        _, why = settle(target, since, ids, quiet=5.0, cap=time.monotonic() + 240, interval=1.0)
+        # The final count, with the effects and what the processes said they skipped.
+        final = judge(observe(target, since=since, expected=ids))
         target_name = target.name
     held = {t for f in faults for t in f["held_ids"]}
     killed = {f.get("runner") for f in faults if f["service"] == "bg-api"} - {None}
@@ -285,30 +291,6 @@ def soak(args: argparse.Namespace) -> SoakResult:
         target=target_name,
         targets=targets,
     )
-
-
-def settle(
-    target: Target, since: float, traffic: dict[str, Traffic], *, cap: float, quiet: float = 5.0
-) -> tuple[Judgement, str]:
-    """Until every accepted task has a final verdict and nothing changed for ``quiet``."""
-    ids = expected(traffic)
-    last: tuple[int, ...] = ()
-    changed = time.monotonic()
-    final: Judgement | None = None
-    while True:
-        try:
-            final = judge(observe(target, since=since, expected=ids))
-        except (RuntimeError, OSError):
-            time.sleep(0.5)
-            continue
-        counts = tuple(len(final.ids(v)) for v in Verdict)
-        if counts != last:
-            last, changed = counts, time.monotonic()
-        if final.settled and time.monotonic() - changed >= quiet:
-            return final, f"every task has a final verdict; no change for {quiet:g}s"
-        if time.monotonic() > cap:
-            return final, "gave up at the deadline: some tasks still in flight"
-        time.sleep(1.0)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -386,9 +368,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
     data = asdict(result)
-    text = render(data)
-    print(text)
-    path = write(NAME, data, text, directory=args.reports_dir)
-    print(f"\nwritten: {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    publish(NAME, data, render(data), directory=args.reports_dir)
     balanced = data["bg"]["balanced"] and data["celery"]["balanced"]
     return 0 if balanced else 1

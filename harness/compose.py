@@ -5,7 +5,7 @@ The stack belongs to its user: a ``ComposeTarget`` reads its settings and ports
 from the running containers (``docker inspect``, ``docker compose port``),
 changes a service's settings only when asked (``reconfigure``, which recreates
 that one container) and never stops the project. The parsers (``parse_ps``,
-``parse_duration``, ``worker_concurrency``, ...) are pure, and unit-tested.
+``worker_concurrency``, ``parse_memory``, ...) are pure, and unit-tested.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from harness.procs import REPO_ROOT, Timeout, wait_until
+from harness.procs import REPO_ROOT, Timeout, wait_http, wait_until
 from harness.target import API, Memory, ServiceState, Side, side_of
 from shared.models import Implementation, RunnerRecord, TaskRecord
 from shared.settings import Settings, explicit_settings
@@ -67,15 +67,6 @@ def service_states(rows: Sequence[Mapping[str, Any]], services: Sequence[str]) -
     """Per service: is at least one of its containers running?"""
     running = {row.get("Service") for row in rows if row.get("State") == "running"}
     return {name: name in running for name in services}
-
-
-def parse_duration(text: str, *, default: float) -> float:
-    """A compose duration ("30s", "1m30s", "500ms") in seconds; ``default`` if it is not one."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return default
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 def worker_concurrency(argv: Sequence[str], default: int = 2) -> int:
@@ -347,15 +338,7 @@ class ComposeTarget:
 
     def _wait_ready(self, service: str, since: float, timeout: float) -> None:
         if service in API.values():
-            url = self.url(side_of(service)) + "/health"
-
-            def answers() -> bool:
-                try:
-                    return httpx.get(url, timeout=1).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_until(answers, timeout, f"{service} to answer /health", 0.2)
+            wait_http(self.url(side_of(service)) + "/health", timeout)
         elif service == "worker":
             wait_until(
                 lambda: "ready." in self.compose.logs(service, since),

@@ -15,16 +15,15 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from harness.procs import Proc, free_port, wait_http
+from harness.procs import Proc, free_port, wait_http, wait_until
 from harness.servers import RabbitServer, RedisServer
-from harness.target import Memory, ServiceState, Side
+from harness.target import API, Memory, ServiceState, Side
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, RunnerRecord, TaskRecord
 from shared.settings import Settings, explicit_settings
@@ -43,6 +42,15 @@ TEST_SETTINGS: dict[str, Any] = {
     "beat_interval_seconds": 3600.0,
     "retry_backoff_seconds": 0.2,
 }
+
+
+def uvicorn_argv(service: str, port: int) -> list[str]:
+    """One API's uvicorn (bg-api or celery-api) on ``port``, without the access log."""
+    module = "fastapi_bg.main:app" if service == "bg-api" else "celery_app.main:app"
+    return [
+        sys.executable, "-m", "uvicorn", module,
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+    ]  # fmt: skip
 
 
 @dataclass
@@ -92,14 +100,11 @@ class LocalStack:
         broker: str = "redis",
         rabbitmq: RabbitServer | None = None,
         consumer_timeout_ms: int | None = None,
-        redis_port: int | None = None,
         **overrides: Any,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.redis_server = RedisServer(
-            redis_port or free_port(), self.workdir, appendonly=appendonly
-        )
+        self.redis_server = RedisServer(free_port(), self.workdir, appendonly=appendonly)
         self.ports = {"bg-api": free_port(), "celery-api": free_port(), "flower": free_port()}
         self.log_file = self.workdir / "log.txt"
         base = settings if settings is not None else explicit_settings(**TEST_SETTINGS)
@@ -112,12 +117,9 @@ class LocalStack:
             if rabbitmq is not None:
                 broker_url = rabbitmq.add_vhost(f"stack-{self.redis_server.port}")
             else:
-                self.rabbitmq = RabbitServer(
+                self.rabbitmq = RabbitServer.on_free_ports(
                     self.workdir / "rabbitmq",
-                    port=free_port(),
-                    dist_port=free_port(),
-                    epmd_port=free_port(),
-                    management_port=free_port(),
+                    management=True,
                     consumer_timeout_ms=consumer_timeout_ms,
                 )
                 broker_url = self.rabbitmq.url()
@@ -147,10 +149,15 @@ class LocalStack:
         return self._settings
 
     @property
+    def extra_workers(self) -> tuple[str, ...]:
+        """The Celery workers beside "worker": worker-2, worker-3, ..."""
+        return tuple(f"worker-{i}" for i in range(2, self.workers + 1))
+
+    @property
     def services(self) -> tuple[str, ...]:
-        extra = tuple(f"worker-{i}" for i in range(2, self.workers + 1))
         broker = ("rabbitmq",) if self.rabbitmq is not None else ()
-        return SERVICES + extra + broker + tuple(s for s in OPTIONAL if s in self.procs)
+        optional = tuple(s for s in OPTIONAL if s in self.procs)
+        return SERVICES + self.extra_workers + broker + optional
 
     @property
     def broker_service(self) -> str:
@@ -163,10 +170,6 @@ class LocalStack:
         if self.rabbitmq is None or self.rabbitmq.management_port is None:
             return None
         return f"http://127.0.0.1:{self.rabbitmq.management_port}"
-
-    @property
-    def redis_url(self) -> str:
-        return self.redis_server.url
 
     @property
     def appendonly(self) -> bool:
@@ -214,10 +217,6 @@ class LocalStack:
     def settings_for(self, service: str) -> Settings:
         return self._settings.replace(**self.service_settings.get(service, {}))
 
-    def set_settings(self, **changes: Any) -> None:
-        """Change the settings of every process started from now on."""
-        self._settings = self._settings.replace(**changes)
-
     def process_env(self, service: str | None = None) -> dict[str, str]:
         """The environment a Python process of this stack gets: its settings, explicitly."""
         names = {name.upper() for name in Settings.model_fields}
@@ -247,9 +246,7 @@ class LocalStack:
         if service == "redis":
             return self.redis_server.argv()
         if service in ("bg-api", "celery-api"):
-            module = "fastapi_bg.main:app" if service == "bg-api" else "celery_app.main:app"
-            argv = [py, "-m", "uvicorn", module, "--host", "127.0.0.1"]
-            argv += ["--port", str(self.ports[service]), "--no-access-log"]
+            argv = uvicorn_argv(service, self.ports[service])
             if self.graceful_timeout is not None:
                 # uvicorn takes whole seconds only.
                 argv += ["--timeout-graceful-shutdown", str(int(self.graceful_timeout))]
@@ -282,9 +279,11 @@ class LocalStack:
         raise ValueError(f"unknown service {service!r}")
 
     def _proc(self, service: str) -> Proc:
-        argv, env = self._argv(service), self.process_env(service)
+        argv = self._argv(service)
         if service in ("rabbitmq", "epmd") and self.rabbitmq is not None:
-            env = {**os.environ, **self.rabbitmq.env()}
+            env = self.rabbitmq.process_env()
+        else:
+            env = self.process_env(service)
         proc = self.procs.get(service)
         if proc is None or proc.argv != argv or proc.env != env:
             proc = Proc(service, argv, env, self.workdir / f"{service}.out")
@@ -300,21 +299,33 @@ class LocalStack:
         if proc is not None and proc.alive:
             return
         if service == "rabbitmq" and self.rabbitmq is not None:
-            self.rabbitmq.prepare()
-            epmd = self._proc("epmd")
-            if not epmd.alive:  # its own epmd, on a free port: started once, kept
-                epmd.start()
+            # Its own epmd, on a free port: started once, kept across restarts.
+            self.rabbitmq.boot(self._proc("epmd"), self._proc(service), timeout)
+            return
         proc = self._proc(service)
         offset = len(proc.output())
         proc.start()
         if service == "redis":
             self.redis_server.wait_ready(proc, timeout)
-        elif service == "rabbitmq" and self.rabbitmq is not None:
-            self.rabbitmq.wait_ready(proc, timeout)
         elif service in ("bg-api", "celery-api"):
+            started = time.time() - 1
             wait_http(
                 self.url("bg" if service == "bg-api" else "celery") + "/health", timeout, proc
             )
+            if service == "bg-api" and self.bg_workers > 1 and self.settings.ledger_on:
+                # One process answering is not all of them: requests sent before the
+                # others are up would all land on the first one.
+                def all_up() -> bool:
+                    beats = self._ledger.runners()
+                    return (
+                        sum(
+                            r.role == "bg-api" and r.stopped_at is None and r.started_at >= started
+                            for r in beats
+                        )
+                        >= self.bg_workers
+                    )
+
+                wait_until(all_up, timeout, f"{self.bg_workers} bg-api processes", 0.1)
         elif service == "worker" or service.startswith("worker-"):
             proc.wait_for_output(r"ready\.", timeout, after=offset)
         elif service == "beat":
@@ -326,7 +337,7 @@ class LocalStack:
         """Every service (the broker first), or these."""
         if services is None:
             broker = ("rabbitmq",) if self.rabbitmq is not None else ()
-            workers = tuple(f"worker-{i}" for i in range(2, self.workers + 1))
+            workers = self.extra_workers
             services = ("redis", *broker, "bg-api", "celery-api", "worker", *workers, "beat")
         for service in services:
             self.start(service)
@@ -335,11 +346,12 @@ class LocalStack:
         self.procs[service].kill()
 
     def terminate(self, service: str, timeout: float = 60) -> int | None:
-        """SIGTERM to the main process; SIGKILL to the group if it is still up at ``timeout``."""
+        """SIGTERM to the main process; SIGKILL to the group if it is still up at
+        ``timeout``, and to what is left of the group after a clean exit (a pool
+        child the main process did not wait for), as ``Proc.stop`` does."""
         proc = self.procs[service]
         code = proc.terminate(timeout)
-        if code is None and proc.alive:
-            proc.kill()
+        proc.kill()  # the whole group, whichever way the main process went
         return code
 
     def is_up(self, service: str) -> bool:
@@ -382,11 +394,9 @@ class LocalStack:
     @contextlib.contextmanager
     def extra_api(self, side: Side, **overrides: object) -> Iterator[str]:
         """Another uvicorn of this side, with ``overrides`` (stopped when the block ends)."""
-        service = "bg-api" if side == "bg" else "celery-api"
+        service = API[side]
         port = free_port()
-        module = "fastapi_bg.main:app" if side == "bg" else "celery_app.main:app"
-        argv = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1"]
-        argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+        argv = [*uvicorn_argv(service, port), "--log-level", "warning"]
         env = {
             **self.process_env(service),
             **self.settings_for(service).replace(**overrides).to_env(),
@@ -401,11 +411,6 @@ class LocalStack:
             yield url
         finally:
             proc.stop()
-
-    def redis(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(
-            port=self.redis_server.port, db=db, decode_responses=True, socket_timeout=2
-        )
 
     def effect_lines(self) -> dict[str, int]:
         if not self.log_file.exists():

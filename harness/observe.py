@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypedDict
 
 from harness.target import RUNS_THE_WORK, Target
-from shared.models import Implementation
-from shared.verdict import Judgement, Observation, Redelivery, count_skipped_writes, judge
+from shared.models import Implementation, TaskRecord
+from shared.verdict import (
+    Judgement,
+    Observation,
+    Redelivery,
+    Verdict,
+    count_skipped_writes,
+    judge,
+)
+
+logger = logging.getLogger(__name__)
 
 
-def slack_for(target: Target) -> float:
-    """How long a free worker may take to pick up a due task: a few heartbeats and scans."""
+class Rules(TypedDict):
+    """What ``judge`` must know of a stack besides what it saw (``Observation``'s fields)."""
+
+    redelivery: Redelivery
+    stale_after: float
+    slack: float
+
+
+def rules_for(target: Target) -> Rules:
+    """The rules the target's settings make: when the broker hands a message back,
+    when a silent process is gone (three missed heartbeats), and how long a free
+    worker may take to pick up a due task (a few heartbeats and scans)."""
     s = target.settings
-    return max(3.0, 3 * s.runner_heartbeat_seconds, 2 * s.celery_restore_interval)
+    return Rules(
+        redelivery=Redelivery.of(s),
+        stale_after=3 * s.runner_heartbeat_seconds,
+        slack=max(3.0, 3 * s.runner_heartbeat_seconds, 2 * s.celery_restore_interval),
+    )
+
+
+def expected_of(ids: Iterable[str], side: str) -> dict[str, Implementation]:
+    """The tasks an observer handed to one side: ``Observation.expected``."""
+    return dict.fromkeys(ids, Implementation(side))
 
 
 def observe(
@@ -40,7 +70,9 @@ def observe(
         for service in dict.fromkeys(RUNS_THE_WORK.values()):
             for task_id, n in count_skipped_writes(target.output(service).splitlines()).items():
                 skips[task_id] = skips.get(task_id, 0) + n
-    settings = target.settings
+    rules = rules_for(target)
+    if slack is not None:
+        rules["slack"] = slack
     return Observation(
         now=time.time(),
         records=records,
@@ -48,17 +80,56 @@ def observe(
         expected=expected,
         effects=target.effect_lines() if effects else None,
         skipped_writes=skips,
-        redelivery=Redelivery.of(settings),
         broker_up_since=broker_up_since,
-        stale_after=3 * settings.runner_heartbeat_seconds,
-        slack=slack if slack is not None else slack_for(target),
+        **rules,
     )
 
 
-def verdict(target: Target, **kwargs: object) -> Judgement:
-    """``judge(observe(target, ...))``."""
-    return judge(observe(target, **kwargs))  # type: ignore[arg-type]
+def _fingerprint(records: Sequence[TaskRecord]) -> tuple[tuple[str, str, int, float | None], ...]:
+    return tuple(sorted((r.task_id, r.state.value, r.attempts, r.updated_at) for r in records))
 
 
-def expected_of(ids: Iterable[str], side: str) -> dict[str, Implementation]:
-    return dict.fromkeys(ids, Implementation(side))
+def settle(
+    target: Target,
+    since: float,
+    expected: Mapping[str, Implementation],
+    *,
+    quiet: float,
+    cap: float,
+    interval: float = 0.25,
+) -> tuple[Judgement, str]:
+    """Watch until every task has a final verdict and the ledger has not changed for
+    ``quiet`` seconds (a verdict is a reading of one moment: stillness makes sure it
+    is the last one); the judgement then, and why the watch ended.
+
+    ``cap`` (monotonic) bounds the wait on every path, a ledger that does not
+    answer included: then the last judgement it gave is returned, or its error
+    raised if it never answered. The process output is not read (the caller's
+    final count does that, once)."""
+    last_fp: object = None
+    last_change = time.monotonic()
+    judgement: Judgement | None = None
+    while True:
+        now = time.monotonic()
+        try:
+            obs = observe(target, since=since, expected=expected, skipped_writes=False)
+        except (RuntimeError, OSError) as exc:  # the API or Redis is still coming back
+            logger.info("ledger not readable yet: %s", exc)
+            if now >= cap:
+                if judgement is None:
+                    raise
+                return judgement, "gave up: the ledger did not answer before the deadline"
+            time.sleep(interval)
+            continue
+        judgement = judge(obs)
+        fp = _fingerprint(obs.records)
+        if fp != last_fp:
+            last_fp, last_change = fp, now
+        if judgement.settled and now - last_change >= quiet:
+            lost = len(judgement.ids(Verdict.lost))
+            return judgement, (
+                f"every task has a final verdict ({lost} lost), no change for {quiet:g}s"
+            )
+        if now >= cap:
+            return judgement, "gave up at the settle deadline: some tasks still in flight"
+        time.sleep(interval)

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -134,26 +134,77 @@ class Proc:
         except FileNotFoundError:
             return ""
 
+    def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float,
+        what: str,
+        interval: float = 0.05,
+    ) -> T:
+        """``wait_until``, but a process that exits fails the wait at once, with its
+        last output: waiting out the deadline for a dead process only hides why."""
+
+        def check() -> T | None:
+            if not self.alive:
+                raise RuntimeError(
+                    f"{self.name} exited while waiting for {what}:\n{self.output()[-3000:]}"
+                )
+            return predicate()
+
+        return wait_until(check, timeout, what, interval)
+
     def wait_for_output(self, pattern: str, timeout: float, *, after: int = 0) -> None:
         rx = re.compile(pattern)
-
-        def seen() -> bool:
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited:\n{self.output()[-3000:]}")
-            return bool(rx.search(self.output()[after:]))
-
-        wait_until(seen, timeout, f"{self.name} to print {pattern!r}")
+        self.wait_for(
+            lambda: bool(rx.search(self.output()[after:])),
+            timeout,
+            f"{self.name} to print {pattern!r}",
+        )
 
 
 def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
     """Until ``url`` answers 200 (or ``proc`` exits, which raises at once)."""
 
     def up() -> bool:
-        if proc is not None and not proc.alive:
-            raise RuntimeError(f"{proc.name} exited:\n{proc.output()[-3000:]}")
         try:
             return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until(up, timeout, f"{url} to answer 200", interval=0.1)
+    what = f"{url} to answer 200"
+    if proc is None:
+        wait_until(up, timeout, what, interval=0.1)
+    else:
+        proc.wait_for(up, timeout, what, interval=0.1)
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live (non-zombie) processes in process group ``pgid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # After the command's closing parenthesis: state, ppid, pgrp, ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def kill_groups(leaders: Mapping[int, float | None]) -> list[int]:
+    """SIGKILL every process group, named by its leader's PID, that still has a live
+    member; return the ones killed. A leader's create time (psutil's), when known,
+    guards against a reused PID: a live leader started at another time is not ours."""
+    import psutil  # the experiments' dependency, not the services'
+
+    killed = []
+    for pgid, created in leaders.items():
+        if created is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if psutil.Process(pgid).create_time() != created:
+                    continue
+        if not group_members(pgid):
+            continue
+        killed.append(pgid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    return killed

@@ -7,13 +7,16 @@ that needs one starts its own here and stops it by PID.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from harness.procs import Proc, wait_until
+from harness.procs import Proc, free_port
 
 
 def binary(name: str, hint: str) -> str:
@@ -64,12 +67,7 @@ class RedisServer:
             client.close()
 
     def wait_ready(self, proc: Proc, timeout: float = 30) -> None:
-        def pong() -> bool:
-            if not proc.alive:
-                raise RuntimeError(f"redis-server exited:\n{proc.output()[-2000:]}")
-            return self.answers()
-
-        wait_until(pong, timeout, f"redis-server on port {self.port} to answer PING")
+        proc.wait_for(self.answers, timeout, f"redis-server on port {self.port} to answer PING")
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,24 @@ class RabbitServer:
 
     BIN = Path("/usr/lib/rabbitmq/bin")
 
+    @classmethod
+    def on_free_ports(
+        cls,
+        directory: Path,
+        *,
+        management: bool = False,
+        consumer_timeout_ms: int | None = None,
+    ) -> RabbitServer:
+        """One in ``directory``, on ports nothing listens on now (the UI's too, if asked)."""
+        return cls(
+            directory,
+            port=free_port(),
+            dist_port=free_port(),
+            epmd_port=free_port(),
+            management_port=free_port() if management else None,
+            consumer_timeout_ms=consumer_timeout_ms,
+        )
+
     @property
     def node(self) -> str:
         return f"bench-{self.port}@localhost"
@@ -122,6 +138,10 @@ class RabbitServer:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-rabbit channel_tick_interval {self.tick_ms}",
         }
+
+    def process_env(self) -> dict[str, str]:
+        """The environment its processes (epmd, the server, rabbitmqctl) run with."""
+        return {**os.environ, **self.env()}
 
     def prepare(self) -> None:
         for sub in ("home", "mnesia", "log"):
@@ -173,21 +193,37 @@ class RabbitServer:
                 connection.collect()
 
     def wait_ready(self, proc: Proc, timeout: float = 60) -> None:
-        def up() -> bool:
-            if not proc.alive:
-                raise RuntimeError(f"rabbitmq-server exited:\n{proc.output()[-3000:]}")
-            return self.answers()
+        what = f"rabbitmq-server on port {self.port} to accept a connection"
+        proc.wait_for(self.answers, timeout, what, 0.3)
 
-        wait_until(up, timeout, f"rabbitmq-server on port {self.port} to accept a connection", 0.3)
+    def boot(self, epmd: Proc, server: Proc, timeout: float = 60) -> None:
+        """Start the server (its epmd first, if that is not running: it outlives a
+        restart of the node) and wait until it accepts a connection."""
+        self.prepare()
+        if not epmd.alive:
+            epmd.start()
+        server.start()
+        self.wait_ready(server, timeout)
+
+    @contextlib.contextmanager
+    def running(self, timeout: float = 90) -> Iterator[RabbitServer]:
+        """Booted for the block (the output in its directory); both processes
+        stopped by process group afterwards, also when it fails to boot."""
+        env = self.process_env()
+        epmd = Proc("epmd", self.epmd_argv(), env, self.directory / "epmd.out")
+        server = Proc("rabbitmq", self.argv(), env, self.directory / "rabbitmq.out")
+        try:
+            self.boot(epmd, server, timeout)
+            yield self
+        finally:
+            server.stop(grace=10)
+            epmd.stop()
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """``rabbitmqctl -n <node> ...`` against this node; its output."""
-        import os
-        import subprocess
-
         done = subprocess.run(
             [str(self.BIN / "rabbitmqctl"), "-n", self.node, *args],
-            env={**os.environ, **self.env()},
+            env=self.process_env(),
             capture_output=True,
             text=True,
             timeout=timeout,

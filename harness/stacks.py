@@ -14,7 +14,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,14 @@ from shared.settings import Settings
 logger = logging.getLogger(__name__)
 
 PYTHON_SERVICES = ("bg-api", "celery-api", "worker", "beat")
+# The Celery side's brokers a stack can run (StackSpec.broker).
+BROKERS = ("redis", "rabbitmq")
+# What one side needs to take tasks and run them (Redis: the ledger, and Celery's
+# broker).
+SIDE_SERVICES: dict[str, tuple[str, ...]] = {
+    "bg": ("redis", "bg-api"),
+    "celery": ("redis", "celery-api", "worker"),
+}
 
 
 class Unsupported(Exception):
@@ -83,6 +91,25 @@ class StackSpec:
     consumer_timeout_ms: int | None = None
     # A broker of its own, even where a shared one is offered (it is killed, say).
     own_broker: bool = False
+
+    @classmethod
+    def for_side(
+        cls,
+        side: str,
+        *,
+        processes: int | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> StackSpec:
+        """One side's services (``SIDE_SERVICES``). ``processes``: what runs its tasks,
+        bg-api's uvicorn workers or the Celery worker's pool (None: the defaults)."""
+        if side not in SIDE_SERVICES:
+            raise ValueError(f"unknown side {side!r}: {', '.join(SIDE_SERVICES)}")
+        spec = cls(SIDE_SERVICES[side], settings=settings or {})
+        if processes is None:
+            return spec
+        if side == "bg":
+            return replace(spec, bg_workers=processes)
+        return replace(spec, worker_concurrency=processes)
 
 
 @contextlib.contextmanager

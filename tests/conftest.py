@@ -4,20 +4,25 @@ process group, also when the test fails."""
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from experiments.__main__ import main
+from experiments.crash.runner import Outcome, run_scenario
+from experiments.crash.scenarios import BY_KEY, Params
 from harness.local import LocalStack
-from harness.procs import Proc, free_port, wait_until
+from harness.procs import wait_until
 from harness.servers import RabbitServer
+from harness.stacks import Where
 from shared.models import TaskRecord
+
+logger = logging.getLogger(__name__)
 
 StackFactory = Callable[..., LocalStack]
 
@@ -85,38 +90,22 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]
     Its own epmd and free ports, everything in a temp dir; stopped by process group."""
     if not RabbitServer.BIN.joinpath("rabbitmq-server").exists():
         pytest.fail("these tests start their own RabbitMQ: apt-get install -y rabbitmq-server")
-    directory = tmp_path_factory.mktemp("rabbitmq")
-    server = RabbitServer(directory, port=free_port(), dist_port=free_port(), epmd_port=free_port())
-    server.prepare()
-    env = {**os.environ, **server.env()}
-    epmd = Proc("epmd", server.epmd_argv(), env, directory / "epmd.out").start()
-    proc = Proc("rabbitmq", server.argv(), env, directory / "rabbitmq.out")
-    try:
-        proc.start()
-        server.wait_ready(proc, 90)
+    with RabbitServer.on_free_ports(tmp_path_factory.mktemp("rabbitmq")).running(90) as server:
         yield server
-    finally:
-        proc.stop(grace=10)
-        epmd.stop()
 
 
 # --- small helpers the tests share ---------------------------------------------------
 
 
 def ledger_record(stack: LocalStack, task_id: str) -> TaskRecord | None:
-    # Either API reads the same ledger; use one that is up.
-    base = stack.bg_url if stack.is_up("bg-api") else stack.celery_url
-    r = httpx.get(f"{base}/tasks/{task_id}", timeout=5)
-    if r.status_code == 404:
-        return None
-    r.raise_for_status()
-    return TaskRecord.model_validate(r.json())
+    # Straight from the stack's Redis: whichever API is up (or none) does not matter.
+    return stack.ledger().records_of([task_id]).get(task_id)
 
 
 def wait_for_state(
     stack: LocalStack, task_id: str, states: set[str], timeout: float = 20
 ) -> TaskRecord:
-    """Poll the ledger (through an API) until the task reaches one of ``states``."""
+    """Poll the ledger until the task reaches one of ``states``."""
 
     def reached() -> TaskRecord | None:
         record = ledger_record(stack, task_id)
@@ -133,3 +122,19 @@ def log_lines(stack: LocalStack, task_id: str | None = None) -> list[str]:
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
     return [line for line in lines if task_id is None or f"[{task_id}]" in line]
+
+
+def run_ok(key: str, params: Params, where: Where, broker: str = "redis") -> Outcome:
+    """The crash experiment's scenario ``key``, as its CLI runs it; it must have run
+    to the end (a scenario failure is an outcome, not an exception)."""
+    outcome = run_scenario(BY_KEY[key], params, where, say=logger.info, broker=broker)
+    assert outcome.status == "ok", outcome.reason
+    return outcome
+
+
+def experiment_report(name: str, out: Path, *args: str) -> dict[str, Any]:
+    """``python -m experiments <name> --reports-dir out ...``: it exits 0; its JSON report."""
+    status = main([name, "--reports-dir", str(out), *args])
+    assert status == 0, f"{name} exited {status}"
+    data: dict[str, Any] = json.loads((out / f"{name}.json").read_text())
+    return data

@@ -9,18 +9,16 @@ No assertion is on a wall-clock figure: the machine is shared and noisy.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
-from experiments.crash.runner import Outcome, run_scenario
-from experiments.crash.scenarios import BY_KEY, Params
+from experiments.crash.runner import Outcome
+from experiments.crash.scenarios import Params
 from harness.stacks import Where
+from tests.conftest import run_ok
 
 pytestmark = pytest.mark.slow
-
-logger = logging.getLogger(__name__)
 
 N = 2  # notification requests: 2 tasks each (the notification, then its log line)
 # A notification long enough for a kill to land mid-task and for scenario 2b's
@@ -31,8 +29,7 @@ PARAMS = Params(tasks=N, delay=2.0, visibility=3.5, restore_interval=0.5, grace=
 
 def run(key: str, tmp_path: Path) -> Outcome:
     assert not PARAMS.problems()
-    outcome = run_scenario(BY_KEY[key], PARAMS, Where(workdir=tmp_path), say=logger.info)
-    assert outcome.status == "ok", outcome.reason
+    outcome = run_ok(key, PARAMS, Where(workdir=tmp_path))
     assert outcome.submitted == 2 * N
     # Whatever happened, the work never wrote its effect twice.
     assert outcome.duplicate_effects == 0

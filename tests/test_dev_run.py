@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -13,20 +12,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.procs import Proc, free_port, wait_http
+from harness.procs import Proc, free_port, group_members, kill_groups, wait_http
 
 SERVICES = {"bg-api", "celery-api", "worker", "beat", "flower"}
 
 
-def live_members(pgid: int) -> list[int]:
-    """PIDs of the non-zombie processes in process group ``pgid`` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                found.append(int(stat.parent.name))
-    return found
+def started_groups(output: str) -> dict[str, int]:
+    """The process groups make dev says it started, each led by the process named:
+    its services' (honcho's lines) and its redis-server's (a line of its own)."""
+    groups = {name: int(pid) for name, pid in re.findall(r"(\S+) started \(pid=(\d+)\)", output)}
+    redis_pid = re.search(r"started redis-server on \S+ \(pid=(\d+)\)", output)
+    if redis_pid:
+        groups["redis-server"] = int(redis_pid[1])
+    return groups
 
 
 def answers(port: int) -> bool:
@@ -50,7 +48,6 @@ def test_make_dev_starts_six_services_and_ctrl_c_stops_them_all(tmp_path: Path) 
         **{name: str(port) for name, port in ports.items()},
     }
     dev = Proc("dev", [sys.executable, "-m", "experiments", "dev"], env, tmp_path / "dev.out")
-    groups: dict[str, int] = {}
     try:
         dev.start()
         bg, celery, flower = (f"http://127.0.0.1:{p}" for p in ports.values())
@@ -61,11 +58,8 @@ def test_make_dev_starts_six_services_and_ctrl_c_stops_them_all(tmp_path: Path) 
         dev.wait_for_output(r"beat: Starting", 60)
 
         out = dev.output()
-        groups = {name: int(pid) for name, pid in re.findall(r"(\S+) started \(pid=(\d+)\)", out)}
-        assert set(groups) == SERVICES
-        redis_pid = re.search(r"started redis-server on \S+ \(pid=(\d+)\)", out)
-        assert redis_pid, out
-        groups["redis"] = int(redis_pid[1])
+        groups = started_groups(out)
+        assert set(groups) == SERVICES | {"redis-server"}, out
         assert httpx.get(flower + "/api/workers", timeout=5).status_code == 401
         auth = ("dev-test", "dev-test-password")
         assert httpx.get(flower + "/api/workers", auth=auth, timeout=5).status_code == 200
@@ -73,13 +67,13 @@ def test_make_dev_starts_six_services_and_ctrl_c_stops_them_all(tmp_path: Path) 
         # What a terminal's Ctrl-C does: SIGINT to the foreground process group.
         dev.send(signal.SIGINT, group=True)
         assert dev.wait(30) is not None, "make dev still running 30 s after Ctrl-C"
-        left = {name: live_members(pgid) for name, pgid in groups.items()}
+        left = {name: group_members(pgid) for name, pgid in groups.items()}
         assert not any(left.values()), f"processes left after Ctrl-C: {left}"
         assert not [p for p in ports.values() if answers(p)]
         assert "redis-server stopped" in dev.output()
     finally:
+        # Read again here: a wait that timed out above left ``groups`` unread, and
+        # every service make dev got as far as starting must go too.
+        groups = started_groups(dev.output())
         dev.stop()
-        for pgid in groups.values():
-            if live_members(pgid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
+        kill_groups(dict.fromkeys(groups.values()))

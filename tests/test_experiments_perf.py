@@ -9,13 +9,12 @@ that sleeps S seconds cannot answer in less than S).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from experiments.__main__ import main
+from tests.conftest import experiment_report
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +22,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def run_experiment(name: str, out: Path, *args: str) -> dict[str, Any]:
-    status = main([name, "--reports-dir", str(out), *args])
-    assert status == 0, f"{name} exited {status}"
+    data = experiment_report(name, out, *args)
     for suffix in ("json", "md", "png"):
         assert (out / f"{name}.{suffix}").is_file(), f"{name}.{suffix} missing"
     assert (out / f"{name}.png").read_bytes().startswith(PNG)
     md = (out / f"{name}.md").read_text()
     assert md.startswith(f"## {name}") and "|---|" in md and f"({name}.png)" in md
-    data: dict[str, Any] = json.loads((out / f"{name}.json").read_text())
     assert data["machine"]["cpus"] and data["machine"]["versions"]["celery"]
     assert "loadavg_1m" in data["conditions"]
     return data

@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from harness.procs import REPO_ROOT, Proc, free_port, wait_until
+from harness.procs import REPO_ROOT, Proc, free_port, kill_groups, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -95,21 +95,6 @@ def _all_up(state: dict[str, Any]) -> bool:
     return all(p["up"] for side in state["sides"].values() for p in side["processes"])
 
 
-def _kill_leftovers(children: dict[int, float]) -> list[int]:
-    """SIGKILL the process group of every child still alive (each leads its own)."""
-    left = []
-    for pid, created in children.items():
-        try:
-            if psutil.Process(pid).create_time() != created:
-                continue  # the PID was reused: not ours
-        except psutil.NoSuchProcess:
-            continue
-        left.append(pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    return left
-
-
 @contextlib.contextmanager
 def running_lab(workdir: Path, *args: str) -> Iterator[RunningLab]:
     """``python -m experiments lab`` with these arguments, up, then stopped: Ctrl-C
@@ -122,8 +107,6 @@ def running_lab(workdir: Path, *args: str) -> Iterator[RunningLab]:
     running = RunningLab(f"http://127.0.0.1:{port}", proc, workdir / "stack")
 
     def ready() -> bool:
-        if not proc.alive:
-            raise RuntimeError(f"the lab exited:\n{proc.output()[-3000:]}")
         running.note_children()
         try:
             return _all_up(running.state())
@@ -131,7 +114,7 @@ def running_lab(workdir: Path, *args: str) -> Iterator[RunningLab]:
             return False
 
     try:
-        wait_until(ready, 150, "the lab and its stack to be up", interval=0.5)
+        proc.wait_for(ready, 150, "the lab and its stack to be up", interval=0.5)
         yield running
     except BaseException:
         sys.stderr.write(proc.output()[-5000:])
@@ -144,7 +127,8 @@ def running_lab(workdir: Path, *args: str) -> Iterator[RunningLab]:
         if proc.alive:
             proc.send(signal.SIGKILL, group=True)
             proc.wait(10)
-        _kill_leftovers(running.children)
+        # Each child leads a process group of its own: whatever is left of one goes.
+        kill_groups(running.children)
 
 
 @pytest.fixture(scope="module")
@@ -463,5 +447,5 @@ def test_ctrl_c_stops_the_lab_and_everything_it_started(lab: RunningLab) -> None
     assert len(started) >= 5  # redis, two uvicorns, worker, beat
     lab.proc.send(signal.SIGINT)
     assert lab.proc.wait(60) == 0, lab.proc.output()[-3000:]
-    left = _kill_leftovers(started)
+    left = kill_groups(started)
     assert left == [], f"still running after the lab exited: {left}"

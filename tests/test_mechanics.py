@@ -10,8 +10,6 @@ import httpx
 import pytest
 
 from harness.local import LocalStack
-from harness.procs import wait_until
-from shared.ledger import TASK_KEY
 from tests.conftest import StackFactory, wait_for_state
 
 BLOCK = 2.0
@@ -46,11 +44,9 @@ def test_where_each_kind_of_task_runs(stack: LocalStack, variant: str, on_loop: 
 def health_wait_during(stack: LocalStack, variant: str) -> float:
     """Start the task, wait until it runs, then time one /health request."""
     task_id = schedule(stack, variant, BLOCK)
-    # Straight from Redis: the API itself cannot answer while its loop is blocked.
-    with stack.redis() as r:
-        wait_until(
-            lambda: r.hget(TASK_KEY.format(task_id), "state") == "running", 10, "task running"
-        )
+    # Straight from Redis (as wait_for_state reads the ledger): the API itself
+    # cannot answer while its loop is blocked.
+    wait_for_state(stack, task_id, {"running"}, timeout=10)
     started = time.monotonic()
     assert httpx.get(f"{stack.bg_url}/health", timeout=30).status_code == 200
     waited = time.monotonic() - started

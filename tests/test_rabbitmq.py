@@ -9,22 +9,21 @@ needs a broker of its own (it kills it) starts one.
 
 from __future__ import annotations
 
-import logging
+import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
 
-from experiments.crash.runner import Outcome, run_scenario
-from experiments.crash.scenarios import BY_KEY, Params
+from experiments.crash.runner import Outcome
+from experiments.crash.scenarios import Params
 from harness.procs import wait_until
 from harness.servers import RabbitServer
 from harness.stacks import Where
-from tests.conftest import StackFactory, log_lines
+from tests.conftest import StackFactory, log_lines, run_ok
 
 pytestmark = pytest.mark.slow
-
-logger = logging.getLogger(__name__)
 
 VISIBILITY = 6.0
 PARAMS = Params(tasks=2, delay=2.0, visibility=VISIBILITY, restore_interval=0.5, margin=2.0)
@@ -32,11 +31,19 @@ PARAMS = Params(tasks=2, delay=2.0, visibility=VISIBILITY, restore_interval=0.5,
 
 def run(key: str, broker: str, tmp_path: Path, rabbitmq: RabbitServer) -> Outcome:
     where = Where(workdir=tmp_path / broker, rabbitmq=rabbitmq)
-    outcome = run_scenario(BY_KEY[key], PARAMS, where, say=logger.info, broker=broker)
-    assert outcome.status == "ok", outcome.reason
+    outcome = run_ok(key, PARAMS, where, broker)
     assert outcome.broker == broker
     assert outcome.lost == 0 and outcome.duplicate_effects == 0
     return outcome
+
+
+def on_both_brokers(key: str, tmp_path: Path, rabbitmq: RabbitServer) -> tuple[Outcome, Outcome]:
+    """The scenario on Redis, then on RabbitMQ: on each, ``run``'s checks and every
+    task completed."""
+    outcomes = (run(key, "redis", tmp_path, rabbitmq), run(key, "rabbitmq", tmp_path, rabbitmq))
+    for o in outcomes:
+        assert o.completed == o.submitted
+    return outcomes
 
 
 def rerun_gaps(o: Outcome) -> list[float]:
@@ -62,11 +69,10 @@ def test_a_killed_worker_loses_nothing_with_acks_late_on_either_broker(
 def test_the_surviving_worker_takes_the_dead_ones_task_without_a_timeout_on_rabbitmq(
     tmp_path: Path, rabbitmq: RabbitServer
 ) -> None:
-    on_redis = run("worker-kill-two-workers", "redis", tmp_path, rabbitmq)
-    on_rabbitmq = run("worker-kill-two-workers", "rabbitmq", tmp_path, rabbitmq)
+    on_redis, on_rabbitmq = on_both_brokers("worker-kill-two-workers", tmp_path, rabbitmq)
     for o in (on_redis, on_rabbitmq):
         # The killed worker stayed down: the other one ran the task again.
-        assert o.executed_more_than_once == 1 and o.completed == o.submitted
+        assert o.executed_more_than_once == 1
         assert len(o.rerun_by) == 1  # one survivor ran it
     # Redis hands it back only once its delivery is older than the visibility timeout...
     assert min(rerun_gaps(on_redis)) >= VISIBILITY
@@ -79,8 +85,7 @@ def test_the_surviving_worker_takes_the_dead_ones_task_without_a_timeout_on_rabb
 def test_a_task_longer_than_the_visibility_timeout_runs_twice_on_redis_once_on_rabbitmq(
     tmp_path: Path, rabbitmq: RabbitServer
 ) -> None:
-    on_redis = run("slow-task", "redis", tmp_path, rabbitmq)
-    on_rabbitmq = run("slow-task", "rabbitmq", tmp_path, rabbitmq)
+    on_redis, on_rabbitmq = on_both_brokers("slow-task", tmp_path, rabbitmq)
     notifications = PARAMS.tasks
     assert on_redis.executed_more_than_once >= notifications
     assert on_redis.skipped_writes >= notifications  # ...and idempotency wrote once
@@ -123,10 +128,9 @@ def test_rabbitmq_keeps_a_durable_queue_of_persistent_messages_across_a_kill(
 def test_a_retry_countdown_longer_than_the_visibility_timeout_runs_twice_on_redis_only(
     tmp_path: Path, rabbitmq: RabbitServer
 ) -> None:
-    on_redis = run("long-countdown", "redis", tmp_path, rabbitmq)
-    on_rabbitmq = run("long-countdown", "rabbitmq", tmp_path, rabbitmq)
+    on_redis, on_rabbitmq = on_both_brokers("long-countdown", tmp_path, rabbitmq)
     for o in (on_redis, on_rabbitmq):
-        assert o.retried == 1 and o.completed == o.submitted
+        assert o.retried == 1
     # The retry's message waits for its ETA unacknowledged: Redis hands it out again.
     assert on_redis.executed_more_than_once == 1 and on_redis.skipped_writes >= 1
     assert on_rabbitmq.executed_more_than_once == 0
@@ -140,3 +144,29 @@ def test_a_task_longer_than_consumer_timeout_stops_the_worker_and_runs_again(
     assert o.stopped_after is not None and o.restarted_after is not None
     # ...and the task, its ack refused, ran a second time and wrote once.
     assert o.executed_more_than_once == 1 and o.skipped_writes == 1
+
+
+def test_a_message_rabbitmq_refuses_is_a_503_and_leaves_nothing_queued(
+    make_stack: StackFactory, rabbitmq: RabbitServer
+) -> None:
+    """Publisher confirms: RabbitMQ's nack reaches the request as a 503 at once
+    (not a hang, not a 500), and the ledger keeps no task that was never sent."""
+    stack = make_stack(broker="rabbitmq", rabbitmq=rabbitmq)
+    stack.start_all(("redis", "celery-api"))
+    vhost = unquote(urlsplit(stack.settings.celery_broker_url).path[1:])
+    # A queue that is full at no messages and refuses the next one: every publish
+    # to it is answered with basic.nack.
+    refuse = '{"max-length": 0, "overflow": "reject-publish"}'
+    rabbitmq.ctl("set_policy", "-p", vhost, "--apply-to", "queues", "refuse", "^celery$", refuse)
+    t0 = time.time()
+    r = httpx.post(f"{stack.celery_url}/send-notification/n@example.com", timeout=30)
+    assert r.status_code == 503, r.text
+    assert "nothing was queued" in r.json()["detail"] and "MessageNacked" in r.json()["detail"]
+    params: dict[str, str | float] = {"implementation": "celery", "since": t0}
+    assert httpx.get(f"{stack.celery_url}/tasks", params=params, timeout=5).json() == []
+
+    # The broker takes messages again: so does the API, without a restart.
+    rabbitmq.ctl("clear_policy", "-p", vhost, "refuse")
+    r = httpx.post(f"{stack.celery_url}/send-notification/n@example.com", timeout=30)
+    assert r.status_code == 202, r.text
+    assert len(httpx.get(f"{stack.celery_url}/tasks", params=params, timeout=5).json()) == 2

@@ -5,36 +5,23 @@ the rest count tasks."""
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from experiments.__main__ import main
-from experiments.crash.runner import run_scenario
-from experiments.crash.scenarios import BY_KEY, Params
+from experiments.crash.scenarios import Params
 from harness.procs import wait_until
 from harness.stacks import Where
-from tests.conftest import StackFactory, ledger_record
+from tests.conftest import StackFactory, experiment_report, ledger_record, run_ok
 
 pytestmark = pytest.mark.slow
-
-logger = logging.getLogger(__name__)
-
-
-def report(name: str, out: Path, *args: str) -> dict[str, Any]:
-    assert main([name, "--reports-dir", str(out), *args]) == 0
-    data: dict[str, Any] = json.loads((out / f"{name}.json").read_text())
-    return data
 
 
 def test_a_heavy_def_task_slows_the_background_tasks_api_not_the_celery_one(
     tmp_path: Path,
 ) -> None:
-    data = report("heavy", tmp_path, "--quick", "--configs", "bg-def,celery")
+    data = experiment_report("heavy", tmp_path, "--quick", "--configs", "bg-def,celery")
     bg, celery = data["runs"]["bg-def"], data["runs"]["celery"]
     for r in (bg, celery):
         assert r["done"] == r["scheduled"] > 0 and r["probe_errors"] == 0
@@ -64,8 +51,7 @@ def test_two_workers_take_tasks_from_one_queue(make_stack: StackFactory) -> None
 
 def test_killing_one_of_two_bg_api_processes_loses_its_own_tasks_only(tmp_path: Path) -> None:
     params = Params(tasks=6, delay=2.0, visibility=3.5, margin=2.0)
-    o = run_scenario(BY_KEY["bg-kill-one-process"], params, Where(workdir=tmp_path), logger.info)
-    assert o.status == "ok", o.reason
+    o = run_ok("bg-kill-one-process", params, Where(workdir=tmp_path))
     # The requests landed on both processes; the one killed held some of the tasks...
     assert 0 < len(o.held_by_killed) < o.submitted
     # ...and exactly those were lost: the other process finished its own.
@@ -75,7 +61,7 @@ def test_killing_one_of_two_bg_api_processes_loses_its_own_tasks_only(tmp_path: 
 
 def test_a_short_soak_accounts_for_every_task(tmp_path: Path) -> None:
     args = ["--duration", "20", "--fault-every", "4", "--rate", "4", "--delay", "0.3"]
-    data = report("soak", tmp_path, *args)
+    data = experiment_report("soak", tmp_path, *args)
     assert len(data["faults"]) >= 4
     assert {f["service"] for f in data["faults"]} >= {"bg-api", "celery-api", "redis"}
     for side in ("bg", "celery"):

@@ -13,8 +13,9 @@ from dataclasses import asdict, replace
 from experiments.common import add_target_arguments, where_from
 from experiments.crash import report
 from experiments.crash.runner import Say, adapt, run_scenario
-from experiments.crash.scenarios import BROKERS, SCENARIOS, Params, Scenario, pick
-from experiments.reporting.report import write
+from experiments.crash.scenarios import SCENARIOS, Params, Scenario, pick
+from experiments.reporting.report import publish
+from harness.stacks import BROKERS
 
 NAME = "crash"
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument(
         "--broker",
-        choices=("redis", "rabbitmq", "both"),
+        choices=(*BROKERS, "both"),
         default=None,
         help="the Celery side's broker: every Celery scenario runs on each (default: both "
         "locally; a compose stack's own broker)",
@@ -160,11 +161,7 @@ def run(args: argparse.Namespace) -> int:
         "params": asdict(params),
         "scenarios": [o.to_dict() for o in outcomes],
     }
-    text = report.render(data)
-    print()
-    print(text)
-    path = write(NAME, data, text, directory=args.reports_dir)
-    print(f"\nwritten: {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    publish(NAME, data, report.render(data), directory=args.reports_dir)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     return 1 if any(o.status == "error" for o in outcomes) else 0

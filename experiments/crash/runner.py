@@ -19,12 +19,12 @@ from typing import Any, Literal
 import httpx
 
 from experiments.crash.scenarios import Params, Scenario
-from harness.observe import observe
+from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout, wait_until
 from harness.stacks import Unsupported, Where, open_stack
-from harness.target import Target
-from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
-from shared.verdict import Judgement, Verdict, judge
+from harness.target import Target, read_records
+from shared.models import IN_FLIGHT, TaskRecord, TaskState
+from shared.verdict import Verdict, judge
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +79,6 @@ class Outcome:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
-    @property
-    def never(self) -> bool:
-        return self.status == "ok" and self.lost > 0
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -94,7 +90,7 @@ def submit(target: Target, side: str, n: int) -> list[list[str]]:
     request lands on whichever one accepts it."""
     out: list[list[str]] = []
     no_keepalive = httpx.Limits(max_keepalive_connections=0)
-    base = target.url("bg" if side == "bg" else "celery")
+    base = target.url(side)
     with httpx.Client(base_url=base, timeout=10, limits=no_keepalive) as c:
         for i in range(n):
             r = c.post(f"/send-notification/crash{i}@example.com")
@@ -103,9 +99,24 @@ def submit(target: Target, side: str, n: int) -> list[list[str]]:
     return out
 
 
-def _records(target: Target, since: float, ids: Sequence[str]) -> list[TaskRecord]:
-    wanted = set(ids)
-    return [r for r in target.ledger().records(since=since) if r.task_id in wanted]
+def spread(
+    target: Target, pairs: list[list[str]], processes: int, *, limit: int
+) -> list[list[str]]:
+    """More requests, one at a time, until the tasks are held by ``processes`` API
+    processes (at most ``limit`` more); the extra requests' task ids.
+
+    Which process accepts a connection on a shared socket is the kernel's choice,
+    and not an even one: a run of requests can all land on one process, and a
+    scenario about losing one process's tasks only needs each to hold some."""
+    extra: list[list[str]] = []
+
+    def holders() -> int:
+        records = target.ledger().records_of([pair[0] for pair in (*pairs, *extra)])
+        return len({r.runner for r in records.values() if r.runner})
+
+    while holders() < processes and len(extra) < limit:
+        extra += submit(target, "bg", 1)
+    return extra
 
 
 def wait_running(
@@ -126,7 +137,7 @@ def wait_running(
         nonlocal snapshot
         if time.monotonic() < not_before:
             return False
-        snapshot = _records(target, since, ids)
+        snapshot = read_records(target, ids, since)
         running = sum(
             1 for r in snapshot if r.task_id in notifications and r.state == TaskState.running
         )
@@ -134,50 +145,6 @@ def wait_running(
 
     wait_until(enough, timeout, f"{want} notification(s) running", interval=0.05)
     return snapshot
-
-
-def _fingerprint(records: Sequence[TaskRecord]) -> tuple[tuple[str, str, int, float | None], ...]:
-    return tuple(sorted((r.task_id, r.state.value, r.attempts, r.updated_at) for r in records))
-
-
-def settle(
-    target: Target,
-    since: float,
-    expected: dict[str, Implementation],
-    *,
-    quiet: float,
-    cap: float,
-) -> tuple[Judgement, str]:
-    """Watch until every task has a final verdict and the ledger has not changed for
-    ``quiet`` seconds (a verdict is a reading of one moment: stillness makes sure it
-    is the last one); ``cap`` (monotonic) bounds the wait."""
-    last_fp: object = None
-    last_change = time.monotonic()
-    judgement: Judgement | None = None
-    while True:
-        now = time.monotonic()
-        try:
-            obs = observe(target, since=since, expected=expected, skipped_writes=False)
-        except (RuntimeError, OSError) as exc:  # the API or Redis is still coming back
-            logger.info("ledger not readable yet: %s", exc)
-            if now >= cap:
-                if judgement is None:
-                    raise
-                return judgement, "gave up: the ledger did not answer before the deadline"
-            time.sleep(0.3)
-            continue
-        judgement = judge(obs)
-        fp = _fingerprint(obs.records)
-        if fp != last_fp:
-            last_fp, last_change = fp, now
-        if judgement.settled and now - last_change >= quiet:
-            lost = len(judgement.ids(Verdict.lost))
-            return judgement, (
-                f"every task has a final verdict ({lost} lost), no change for {quiet:.0f}s"
-            )
-        if now >= cap:
-            return judgement, "gave up at the settle deadline: some tasks still in flight"
-        time.sleep(0.25)
 
 
 def run_scenario(
@@ -220,10 +187,12 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
     t_submit = time.time()
     requests = sc.requests(p)
     pairs = submit(target, sc.side, requests)
+    if sc.bg_workers > 1:
+        pairs += spread(target, pairs, sc.bg_workers, limit=3 * requests)
     submitted = time.monotonic()
     ids = [task_id for pair in pairs for task_id in pair]
     notifications = [pair[0] for pair in pairs]
-    expected = dict.fromkeys(ids, Implementation(sc.side))
+    expected = expected_of(ids, sc.side)
     out.submitted = len(ids)
     delay = target.settings.notification_delay_seconds
 
@@ -333,6 +302,7 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
     out.duplicate_effects, out.extra_effect_lines = side.duplicate_effects, side.extra_writes
     out.skipped_writes = side.skipped_writes
     records = [t.record for t in final.tasks.values() if t.record is not None]
+    ends = [r.finished_at for r in records if r.finished_at is not None]
     out.tasks = [
         {
             "task_id": t.task_id,
@@ -349,26 +319,21 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         # The boundary is the exit, not "answering again": a restarted worker may
         # run a task before its "ready." line is seen.
         t_down = t0 + out.stopped_after
-        ends = [r.finished_at for r in records if r.finished_at is not None]
         out.finished_while_stopping = sum(1 for f in ends if t0 <= f <= t_down)
         out.finished_after_stop = sum(1 for f in ends if f > t_down)
-    reruns = [
-        run.started_at - t0
-        for r in records
-        for run in r.runs[1:]
-        if run.started_at is not None and r.attempts - r.retries > 1
+    # The runs after the first of each task delivered more than once (a retry is not a rerun).
+    later_runs = [
+        run
+        for t in final.tasks.values()
+        if t.executions > 1 and t.record is not None
+        for run in t.record.runs[1:]
     ]
+    reruns = [run.started_at - t0 for run in later_runs if run.started_at is not None]
     out.rerun_by = sorted(
-        {
-            target.service_of(run.runner) or "?"
-            for r in records
-            for run in r.runs[1:]
-            if run.runner and r.attempts - r.retries > 1
-        }
+        {target.service_of(run.runner) or "?" for run in later_runs if run.runner}
     )
     if reruns and sc.action is not None:
         out.redelivered_after = (min(reruns), max(reruns))
-    ends = [r.finished_at for r in records if r.finished_at is not None]
     if out.lost == 0 and ends:
         out.last_completed_after = max(ends) - t0
     say(

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.stacks import StackSpec
+from harness.stacks import BROKERS, StackSpec
 from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate"]
@@ -61,7 +61,6 @@ class Params:
 BG_SERVICES = ("redis", "bg-api")
 # "broker": Redis or RabbitMQ, whichever the scenario runs on.
 CELERY_SERVICES = ("redis", "broker", "celery-api", "worker")
-BROKERS = ("redis", "rabbitmq")
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,12 @@ class Scenario:
         )
 
 
+def graceful_stop_timeout(p: Params) -> float:
+    """A graceful stop that must not be cut short: time for the running tasks to
+    finish (twice a notification's length), and slack for a loaded machine."""
+    return 2 * p.delay + 30
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         number="1",
@@ -154,7 +159,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         action="terminate",
         service="bg-api",
         expected="nothing lost: uvicorn waits for running background tasks before it exits",
-        stop_timeout=lambda p: 2 * p.delay + 30,
+        stop_timeout=graceful_stop_timeout,
     ),
     Scenario(
         number="2b",
@@ -221,7 +226,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         action="terminate",
         service="worker",
         expected="nothing lost: running tasks finish, queued ones wait in Redis for the restart",
-        stop_timeout=lambda p: 2 * p.delay + 30,
+        stop_timeout=graceful_stop_timeout,
     ),
     Scenario(
         number="7",

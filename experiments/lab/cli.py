@@ -27,6 +27,7 @@ from pathlib import Path
 from experiments.common import add_target_arguments, where_from
 from experiments.lab.state import Lab, LabSettings
 from harness.local import SERVICES, LocalStack
+from harness.stacks import BROKERS
 from harness.target import Target
 from shared.settings import explicit_settings
 
@@ -43,6 +44,7 @@ DEMO = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = LabSettings()
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="the page's port (default 8000)")
     add_target_arguments(parser, reports=False)
@@ -50,11 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fail-attempts",
         type=int,
-        default=2,
+        default=d.fail_attempts,
         metavar="N",
-        help="what 'make the next notifications fail' sets NOTIFICATION_FAIL_FIRST_ATTEMPTS to",
+        help="what 'make the next notifications fail' sets NOTIFICATION_FAIL_FIRST_ATTEMPTS to "
+        f"(default {d.fail_attempts})",
     )
-    parser.add_argument("--poll-interval", type=float, default=0.4, metavar="S")
+    parser.add_argument("--poll-interval", type=float, default=d.poll_interval, metavar="S")
     local = parser.add_argument_group("local target (the lab starts every process)")
     local.add_argument(
         "--notification-delay",
@@ -74,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     local.add_argument("--worker-concurrency", type=int, default=2, metavar="N")
     local.add_argument(
         "--broker",
-        choices=("redis", "rabbitmq"),
+        choices=BROKERS,
         default="redis",
         help="the Celery side's broker (a rabbitmq-server of its own: Debian's package)",
     )
@@ -136,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
             local = target.name == "local"
             if local:
                 print(f"lab: starting the local stack in {workdir} ...", file=sys.stderr)
-                for service in ("redis", target.broker_service, *SERVICES):
+                # Redis first (the ledger), then the broker (RabbitMQ, or Redis again:
+                # named once), then the rest of SERVICES.
+                for service in dict.fromkeys(("redis", target.broker_service, *SERVICES)):
                     target.start(service, timeout=90)
             lab = Lab(
                 target,

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import httpx
 
-from harness.observe import slack_for
+from harness.observe import rules_for
 from harness.target import RUNS_THE_WORK, SIDES, ServiceState, Side, Target
 from shared.models import Implementation, RunnerRecord, TaskRecord
-from shared.verdict import Observation, Redelivery, TaskVerdict, Verdict, judge
+from shared.verdict import FINAL, Observation, TaskVerdict, Verdict, judge
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +138,7 @@ def task_view(t: TaskVerdict, runners: dict[str, RunnerRecord]) -> dict[str, Any
         "kind": t.kind,
         "state": shown(t),
         "verdict": t.verdict.value,
-        "in_flight": t.verdict
-        not in (Verdict.completed, Verdict.failed, Verdict.lost, Verdict.skipped),
+        "in_flight": t.verdict not in FINAL,
         "ledger_state": record.state.value,
         "attempts": record.attempts,
         "retries": record.retries,
@@ -355,7 +354,7 @@ class Lab:
         status = self.target.status()
         records, runners = self._read_ledger()
         now = time.time()
-        settings = self.target.settings
+        rules = rules_for(self.target)
         broker = status.get(self.target.broker_service)
         broker_up_since: float | None = max(
             self.broker_up_since, (broker.since if broker else None) or float("-inf")
@@ -372,10 +371,8 @@ class Lab:
                     now=now,
                     records=records,
                     runners=runners,
-                    redelivery=Redelivery.of(settings),
                     broker_up_since=broker_up_since,
-                    stale_after=3 * settings.runner_heartbeat_seconds,
-                    slack=slack_for(self.target),
+                    **rules,
                 )
             )
             by_runner = {r.runner: r for r in runners}
@@ -438,7 +435,7 @@ class Lab:
                 "restore_interval": s.celery_restore_interval,
                 "acks_late": s.celery_acks_late,
                 "worker_concurrency": self.target.worker_processes,
-                "lost_after": slack_for(self.target),
+                "lost_after": rules_for(self.target)["slack"],
                 "compose": self.target.name == "compose",
             },
             "sides": sides,

@@ -54,6 +54,23 @@ def write(name: str, data: dict[str, Any], markdown: str, *, directory: Path | N
     return md
 
 
+def publish(name: str, data: dict[str, Any], text: str, *, directory: Path | None = None) -> Path:
+    """A command's report: ``text`` on stdout (the result, for the person who ran it),
+    then ``write``, and where it went on stderr. Returns the .md."""
+    print()
+    print(text)
+    path = write(name, data, text, directory=directory)
+    print(f"\nwritten: {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    return path
+
+
 def load(name: str, directory: Path | None = None) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((reports_dir(directory) / f"{name}.json").read_text())
     return data
+
+
+def load_if_any(name: str, directory: Path | None = None) -> dict[str, Any] | None:
+    """``load``, or None when the report was never written."""
+    if not (reports_dir(directory) / f"{name}.json").exists():
+        return None
+    return load(name, directory)

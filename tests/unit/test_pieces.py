@@ -19,7 +19,6 @@ from harness.compose import (
     PORT_VARIABLES,
     ComposeTarget,
     option,
-    parse_duration,
     parse_memory,
     parse_ps,
     service_states,
@@ -85,14 +84,6 @@ def test_ps_output_in_either_of_compose_v2s_formats() -> None:
         "redis": False,
         "beat": False,
     }
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("1h", 3600.0), ("soon", 7.0), ("", 7.0)],
-)
-def test_compose_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text, default=7.0) == seconds
 
 
 def test_a_workers_command_line_and_redis_options() -> None:
