@@ -1,12 +1,13 @@
-"""What every command shares: choosing the target, progress lines, small statistics."""
+"""What every command shares: choosing the target, progress lines, the machine's load.
+
+(The statistics are in ``experiments.stats``: standard library only.)
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,29 +95,3 @@ def conditions() -> dict[str, Any]:
     """How busy the machine was when the run started (the numbers depend on it)."""
     load1, load5, _ = os.getloadavg()
     return {"loadavg_1m": round(load1, 2), "loadavg_5m": round(load5, 2), "cpus": os.cpu_count()}
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); NaN when empty."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def summary(seconds: Sequence[float], *, scale: float = 1000.0) -> dict[str, float]:
-    """n, p50, p95, p99, max and mean of durations, in ms by default."""
-    return {
-        "n": len(seconds),
-        "p50": percentile(seconds, 50) * scale,
-        "p95": percentile(seconds, 95) * scale,
-        "p99": percentile(seconds, 99) * scale,
-        "max": (max(seconds) * scale) if seconds else math.nan,
-        "mean": (sum(seconds) / len(seconds) * scale) if seconds else math.nan,
-    }
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) else math.nan

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,23 +44,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="Redis only, or RabbitMQ as the broker too (local target; default both)",
     )
-    # Used by --target compose: the measurement runs in a one-off container of the
-    # stack's image, on the stack's network (compose publishes no broker), and
-    # prints its data as JSON.
-    parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
 
 
-def _in_compose(args: argparse.Namespace, where: Where) -> dict[str, Any]:
-    """Measure from inside the compose network: a one-off container of the stack's
-    own image (``docker compose run``), with this checkout's code mounted read-only.
+def _in_compose(where: Where, calls: int) -> dict[str, Any]:
+    """Measure from inside the compose network (compose publishes no broker port):
+    a one-off container of the stack's own image (``docker compose run``), with this
+    checkout's code mounted read-only, printing its data as JSON.
 
     The image holds only what the services need; the measurement needs nothing
-    more (Celery, kombu, redis-py: this module imports nothing else at the top),
+    more (Celery, kombu, redis-py, and ``experiments.stats``: standard library),
     so nothing is installed or copied into the running containers.
     """
     compose = where.attach().compose
-    calls = args.calls or (300 if args.quick else 3000)
-    inner = ["python", "-m", "experiments.perf.dispatch_measure", "--calls", str(int(calls))]
+    inner = ["python", "-m", "experiments.perf.dispatch_measure", "--calls", str(calls)]
     # Database 15 of the stack's Redis: the bench keys and events stay out of the
     # real queue and out of Flower (kombu prefixes fanout channels with the db).
     inner += ["--redis-url", "redis://redis:6379/15"]
@@ -103,7 +98,7 @@ def measure_cli(args: argparse.Namespace, where: Where) -> DispatchResult:
         data = measure(args.redis_url, calls)
         data["target"] = "given Redis"
     elif where.kind == "compose":
-        data = _in_compose(args, where)
+        data = _in_compose(where, calls)
         data["target"] = "compose (a one-off container on the stack's network)"
     else:
         with open_stack(where, StackSpec(("redis",)), label="dispatch") as stack:
@@ -116,15 +111,6 @@ def measure_cli(args: argparse.Namespace, where: Where) -> DispatchResult:
                 s = stack.settings
                 data["rabbitmq"] = measure_amqp(s.broker_url, s.redis_url, calls)
     return DispatchResult(**data)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.json_only:
-        calls = args.calls or (300 if args.quick else 3000)
-        url = args.redis_url or os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-        print(json.dumps(measure(url, calls)))
-        return 0
-    return EXPERIMENT.run(args)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -269,7 +255,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
     ax2.invert_yaxis()
     ax2.set_xlabel("µs per send_task, cProfile own time (profiling inflates it)")
     ax2.set_title("send_task's own time by package")
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure_cli, render, chart)
+run = EXPERIMENT.run

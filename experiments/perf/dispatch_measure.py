@@ -1,6 +1,7 @@
 """The dispatch measurement itself, with nothing but what the services have:
-Celery, kombu and redis-py (so it also runs in a one-off container of the
-stack's image: ``python -m experiments.perf.dispatch_measure``, JSON out).
+Celery, kombu and redis-py, and ``experiments.stats`` (standard library), so it
+also runs in a one-off container of the stack's image: ``python -m
+experiments.perf.dispatch_measure``, JSON out.
 """
 
 from __future__ import annotations
@@ -13,39 +14,17 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
 
+from experiments.stats import ratio, summary
+
 QUEUE = "dispatch-bench"
 TASK = "logs.write"
 TARGET_RATIO = 3.0
-
-
-def _percentile(values: Sequence[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def summary(seconds: Sequence[float], *, scale: float) -> dict[str, float]:
-    return {
-        "n": len(seconds),
-        "p50": _percentile(seconds, 50) * scale,
-        "p95": _percentile(seconds, 95) * scale,
-        "p99": _percentile(seconds, 99) * scale,
-        "max": (max(seconds) * scale) if seconds else float("nan"),
-        "mean": (sum(seconds) / len(seconds) * scale) if seconds else float("nan"),
-    }
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and b == b else float("nan")
 
 
 class _Senders:

@@ -30,7 +30,7 @@ from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import submit, wait_finished
 from experiments.reporting.tables import markdown_table
-from harness.stacks import StackSpec, Unsupported, Where, open_stack
+from harness.stacks import BROKERS, StackSpec, Unsupported, Where, open_stack
 from harness.target import Target
 
 NAME = "footprint"
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (8)")
     parser.add_argument(
         "--broker",
-        choices=("redis", "rabbitmq", "both"),
+        choices=(*BROKERS, "both"),
         default="both",
         help="the Celery side's broker(s) to measure (default both)",
     )
@@ -129,11 +129,10 @@ def measure(args: argparse.Namespace, where: Where) -> FootprintResult:
     n = args.requests or (40 if args.quick else 600)
     say(f"footprint: idle, then {n} notification requests per side")
     services = ("redis", "broker", "bg-api", "celery-api", "worker", "beat", "flower")
-    brokers = ["redis", "rabbitmq"] if args.broker == "both" else [args.broker]
+    brokers = list(BROKERS) if args.broker == "both" else [args.broker]
     idle: dict[str, dict[str, dict[str, float]]] = {}
     loaded: dict[str, dict[str, dict[str, float]]] = {}
     errors = 0
-    target_name: str = where.kind
     for broker in brokers:
         spec = StackSpec(services, settings={"notification_delay_seconds": 0.02}, broker=broker)
         try:
@@ -149,10 +148,9 @@ def measure(args: argparse.Namespace, where: Where) -> FootprintResult:
                         wait_finished(target, ids, timeout=60 + n * 0.1, label=f"{side} tasks")
                     errors += errs
                     loaded[side] = {k: v for k, v in peak.peak.items() if k in SIDES[side]}
-                target_name = target.name
         except Unsupported as exc:  # a compose stack runs one broker
             say(f"footprint: skipping Celery on {broker}: {exc}")
-    data = _analyse(idle, loaded, target_name)
+    data = _analyse(idle, loaded, where.kind)
     return FootprintResult(
         **data,
         config={"requests": n, "concurrency": args.concurrency, "NOTIFICATION_DELAY_SECONDS": 0.02},
@@ -254,8 +252,6 @@ def chart(data: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = charts.figure(1, 2, size=(11, 4.8))
     for ax, metric in ((ax1, "rss"), (ax2, "pss")):
         labels: list[str] = []
-        bottoms: list[float] = []
-        j = 0
         for side, d in data["sides"].items():
             for phase in ("idle", "load"):
                 x = len(labels)
@@ -279,14 +275,12 @@ def chart(data: dict[str, Any], path: Path) -> None:
                     )
                     bottom += value
                 ax.annotate(f"{bottom:.0f}", (x, bottom), ha="center", va="bottom", fontsize=8)
-                bottoms.append(bottom)
-                j += 1
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylabel(f"{metric.upper()}, MiB")
         ax.grid(axis="y", alpha=0.3)
         ax.set_title(f"{metric.upper()} per side, stacked by process")
     ax1.legend(fontsize=7, loc="upper left")
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.common import percentile, ratio, say
+from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import ProbePool, open_loop, wait_finished
 from experiments.reporting.tables import markdown_table
+from experiments.stats import ratio, summary
 from harness.stacks import StackSpec, Where, open_stack
 from shared.work import compute
 
@@ -131,17 +132,10 @@ def measure(args: argparse.Namespace, where: Where) -> HeavyResult:
         f"({args.load:g} core's worth) for {seconds:g} s per run; probes every {args.every:g} ms"
     )
     runs: dict[str, dict[str, Any]] = {}
-    target_name: str = where.kind
     for name in names:
         label, side, path, processes = CONFIGS[name]
         say(f"  {label}")
-        services = ("redis", "bg-api") if side == "bg" else ("redis", "celery-api", "worker")
-        spec = StackSpec(
-            services,
-            settings={"heavy_task_rounds": rounds},
-            bg_workers=processes if side == "bg" else 1,
-            worker_concurrency=processes if side == "celery" else 2,
-        )
+        spec = StackSpec.for_side(side, processes=processes, settings={"heavy_task_rounds": rounds})
         with open_stack(where, spec, label="heavy") as target:
             idle, loaded, ids, errors, t0 = asyncio.run(
                 _run(target.url(side), path, rate, seconds, every)
@@ -149,23 +143,14 @@ def measure(args: argparse.Namespace, where: Where) -> HeavyResult:
             done = wait_finished(
                 target, ids, timeout=60 + len(ids) * args.task_ms / 100, label=name
             )
-            target_name = target.name
         ends = [d[2] for d in done.values()]
-        idle_lat, load_lat = idle.latencies(), loaded.latencies()
         runs[name] = {
             "label": label,
             "side": side,
             "path": path,
             "processes": processes,
-            "idle_ms": {
-                "p50": 1000 * percentile(idle_lat, 50),
-                "p99": 1000 * percentile(idle_lat, 99),
-            },
-            "load_ms": {
-                "p50": 1000 * percentile(load_lat, 50),
-                "p99": 1000 * percentile(load_lat, 99),
-                "max": 1000 * max(load_lat, default=math.nan),
-            },
+            "idle_ms": summary(idle.latencies(), keys=("p50", "p99")),
+            "load_ms": summary(loaded.latencies(), keys=("p50", "p99", "max")),
             "probe_errors": idle.errors + loaded.errors,
             "scheduled": len(ids),
             "errors": errors,
@@ -185,7 +170,7 @@ def measure(args: argparse.Namespace, where: Where) -> HeavyResult:
             "probe_every_ms": args.every,
         },
         runs=runs,
-        target=target_name,
+        target=where.kind,
     )
 
 
@@ -265,12 +250,11 @@ def chart(data: dict[str, Any], path: Path) -> None:
         {"jobs/s": [runs[n]["jobs_per_s"] for n in names]},
         ylabel="heavy jobs done per second",
         fmt="{:.1f}",
+        group_colors=[charts.COLORS[runs[n]["side"]] for n in names],
     )
-    for bar, n in zip(ax2.patches, names, strict=False):
-        bar.set_color(charts.COLORS["bg"] if runs[n]["side"] == "bg" else charts.COLORS["celery"])
     ax2.tick_params(axis="x", labelsize=7)
     ax2.set_title("throughput of the heavy jobs")
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

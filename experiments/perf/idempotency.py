@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.common import ratio, say
+from experiments.common import say
 from experiments.perf import base
 from experiments.perf.throughput import span
 from experiments.reporting.tables import markdown_table, targets_table
+from experiments.stats import ratio
 from harness.stacks import StackSpec, Unsupported, Where, open_stack
 
 NAME = "idempotency"
@@ -76,11 +77,10 @@ def measure(args: argparse.Namespace, where: Where) -> IdempotencyResult:
     big = args.lines if args.lines is not None else (20_000 if args.quick else 1_000_000)
     runs: dict[str, dict[str, dict[str, Any]]] = {"bg": {}, "celery": {}}
     for side in ("bg", "celery"):
-        services = ("redis", "bg-api") if side == "bg" else ("redis", "celery-api", "worker")
         for lines in (0, big):
             label = f"{side}, {lines:,} lines"
             say(f"idempotency: {label}, {n} tasks")
-            with open_stack(where, StackSpec(services), label="idempotency") as target:
+            with open_stack(where, StackSpec.for_side(side), label="idempotency") as target:
                 log = Path(target.settings.log_file)
                 fill(log, lines)
                 size = log.stat().st_size
@@ -148,7 +148,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
         fmt="{:.0f}",
     )
     ax.set_title("the idempotency check against the size of the log")
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

@@ -32,10 +32,11 @@ from typing import Any
 
 import httpx
 
-from experiments.common import Progress, ratio, say, summary
+from experiments.common import Progress, say
 from experiments.perf import base
 from experiments.perf.load import bursts, client_for, warm
 from experiments.reporting.tables import markdown_table, targets_table
+from experiments.stats import ratio, summary
 from harness.stacks import StackSpec, Unsupported, Where, open_stack
 from harness.target import Target
 from shared.settings import explicit_settings
@@ -364,12 +365,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     charts.target_line(ax2, TARGETS["bg"], "bg target 1.10×")
     charts.target_line(ax2, TARGETS["celery"], "celery target 1.5×")
     ax2.set_title("the price of scheduling the task (p50 ratio)")
-    charts.save(
-        fig,
-        path,
-        extra=f"delay {data['config']['delay']:g}s, target {data['target']}",
-        info=data.get("machine"),
-    )
+    charts.save(fig, path, data, extra=f"delay {data['config']['delay']:g}s")
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

@@ -24,6 +24,7 @@ import httpx
 from experiments.common import Progress
 from harness.procs import Timeout, wait_until
 from harness.target import Target
+from shared.models import IN_FLIGHT
 
 # --- the load client ------------------------------------------------------------------
 
@@ -262,7 +263,7 @@ def finished(target: Target, task_ids: Sequence[str]) -> dict[str, tuple[str, fl
     """task id -> (state, started_at, finished_at) for the tasks that are done."""
     out: dict[str, tuple[str, float, float]] = {}
     for task_id, r in target.ledger().records_of(list(task_ids)).items():
-        if r.state.value in ("succeeded", "failed") and r.finished_at:
+        if r.state not in IN_FLIGHT and r.finished_at:
             out[task_id] = (r.state.value, r.started_at or r.finished_at, r.finished_at)
     return out
 

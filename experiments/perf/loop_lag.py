@@ -27,12 +27,15 @@ from typing import Any
 
 import httpx
 
-from experiments.common import percentile, ratio, say
+from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import LoadResult, ProbePool, open_loop
 from experiments.reporting.tables import markdown_table, targets_table
+from experiments.stats import percentile, ratio, summary
+from harness.procs import Timeout, wait_until
 from harness.stacks import StackSpec, Where, open_stack
 from harness.target import Target
+from shared.models import IN_FLIGHT
 
 NAME = "loop-lag"
 VARIANTS = ["sync-task", "async-task", "blocking-async-task", "to-thread-task"]
@@ -76,17 +79,20 @@ async def _probe_run(target: Target, variant: str | None, seconds: float, every:
 
 
 def _where(target: Target, task_id: str, seconds: float) -> dict[str, str]:
-    """Where the task ran, as it recorded itself in the ledger (after it finished)."""
-    deadline = seconds + 10
-    waited = 0.0
-    while waited < deadline:
+    """Where the task ran, as it recorded itself in the ledger (after it finished;
+    nothing if it has not within ``seconds`` + 10)."""
+
+    def finished() -> dict[str, Any] | None:
         r = httpx.get(f"{target.url('bg')}/tasks/{task_id}", timeout=5)
-        if r.status_code == 200 and r.json()["state"] in ("succeeded", "failed"):
-            detail: dict[str, str] = r.json().get("detail", {})
-            return detail
-        asyncio.run(asyncio.sleep(0.1))
-        waited += 0.1
-    return {}
+        record: dict[str, Any] = r.json() if r.status_code == 200 else {}
+        return record if record and record["state"] not in IN_FLIGHT else None
+
+    try:
+        record = wait_until(finished, seconds + 10, f"task {task_id} to finish", interval=0.1)
+    except Timeout:
+        return {}
+    detail: dict[str, str] = record.get("detail", {})
+    return detail
 
 
 @dataclass
@@ -107,7 +113,7 @@ def measure(args: argparse.Namespace, where: Where) -> LoopLagResult:
     every = args.every / 1000
     say(f"loop-lag: probes every {args.every:g} ms, tasks of {seconds:g} s")
     variants: dict[str, Any] = {}
-    with open_stack(where, StackSpec(("redis", "bg-api")), label="loop-lag") as target:
+    with open_stack(where, StackSpec.for_side("bg"), label="loop-lag") as target:
         # Warm-up: the first request to each endpoint (and the thread pool's first
         # thread) costs tens of ms once; that is not what this measures.
         for variant in VARIANTS:
@@ -125,11 +131,7 @@ def measure(args: argparse.Namespace, where: Where) -> LoopLagResult:
                 "probes": len(result.samples),
                 "errors": result.errors,
                 "scheduled_at_s": scheduled_at,
-                "lag_ms": {
-                    "p50": 1000 * percentile(lags, 50),
-                    "p99": 1000 * percentile(lags, 99),
-                    "max": 1000 * max(lags, default=math.nan),
-                },
+                "lag_ms": summary(lags, keys=("p50", "p99", "max")),
                 "ran_on_loop_thread": ran_on.get("on_loop_thread"),
                 "thread": ran_on.get("thread"),
                 # (sent, latency) of every probe, for the chart
@@ -139,7 +141,6 @@ def measure(args: argparse.Namespace, where: Where) -> LoopLagResult:
                     if 200 <= s.status < 300
                 ],
             }
-        target_name = target.name
     return LoopLagResult(
         config={"seconds": seconds, "probe_every_ms": args.every, "lead_in_s": LEAD_IN},
         idle_ms={
@@ -149,7 +150,7 @@ def measure(args: argparse.Namespace, where: Where) -> LoopLagResult:
         },
         variants=variants,
         targets=_targets(variants, seconds),
-        target=target_name,
+        target=where.kind,
     )
 
 
@@ -235,7 +236,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
         f"(probe every {data['config']['probe_every_ms']:g} ms; dotted: idle + 5 ms)",
         fontsize=10,
     )
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

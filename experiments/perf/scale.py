@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.common import ratio, say
+from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import submit, wait_finished
+from experiments.perf.threadpool import DEFAULT_TOKENS
 from experiments.reporting.tables import markdown_table
+from experiments.stats import ratio
 from harness.stacks import StackSpec, Where, open_stack
 
 NAME = "scale"
-THREAD_TOKENS = 40  # AnyIO's default limiter, per process
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,16 +60,11 @@ def measure(args: argparse.Namespace, where: Where) -> ScaleResult:
     n = args.requests or (40 if args.quick else 200)
     counts = args.processes or ([1, 2] if args.quick else [1, 2, 4])
     runs: dict[str, dict[str, dict[str, Any]]] = {"celery": {}, "bg": {}}
-    target_name: str = where.kind
     for side in ("celery", "bg"):
         for p in counts:
             say(f"scale: {side}, {p} process{'es' if p > 1 else ''}, {n} notifications")
-            services = ("redis", "bg-api") if side == "bg" else ("redis", "celery-api", "worker")
-            spec = StackSpec(
-                services,
-                settings={"notification_delay_seconds": args.delay},
-                bg_workers=p if side == "bg" else 1,
-                worker_concurrency=p if side == "celery" else 2,
+            spec = StackSpec.for_side(
+                side, processes=p, settings={"notification_delay_seconds": args.delay}
             )
             with open_stack(where, spec, label="scale") as target:
                 t0 = time.time()
@@ -85,10 +81,9 @@ def measure(args: argparse.Namespace, where: Where) -> ScaleResult:
                 notifications = ids[0::2]  # each request: the notification, then its log line
                 cap = 60 + n * args.delay / p
                 done = wait_finished(target, notifications, timeout=cap, label=f"{side} ×{p}")
-                target_name = target.name
             ends = [d[2] for d in done.values()]
             span = (max(ends) - t0) if ends else math.nan
-            at_once = p if side == "celery" else THREAD_TOKENS * p
+            at_once = p if side == "celery" else DEFAULT_TOKENS * p
             runs[side][str(p)] = {
                 "processes": p,
                 "at_once": at_once,
@@ -113,7 +108,7 @@ def measure(args: argparse.Namespace, where: Where) -> ScaleResult:
             "processes": counts,
         },
         runs=runs,
-        target=target_name,
+        target=where.kind,
     )
 
 
@@ -155,7 +150,7 @@ def render(data: dict[str, Any]) -> str:
         "closed loop; each run on a fresh stack. When *all accepted after* is close to the "
         "span, the API's intake (and this client, on the same CPUs) is the bound, not the "
         "processes that run the tasks. *at once*: Celery's prefork pool runs one "
-        f"task per process; BackgroundTasks runs up to {THREAD_TOKENS} sync tasks per "
+        f"task per process; BackgroundTasks runs up to {DEFAULT_TOKENS} sync tasks per "
         "process in AnyIO's thread pool. The comparison is each side with its defaults; "
         "Celery's `--pool threads` or `gevent` would run I/O-bound tasks many at once per "
         f"process. {data['conditions']['cpus']} CPUs for everything."
@@ -184,7 +179,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"I/O-bound notifications ({data['config']['delay']:g} s each) vs processes")
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

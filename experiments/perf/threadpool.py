@@ -25,10 +25,11 @@ from typing import Any
 
 import httpx
 
-from experiments.common import ratio, say, summary
+from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import ProbePool, open_loop, wait_finished
 from experiments.reporting.tables import markdown_table
+from experiments.stats import ratio, summary
 from harness.stacks import StackSpec, Where, open_stack
 from harness.target import Target
 
@@ -36,6 +37,7 @@ NAME = "threadpool"
 # A sync endpoint that schedules nothing: an empty page of the ledger.
 SYNC_PATH = "/tasks?since=99999999999&limit=1"
 ASYNC_PATH = "/health"
+# AnyIO's default thread limiter (per process): what sync tasks and sync endpoints share.
 DEFAULT_TOKENS = 40
 
 
@@ -139,12 +141,10 @@ def measure(args: argparse.Namespace, where: Where) -> ThreadpoolResult:
         (f"{k} async tasks", "async-task", None),
         (f"{k} sync tasks, THREADPOOL_TOKENS={tokens}", "sync-task", tokens),
     ]
-    target_name: str = where.kind
     # Two stacks: AnyIO's default limiter, then the raised one.
     for limit in (None, tokens):
-        spec = StackSpec(("redis", "bg-api"), settings={"threadpool_tokens": limit})
+        spec = StackSpec.for_side("bg", settings={"threadpool_tokens": limit})
         with open_stack(where, spec, label="threadpool") as target:
-            target_name = target.name
             _warm_up(target)
             for name, variant, needs in plan:
                 if needs != limit:
@@ -169,7 +169,7 @@ def measure(args: argparse.Namespace, where: Where) -> ThreadpoolResult:
             }
             for name, s in scenarios.items()
         },
-        target=target_name,
+        target=where.kind,
     )
 
 
@@ -255,7 +255,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     ax2.set_ylabel("sync endpoint response, ms (log)")
     ax2.legend(fontsize=7)
     ax2.set_title("each probe of the sync endpoint")
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.common import ratio, say
+from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import submit, wait_finished
 from experiments.reporting.tables import markdown_table, targets_table
+from experiments.stats import ratio
 from harness.stacks import StackSpec, Where, open_stack
 from harness.target import Target
 
@@ -120,18 +121,17 @@ def measure(args: argparse.Namespace, where: Where) -> ThroughputResult:
     concurrency = args.concurrency or (4 if args.quick else 8)
     results: dict[str, dict[str, Any]] = {}
     drains: dict[str, dict[str, Any]] = {}
-    target_name: str = where.kind
     for phase, (side, settings) in PHASES.items():
         say(f"throughput: {phase}, {n} tasks, {concurrency} clients")
-        services = ("redis", "bg-api") if side == "bg" else ("redis", "celery-api", "worker")
-        spec = StackSpec(services, settings=settings, worker_concurrency=args.worker_concurrency)
+        # --worker-concurrency is Celery's pool; bg-api runs one process either way.
+        processes = args.worker_concurrency if side == "celery" else None
+        spec = StackSpec.for_side(side, processes=processes, settings=settings)
         with open_stack(where, spec, label=f"throughput-{side}") as target:
             results[phase] = span(target, side, n, concurrency, phase)
             if side == "celery":
                 drains[phase] = _drain(target, n, concurrency, phase)
-            target_name = target.name
     data = _analyse(results, drains, n, concurrency, args.worker_concurrency)
-    return ThroughputResult(**data, target=target_name)
+    return ThroughputResult(**data, target=where.kind)
 
 
 def _analyse(
@@ -232,9 +232,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
         {"tasks/s": [data["results"][p]["tasks_per_s"] for p in phases]},
         ylabel="tasks per second (first request → last done)",
         fmt="{:.0f}",
+        group_colors=[colors.get(p, "#777777") for p in phases],
     )
-    for bar, p in zip(ax1.patches, phases, strict=False):
-        bar.set_color(colors.get(p, "#777777"))
     ax1.set_title(f"{data['config']['tasks']} tasks through the API")
     drains = list(data["drain"])
     if drains:
@@ -244,13 +243,12 @@ def chart(data: dict[str, Any], path: Path) -> None:
             {"tasks/s": [data["drain"][p]["tasks_per_s"] for p in drains]},
             ylabel="tasks per second (worker alone)",
             fmt="{:.0f}",
+            group_colors=[colors.get(p, "#777777") for p in drains],
         )
-        for bar, p in zip(ax2.patches, drains, strict=False):
-            bar.set_color(colors.get(p, "#777777"))
         ax2.set_title(f"worker draining a queue (prefork ×{data['config']['worker_concurrency']})")
     else:
         ax2.set_axis_off()
-    charts.save(fig, path, extra=f"target {data['target']}", info=data.get("machine"))
+    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

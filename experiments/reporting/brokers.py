@@ -3,11 +3,11 @@ reports of the same reference run (``<!-- generated: brokers -->`` in docs/)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from experiments.reporting.report import load_if_any
 from experiments.reporting.tables import markdown_table
 
 # (crash scenario key, what it shows)
@@ -20,14 +20,6 @@ ROWS = [
     ("long-countdown", "retry countdown longer than the visibility timeout"),
     ("consumer-timeout", "task longer than RabbitMQ's consumer_timeout"),
 ]
-
-
-def _load(reports: Path, name: str) -> dict[str, Any] | None:
-    path = reports / f"{name}.json"
-    if not path.exists():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
 
 
 def outcome_cell(o: Mapping[str, Any] | None) -> str:
@@ -46,13 +38,13 @@ def outcome_cell(o: Mapping[str, Any] | None) -> str:
 
 
 def render_from(reports: Path) -> str:
-    crash = _load(reports, "crash") or {"scenarios": []}
+    crash = load_if_any("crash", reports) or {"scenarios": []}
     by = {(o["key"], o.get("broker")): o for o in crash["scenarios"]}
     rows = [
         [what, outcome_cell(by.get((key, "redis"))), outcome_cell(by.get((key, "rabbitmq")))]
         for key, what in ROWS
     ]
-    dispatch = _load(reports, "dispatch")
+    dispatch = load_if_any("dispatch", reports)
     if dispatch and dispatch.get("rabbitmq"):
         redis_p50 = dispatch["variants"]["send_task"]["p50"]
         rabbit_p50 = dispatch["rabbitmq"]["variants"]["send_task"]["p50"]
@@ -60,7 +52,7 @@ def render_from(reports: Path) -> str:
             ["one `send_task`, p50 (publisher confirms on RabbitMQ)",
              f"{redis_p50:.0f} µs", f"{rabbit_p50:.0f} µs"]
         )  # fmt: skip
-    footprint = _load(reports, "footprint")
+    footprint = load_if_any("footprint", reports)
     if footprint:
         sides = footprint["sides"]
         cells = [

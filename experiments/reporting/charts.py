@@ -52,8 +52,18 @@ def footer(fig: Figure, extra: str = "", info: Mapping[str, Any] | None = None) 
 
 
 def save(
-    fig: Figure, path: Path, *, extra: str = "", info: Mapping[str, Any] | None = None
+    fig: Figure,
+    path: Path,
+    data: Mapping[str, Any] | None = None,
+    *,
+    extra: str = "",
+    info: Mapping[str, Any] | None = None,
 ) -> Path:
+    """Write the figure. ``data``: the report it draws, whose target the footer names
+    (after ``extra``) and whose machine record it shows."""
+    if data is not None:
+        extra = ", ".join(filter(None, (extra, f"target {data['target']}")))
+        info = info or data.get("machine")
     footer(fig, extra, info)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,13 +82,19 @@ def grouped_bars(
     log: bool = False,
     fmt: str = "{:.3g}",
     annotate: bool = True,
+    group_colors: Sequence[str] | None = None,
 ) -> None:
-    """One cluster per group, one bar per series within it, values written on top."""
+    """One cluster per group, one bar per series within it, values written on top.
+
+    ``group_colors``: one colour per group instead of per series (a single series
+    whose groups are the sides being compared)."""
     n = max(len(series), 1)
     width = 0.8 / n
     for j, (name, values) in enumerate(series.items()):
         xs = [i + (j - (n - 1) / 2) * width for i in range(len(groups))]
-        color = (colors or {}).get(name, PALETTE[j % len(PALETTE)])
+        color: str | Sequence[str] = (colors or {}).get(name, PALETTE[j % len(PALETTE)])
+        if group_colors is not None:
+            color = group_colors
         bars = ax.bar(xs, values, width * 0.95, label=name, color=color)
         if annotate:
             for bar, value in zip(bars, values, strict=True):
