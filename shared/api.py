@@ -298,7 +298,7 @@ async def open_ledger(
     )
     app.state.ledger = ledger
     app.state.async_ledger = AsyncLedger(
-        async_client, implementation, best_effort=ledger.best_effort
+        async_client, implementation, best_effort=ledger.best_effort, off=ledger.off
     )
     logger.info(
         "%s API starting: ledger %s, body limit %d bytes, log level %s",

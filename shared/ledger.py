@@ -48,9 +48,6 @@ TASK_KEY = "ledger:task:{}"
 INDEX_KEY = "ledger:index:{}"
 
 
-LEDGER_OFF = "the ledger is off (LEDGER_ENABLED=false, or REDIS_URL empty)"
-
-
 class LedgerUnavailable(RuntimeError):
     """Redis could not be reached (or is not configured)."""
 
@@ -82,8 +79,8 @@ def connect_async(url: str, socket_timeout: float = 1.0) -> redis.asyncio.Redis:
 def ledger_for(settings: Settings, implementation: Implementation, *, best_effort: bool) -> Ledger:
     """The synchronous ledger a process works with, as the settings say: off
     (recording nothing, failing nothing) when ``settings.ledger_on`` is false."""
-    if not settings.ledger_on:
-        return Ledger(None, implementation, best_effort=True)
+    if settings.ledger_off is not None:
+        return Ledger(None, implementation, best_effort=True, off=settings.ledger_off)
     return Ledger(
         connect(settings.redis_url, settings.redis_socket_timeout),
         implementation,
@@ -228,9 +225,12 @@ class Ledger:
         *,
         best_effort: bool = False,
         heartbeat_interval: float = 1.0,
+        off: str = "no Redis client",
     ) -> None:
         self.client = client
         self.implementation = implementation
+        # Why there is no client: what a read answers (503) when there is none.
+        self.off = off
         # The BackgroundTasks side keeps serving without Redis: it logs a failed
         # ledger write instead of failing the request or the task.
         self.best_effort = best_effort
@@ -251,7 +251,7 @@ class Ledger:
         if self.client is None:
             if lenient:
                 return None
-            raise LedgerUnavailable(LEDGER_OFF)
+            raise LedgerUnavailable(f"the ledger is off: {self.off}")
         try:
             return op(self.client)
         except redis.RedisError as exc:
@@ -416,16 +416,18 @@ class AsyncLedger:
         implementation: Implementation,
         *,
         best_effort: bool = False,
+        off: str = "no Redis client",
     ) -> None:
         self.client = client
         self.implementation = implementation
         self.best_effort = best_effort
+        self.off = off
 
     async def queued(self, tasks: Sequence[NewTask], *, owner: str | None = None) -> None:
         if self.client is None:
             if self.best_effort:
                 return
-            raise LedgerUnavailable(LEDGER_OFF)
+            raise LedgerUnavailable(f"the ledger is off: {self.off}")
         pipe = self.client.pipeline(transaction=False)
         _queue(pipe, self.implementation, tasks, owner, time.time())
         try:

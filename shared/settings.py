@@ -78,9 +78,17 @@ class Settings(BaseSettings):
     runner_heartbeat_seconds: float = Field(default=1.0, gt=0)
 
     @property
+    def ledger_off(self) -> str | None:
+        """Why nothing is recorded (the switch, or no Redis to record in); None: it is on."""
+        if not self.ledger_enabled:
+            return "LEDGER_ENABLED=false"
+        if not self.redis_url:
+            return "REDIS_URL is not set"
+        return None
+
+    @property
     def ledger_on(self) -> bool:
-        """Whether anything is recorded: the switch, and a Redis to record in."""
-        return self.ledger_enabled and bool(self.redis_url)
+        return self.ledger_off is None
 
     @property
     def broker_url(self) -> str:
