@@ -112,7 +112,7 @@ def create_app() -> FastAPI:
         async with open_ledger(
             app, Implementation.celery, best_effort=False, heartbeat_role=None
         ) as settings:
-            app.state.celery = create_celery(settings)
+            app.state.celery = create_celery(settings, publisher=True)
             yield
             app.state.celery.close()
 

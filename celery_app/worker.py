@@ -30,8 +30,9 @@ def _logging(**_: Any) -> None:
     configure_logging(get_settings().log_level)
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
-    """The broker's own options: each only where it means something."""
+def transport_options(settings: Settings, *, publisher: bool = False) -> dict[str, Any]:
+    """The broker's own options: each only where it means something. ``publisher``:
+    for a process that only publishes (the API), not the worker or beat."""
     if settings.broker == "redis":
         return {
             # An unacked task (its worker died) is given back this long after its
@@ -46,10 +47,21 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     # RabbitMQ needs no timeout to give a dead worker's task back (it does so when
     # the connection closes). Publisher confirms: a publish returns only once the
     # broker has the message (persisted, on a durable queue).
-    return {"confirm_publish": True}
+    options: dict[str, Any] = {"confirm_publish": True}
+    if publisher:
+        # A broker that blocks publishers (its memory or disk alarm) must cost the
+        # API's request seconds, not hang it: the confirm wait has its own bound
+        # (the API's confirm_timeout), but closing the channel after it waits for
+        # the broker's answer with none (30 s measured). The worker keeps waiting
+        # instead: that is the flow control working, and its retries must not fail.
+        options |= {
+            "read_timeout": settings.redis_socket_timeout,
+            "write_timeout": settings.redis_socket_timeout,
+        }
+    return options
 
 
-def create_celery(settings: Settings) -> Celery:
+def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
     celery = Celery("bgtasks_vs_celery", include=["celery_app.tasks"])
     celery.conf.update(
         # All three, explicitly: Celery reads CELERY_BROKER_URL from the environment
@@ -73,7 +85,7 @@ def create_celery(settings: Settings) -> Celery:
         # Reserve one task per pool process: a crash strands no prefetched backlog.
         worker_prefetch_multiplier=settings.celery_prefetch_multiplier,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        broker_transport_options=transport_options(settings),
+        broker_transport_options=transport_options(settings, publisher=publisher),
         # RabbitMQ: the queue survives a broker restart (durable, Celery's default
         # for the queues it declares) and so do its messages (persistent).
         task_default_delivery_mode="persistent",

@@ -170,3 +170,27 @@ def test_a_message_rabbitmq_refuses_is_a_503_and_leaves_nothing_queued(
     r = httpx.post(f"{stack.celery_url}/send-notification/n@example.com", timeout=30)
     assert r.status_code == 202, r.text
     assert len(httpx.get(f"{stack.celery_url}/tasks", params=params, timeout=5).json()) == 2
+
+
+def test_a_broker_that_blocks_publishers_is_a_quick_503_not_a_hang(
+    make_stack: StackFactory, rabbitmq: RabbitServer
+) -> None:
+    """RabbitMQ's memory alarm blocks every publishing connection: the publish then
+    waits for a confirm that does not come. The API waits ``REDIS_SOCKET_TIMEOUT``
+    for it (its ``confirm_timeout``), then answers 503."""
+    stack = make_stack(broker="rabbitmq", rabbitmq=rabbitmq, redis_socket_timeout=1.0)
+    stack.start_all(("redis", "celery-api"))
+    url = f"{stack.celery_url}/send-notification/b@example.com"
+    assert httpx.post(url, timeout=30).status_code == 202  # connected, queue declared
+    rabbitmq.ctl("set_vm_memory_high_watermark", "0")  # the alarm goes off at once
+    try:
+        started = time.monotonic()
+        r = httpx.post(url, timeout=30)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        assert "broker unavailable" in r.json()["detail"]
+        assert elapsed < 10, f"503 after {elapsed:.1f}s"
+    finally:
+        rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")  # RabbitMQ's default
+    # The alarm cleared: the API publishes again, without a restart.
+    wait_until(lambda: httpx.post(url, timeout=30).status_code == 202, 30, "a 202 after the alarm")

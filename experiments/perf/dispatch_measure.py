@@ -42,8 +42,9 @@ class _Senders:
         from shared.settings import explicit_settings
 
         settings = explicit_settings(redis_url=ledger_url, celery_broker_url=broker_url)
-        self.celery = create_celery(settings)
-        self.quiet = create_celery(settings)
+        # As the API makes it.
+        self.celery = create_celery(settings, publisher=True)
+        self.quiet = create_celery(settings, publisher=True)
         self.quiet.conf.task_send_sent_event = False
         self.ledger_client = connect(ledger_url)
         self.ledger = Ledger(self.ledger_client, Implementation.celery)

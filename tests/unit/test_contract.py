@@ -120,6 +120,14 @@ def test_celery_settings_that_carry_the_comparison() -> None:
     assert create_celery(Settings(celery_acks_late=False)).conf.task_acks_late is False
 
 
+def test_on_rabbitmq_only_the_api_gives_up_on_a_broker_that_does_not_answer() -> None:
+    settings = Settings(celery_broker_url="amqp://u:p@127.0.0.1:1//", redis_socket_timeout=1.5)
+    worker = create_celery(settings).conf.broker_transport_options
+    api = create_celery(settings, publisher=True).conf.broker_transport_options
+    assert worker == {"confirm_publish": True}  # flow control blocks it: it waits
+    assert api == {"confirm_publish": True, "read_timeout": 1.5, "write_timeout": 1.5}
+
+
 def test_write_log_is_idempotent_per_task_id(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
     assert write_log("first", task_id="t-1", log_file=log) is True
