@@ -181,7 +181,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         side="celery",
         action="kill",
         service="celery-api",
-        expected="nothing lost: the tasks were already in Redis and the worker runs them",
+        expected="nothing lost: the tasks were already in the broker and the worker runs them",
     ),
     Scenario(
         number="4",
@@ -190,8 +190,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         side="celery",
         action="kill",
         service="worker",
-        expected="nothing lost: the unacked tasks come back after the visibility timeout "
-        "and run again, writing once",
+        expected="nothing lost: the unacked tasks come back (Redis: after the visibility "
+        "timeout; RabbitMQ: when the worker's connection closes) and run again, writing once",
     ),
     Scenario(
         number="4b",
@@ -225,7 +225,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         side="celery",
         action="terminate",
         service="worker",
-        expected="nothing lost: running tasks finish, queued ones wait in Redis for the restart",
+        expected="nothing lost: running tasks finish, queued ones wait in the broker for the "
+        "restart",
         stop_timeout=graceful_stop_timeout,
     ),
     Scenario(
