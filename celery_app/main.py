@@ -39,13 +39,21 @@ logger = logging.getLogger(__name__)
 PUBLISH_ERRORS = (OperationalError, RedisError, OSError)
 
 
-def _reason(exc: BaseException) -> str:
+def _chain(exc: BaseException) -> list[BaseException]:
     """The error and what it wraps: kombu re-raises the broker's error (an empty
     ``OperationalError('')`` for a nack) with the original as its cause."""
     chain = [exc]
     while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 4:
         chain.append(cause)
-    return " from ".join(repr(e) for e in chain)
+    return chain
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """Whether the message that failed may be in the queue all the same: the broker
+    did not answer in time (RabbitMQ: no confirm yet), as opposed to refusing it (a
+    nack) or never being reached. kombu's publish retry may also have sent it twice:
+    the same task id, whose work writes once."""
+    return any(isinstance(e, TimeoutError) for e in _chain(exc))
 
 
 DELIVERY_NOTE = (
@@ -86,18 +94,32 @@ class CeleryScheduler:
             # request's messages, so a slow broker never stalls the event loop.
             await anyio.to_thread.run_sync(self._publish, ids, jobs, sent)
         except PUBLISH_ERRORS as exc:
-            # The messages that did go out will run: only the others are forgotten.
-            unsent = ids[len(sent) :]
-            logger.error(
-                "publishing %s failed (%d sent before): %s", unsent, len(sent), _reason(exc)
-            )
+            # The messages that did go out will run, and so may the one the broker
+            # did not answer for: only the others are forgotten.
+            failed = ids[len(sent)]
+            maybe = [failed] if _maybe_sent(exc) else []
+            unsent = ids[len(sent) + len(maybe) :]
+            reason = " from ".join(repr(e) for e in _chain(exc))
+            logger.error("publishing %s failed (%d sent before): %s", failed, len(sent), reason)
             try:
                 await self.ledger.forget(unsent)
             except Exception:  # the ledger may live on the same dead Redis: best effort
                 logger.debug("could not forget %s", unsent, exc_info=True)
-            queued = f"{', '.join(sent)} queued, the rest not" if sent else "nothing was queued"
-            raise SchedulerUnavailable(f"broker unavailable, {queued}: {_reason(exc)}") from exc
+            raise SchedulerUnavailable(
+                f"broker unavailable, {_what_was_queued(sent, maybe, unsent)}: {reason}"
+            ) from exc
         return ids
+
+
+def _what_was_queued(sent: Sequence[str], maybe: Sequence[str], unsent: Sequence[str]) -> str:
+    """The 503's account of a request's tasks: a client must know what will still run."""
+    if not sent and not maybe:
+        return "nothing was queued"
+    parts = [f"{', '.join(sent)} queued"] if sent else []
+    if maybe:
+        parts.append(f"{maybe[0]} may have been (the broker did not confirm it in time)")
+    parts.append(f"{', '.join(unsent)} not" if unsent else "")
+    return "; ".join(p for p in parts if p)
 
 
 async def get_scheduler(request: Request) -> CeleryScheduler:

@@ -5,6 +5,7 @@ generated docs. No process is started (but one: a bare ``python -c``)."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,44 @@ def test_a_generated_region_is_redrawn_from_its_report(tmp_path: Path) -> None:
     assert docs.generate(new, tmp_path) == new  # stable
     with pytest.raises(KeyError, match="nothing"):
         docs.generate("<!-- generated: nothing -->\n<!-- /generated -->", tmp_path)
+
+
+def _raised(exc: Exception, cause: Exception) -> Exception:
+    """``exc`` as ``raise exc from cause`` leaves it (how kombu re-raises)."""
+    exc.__cause__ = cause
+    return exc
+
+
+def test_a_failed_publish_tells_refused_from_unanswered() -> None:
+    from kombu.exceptions import OperationalError
+
+    from celery_app.main import _maybe_sent, _what_was_queued
+
+    nacked = _raised(OperationalError(""), RuntimeError("MessageNacked"))
+    unanswered = _raised(OperationalError("timed out"), TimeoutError("timed out"))
+    assert not _maybe_sent(nacked) and not _maybe_sent(ConnectionRefusedError())
+    assert _maybe_sent(unanswered)
+    assert _what_was_queued([], [], ["a", "b"]) == "nothing was queued"
+    assert _what_was_queued(["a"], [], ["b"]) == "a queued; b not"
+    assert _what_was_queued([], ["a"], ["b"]) == (
+        "a may have been (the broker did not confirm it in time); b not"
+    )
+    assert _what_was_queued(["a"], ["b"], []) == (
+        "a queued; b may have been (the broker did not confirm it in time)"
+    )
+
+
+def test_the_experiments_statistics() -> None:
+    from experiments.stats import percentile, ratio, summary
+
+    values = [0.004, 0.001, 0.003, 0.002]
+    # Linear between closest ranks, as numpy's default: rank 1.5 of 1..4 ms.
+    assert percentile(values, 50) == pytest.approx(0.0025)
+    assert percentile(values, 100) == 0.004 and percentile(values, 0) == 0.001
+    assert math.isnan(percentile([], 50))
+    s = summary(values)
+    assert list(s) == ["n", "p50", "p95", "p99", "max", "mean"] and s["n"] == 4
+    assert s["max"] == pytest.approx(4.0) and s["mean"] == pytest.approx(2.5)
+    assert summary(values, keys=("p50", "max")) == {"p50": pytest.approx(2.5), "max": 4.0}
+    assert ratio(3.0, 2.0) == 1.5
+    assert math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(1.0, math.nan))
