@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.procs import Proc, free_port, wait_http, wait_until
+from harness.procs import Proc, free_port, wait_http
 from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, Side
 from shared.ledger import Ledger, connect
@@ -312,26 +312,28 @@ class LocalStack:
             wait_http(
                 self.url("bg" if service == "bg-api" else "celery") + "/health", timeout, proc
             )
-            if service == "bg-api" and self.bg_workers > 1 and self.settings.ledger_on:
-                # One process answering is not all of them: requests sent before the
-                # others are up would all land on the first one.
-                def all_up() -> bool:
-                    beats = self._ledger.runners()
-                    return (
-                        sum(
-                            r.role == "bg-api" and r.stopped_at is None and r.started_at >= started
-                            for r in beats
-                        )
-                        >= self.bg_workers
-                    )
-
-                wait_until(all_up, timeout, f"{self.bg_workers} bg-api processes", 0.1)
+            if service == "bg-api" and self.bg_workers > 1:
+                self._wait_for_every_bg_process(proc, started, timeout)
         elif service == "worker" or service.startswith("worker-"):
             proc.wait_for_output(r"ready\.", timeout, after=offset)
         elif service == "beat":
             proc.wait_for_output(r"beat: Starting", timeout, after=offset)
         elif service == "flower":
             wait_http(self.flower_url + "/healthcheck", timeout, proc)
+
+    def _wait_for_every_bg_process(self, proc: Proc, started: float, timeout: float) -> None:
+        """Until each of bg-api's uvicorn processes beats (the heartbeats are in the
+        ledger: nothing to wait for with it off). One answering is not all of them:
+        requests sent before the others are up would all land on the first one."""
+        if not self.settings_for("bg-api").ledger_on:
+            return
+
+        def all_up() -> bool:
+            beats = self._ledger.runners()
+            fresh = [r for r in beats if r.role == "bg-api" and r.started_at >= started]
+            return sum(r.stopped_at is None for r in fresh) >= self.bg_workers
+
+        proc.wait_for(all_up, timeout, f"{self.bg_workers} bg-api processes to beat", 0.1)
 
     def start_all(self, services: tuple[str, ...] | None = None) -> None:
         """Every service (the broker first), or these."""

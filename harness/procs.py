@@ -191,20 +191,28 @@ def group_members(pgid: int) -> list[int]:
 
 
 def kill_groups(leaders: Mapping[int, float | None]) -> list[int]:
-    """SIGKILL every process group, named by its leader's PID, that still has a live
-    member; return the ones killed. A leader's create time (psutil's), when known,
-    guards against a reused PID: a live leader started at another time is not ours."""
+    """SIGKILL what is left of each process named by PID: its process group (the
+    processes it leads), and the process itself if it is alive and leads none;
+    return the PIDs that had anything left. A create time (psutil's), when known,
+    guards against a reused PID: a live process started at another time is not ours."""
     import psutil  # the experiments' dependency, not the services'
 
     killed = []
-    for pgid, created in leaders.items():
+    for pid, created in leaders.items():
+        alive = False
         if created is not None:
             with contextlib.suppress(psutil.NoSuchProcess):
-                if psutil.Process(pgid).create_time() != created:
+                process = psutil.Process(pid)
+                if process.create_time() != created:
                     continue
-        if not group_members(pgid):
+                alive = process.status() != psutil.STATUS_ZOMBIE
+        members = group_members(pid)
+        if not members and not alive:
             continue
-        killed.append(pgid)
+        killed.append(pid)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+            if members:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
     return killed
