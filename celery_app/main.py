@@ -115,11 +115,14 @@ def _what_was_queued(sent: Sequence[str], maybe: Sequence[str], unsent: Sequence
     """The 503's account of a request's tasks: a client must know what will still run."""
     if not sent and not maybe:
         return "nothing was queued"
-    parts = [f"{', '.join(sent)} queued"] if sent else []
+    parts = []
+    if sent:
+        parts.append(f"{', '.join(sent)} queued")
     if maybe:
         parts.append(f"{maybe[0]} may have been (the broker did not confirm it in time)")
-    parts.append(f"{', '.join(unsent)} not" if unsent else "")
-    return "; ".join(p for p in parts if p)
+    if unsent:
+        parts.append(f"{', '.join(unsent)} not")
+    return "; ".join(parts)
 
 
 async def get_scheduler(request: Request) -> CeleryScheduler:

@@ -22,6 +22,7 @@ from experiments.crash.scenarios import Params
 from harness.procs import wait_until
 from harness.servers import RabbitServer
 from harness.stacks import Where
+from shared.models import Implementation
 from tests.conftest import StackFactory, log_lines, run_ok
 
 pytestmark = pytest.mark.slow
@@ -161,9 +162,8 @@ def test_a_message_rabbitmq_refuses_is_a_503_that_says_what_was_queued(
     url = f"{stack.celery_url}/send-notification/n@example.com"
 
     def tasks_since(t: float) -> set[str]:
-        params: dict[str, str | float] = {"implementation": "celery", "since": t}
-        records = httpx.get(f"{stack.celery_url}/tasks", params=params, timeout=5).json()
-        return {rec["task_id"] for rec in records}
+        records = stack.ledger().records(implementation=Implementation.celery, since=t)
+        return {rec.task_id for rec in records}
 
     # The notification fits, its log task does not: the 503 says which is which.
     t0 = time.time()
