@@ -307,7 +307,8 @@ class ComposeTarget:
 
     @property
     def broker_service(self) -> str:
-        return "redis" if self.settings.broker == "redis" else "rabbitmq"
+        # Each compose service (and local process) is named after its broker.
+        return self.settings.broker
 
     @property
     def rabbitmq_ui(self) -> str | None:

@@ -162,7 +162,8 @@ class LocalStack:
     @property
     def broker_service(self) -> str:
         """The service that is the Celery side's broker."""
-        return "redis" if self._settings.broker == "redis" else "rabbitmq"
+        # Each compose service (and local process) is named after its broker.
+        return self.settings.broker
 
     @property
     def rabbitmq_ui(self) -> str | None:

@@ -323,10 +323,10 @@ def judge(obs: Observation) -> Judgement:
         if record.state == TaskState.retrying:
             retry_in = float(record.detail.get("retry_in", "0") or 0)
             ready = (record.updated_at or obs.now) + retry_in
-            if obs.redelivery.broker == "redis":
-                # The retry's message is held unacknowledged by a worker until its
-                # ETA; if that worker died, it comes back after the visibility timeout.
-                ready = max(ready, obs.redelivery.due(record.updated_at or obs.now, 0.0))
+            # The retry's message is held unacknowledged by a worker until its ETA;
+            # if that worker died, it comes back when the broker hands it back (Redis:
+            # after the visibility timeout; RabbitMQ: at once, so the ETA decides).
+            ready = max(ready, obs.redelivery.due(record.updated_at or obs.now, 0.0))
             if waited_too_long(ready):
                 return Verdict.lost, "its retry never started"
             return Verdict.in_flight, f"retrying in {retry_in:.1f}s"
