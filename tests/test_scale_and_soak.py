@@ -27,8 +27,13 @@ def test_a_heavy_def_task_slows_the_background_tasks_api_not_the_celery_one(
         assert r["done"] == r["scheduled"] > 0 and r["probe_errors"] == 0
     # Computing in the API process: its own probe waits for the interpreter...
     assert bg["load_ms"]["p50"] > 3 * celery["load_ms"]["p50"]
-    # ...far more, against its own idle, than the Celery API does against its own.
-    assert bg["p99_ratio"] > 3 * celery["p99_ratio"]
+    # ...far more, against its own idle, than the Celery API does against its own...
+    assert bg["p50_ratio"] > 3 * celery["p50_ratio"]
+    # ...and its tail is longer too. Medians for the ratios: the Celery API shares
+    # the machine's cores with a worker computing a core's worth, so on a small or
+    # busy machine its p99 under load grows as well (a CI run measured 8x), and the
+    # idle p99 of a quick run is its 2nd-slowest of 200 probes, mostly noise.
+    assert bg["load_ms"]["p99"] > celery["load_ms"]["p99"]
 
 
 def test_two_workers_take_tasks_from_one_queue(make_stack: StackFactory) -> None:
