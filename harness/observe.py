@@ -100,12 +100,29 @@ def settle(
 ) -> tuple[Judgement, str]:
     """Watch until every task has a final verdict and the ledger has not changed for
     ``quiet`` seconds (a verdict is a reading of one moment: stillness makes sure it
-    is the last one); the judgement then, and why the watch ended.
+    is the last one), then count once more with the effects and what the processes
+    said they skipped: the final judgement, and why the watch ended.
 
     ``cap`` (monotonic) bounds the wait on every path, a ledger that does not
-    answer included: then the last judgement it gave is returned, or its error
-    raised if it never answered. The process output is not read (the caller's
-    final count does that, once)."""
+    answer included. A ledger that stops answering leaves the last judgement it
+    gave (without the effects); one that never answered raises its error."""
+    last, why = _watch(target, since, expected, quiet=quiet, cap=cap, interval=interval)
+    try:
+        return judge(observe(target, since=since, expected=expected)), why
+    except (RuntimeError, OSError) as exc:
+        return last, f"{why}; the final count could not be read ({exc}): the last one"
+
+
+def _watch(
+    target: Target,
+    since: float,
+    expected: Mapping[str, Implementation],
+    *,
+    quiet: float,
+    cap: float,
+    interval: float,
+) -> tuple[Judgement, str]:
+    """``settle``'s watch: the ledger only, not the process output (read once, after)."""
     last_fp: object = None
     last_change = time.monotonic()
     judgement: Judgement | None = None

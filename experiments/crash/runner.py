@@ -19,12 +19,12 @@ from typing import Any, Literal
 import httpx
 
 from experiments.crash.scenarios import Params, Scenario
-from harness.observe import expected_of, observe, settle
+from harness.observe import expected_of, settle
 from harness.procs import Timeout, wait_until
 from harness.stacks import Unsupported, Where, open_stack
 from harness.target import Target, read_records
 from shared.models import IN_FLIGHT, TaskRecord, TaskState
-from shared.verdict import Verdict, judge
+from shared.verdict import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -281,11 +281,7 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         target.settings.celery_visibility_timeout + 2 * target.settings.celery_restore_interval
     )
     cap = time.monotonic() + horizon + rounds * delay * 3 + 60
-    _, why = settle(target, since, expected, quiet=p.margin, cap=cap)
-    out.settle = why
-
-    # The final count, with the effects and what the processes said they skipped.
-    final = judge(observe(target, since=since, expected=expected))
+    final, out.settle = settle(target, since, expected, quiet=p.margin, cap=cap)
     side = final.side(sc.side)
     out.summary = side.to_dict()
     out.completed, out.failed, out.lost, out.skipped = (
@@ -340,7 +336,7 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         f"{out.completed} completed, {out.lost} lost, "
         f"{out.executed_more_than_once} ran more than once, "
         f"{out.skipped_writes} repeat writes skipped, "
-        f"{out.duplicate_effects} made ({why})"
+        f"{out.duplicate_effects} made ({out.settle})"
     )
 
 
