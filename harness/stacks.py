@@ -29,11 +29,11 @@ logger = logging.getLogger(__name__)
 PYTHON_SERVICES = ("bg-api", "celery-api", "worker", "beat")
 # The Celery side's brokers a stack can run (StackSpec.broker).
 BROKERS = ("redis", "rabbitmq")
-# What one side needs to take tasks and run them (Redis: the ledger, and Celery's
-# broker).
+# What one side needs to take tasks and run them. Redis: the ledger; "broker":
+# the Celery side's, Redis or RabbitMQ as the spec says (Redis starts only once).
 SIDE_SERVICES: dict[str, tuple[str, ...]] = {
     "bg": ("redis", "bg-api"),
-    "celery": ("redis", "celery-api", "worker"),
+    "celery": ("redis", "broker", "celery-api", "worker"),
 }
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.stacks import BROKERS, StackSpec
+from harness.stacks import BROKERS, SIDE_SERVICES, StackSpec
 from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate"]
@@ -58,11 +58,6 @@ class Params:
         return out
 
 
-BG_SERVICES = ("redis", "bg-api")
-# "broker": Redis or RabbitMQ, whichever the scenario runs on.
-CELERY_SERVICES = ("redis", "broker", "celery-api", "worker")
-
-
 @dataclass(frozen=True)
 class Scenario:
     number: str
@@ -110,7 +105,7 @@ class Scenario:
 
     def spec(self, p: Params, broker: str = "redis") -> StackSpec:
         return StackSpec(
-            BG_SERVICES if self.side == "bg" else CELERY_SERVICES,
+            SIDE_SERVICES[self.side],
             settings=self.settings(p),
             appendonly=self.appendonly,
             graceful_timeout=self.graceful_timeout(p),
