@@ -38,33 +38,17 @@ def figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] = (10, 4
     return fig, [ax for row in axes for ax in row]
 
 
-def footer(fig: Figure, extra: str = "", info: Mapping[str, Any] | None = None) -> None:
-    """``info``: the run's machine record (a chart re-drawn from a JSON keeps its run's)."""
-    info = info or report.machine()
+def save(fig: Figure, path: Path, data: Mapping[str, Any], *, extra: str = "") -> Path:
+    """Write the figure, with a footer naming the run it draws: ``data``'s machine
+    record (a chart re-drawn from a JSON keeps its run's) and target, after ``extra``."""
+    info = data.get("machine") or report.machine()
     v = info["versions"]
     text = (
         f"one run, {info['when']}, {info['cpus']} CPUs, Python {info['python']}, "
-        f"fastapi {v.get('fastapi')}, starlette {v.get('starlette')}, celery {v.get('celery')}"
+        f"fastapi {v.get('fastapi')}, starlette {v.get('starlette')}, celery {v.get('celery')}; "
+        + ", ".join(filter(None, (extra, f"target {data['target']}")))
     )
-    if extra:
-        text += f"; {extra}"
     fig.text(0.01, 0.005, text, fontsize=7, color="#555555", ha="left", va="bottom")
-
-
-def save(
-    fig: Figure,
-    path: Path,
-    data: Mapping[str, Any] | None = None,
-    *,
-    extra: str = "",
-    info: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write the figure. ``data``: the report it draws, whose target the footer names
-    (after ``extra``) and whose machine record it shows."""
-    if data is not None:
-        extra = ", ".join(filter(None, (extra, f"target {data['target']}")))
-        info = info or data.get("machine")
-    footer(fig, extra, info)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
