@@ -49,28 +49,26 @@ class _Senders:
         self.ledger_client = connect(ledger_url)
         self.ledger = Ledger(self.ledger_client, Implementation.celery)
 
+    def send(self, app: Any, task_id: str | None = None) -> object:
+        """One message through ``app``, as the API publishes one."""
+        task_id = task_id or str(uuid.uuid4())
+        return app.send_task(TASK, kwargs=self.KWARGS, task_id=task_id, queue=QUEUE)
+
     def send_one(self) -> object:
-        return self.celery.send_task(
-            TASK, kwargs=self.KWARGS, task_id=str(uuid.uuid4()), queue=QUEUE
-        )
+        return self.send(self.celery)
 
     def variants(self) -> dict[str, Callable[[], object]]:
         from shared.ledger import NewTask
         from shared.models import TaskKind
 
-        def send(app: Any) -> Callable[[], object]:
-            return lambda: app.send_task(
-                TASK, kwargs=self.KWARGS, task_id=str(uuid.uuid4()), queue=QUEUE
-            )
-
         def schedule() -> object:
             task_id = str(uuid.uuid4())
             self.ledger.queued([NewTask(task_id, TaskKind.log.value)])
-            return self.celery.send_task(TASK, kwargs=self.KWARGS, task_id=task_id, queue=QUEUE)
+            return self.send(self.celery, task_id)
 
         return {
-            "send_task, no sent-event": send(self.quiet),
-            "send_task": send(self.celery),
+            "send_task, no sent-event": lambda: self.send(self.quiet),
+            "send_task": self.send_one,
             "API schedule()": schedule,
         }
 
