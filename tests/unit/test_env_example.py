@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from experiments.reporting.settings_doc import ENV_EXAMPLE, entries
 from harness.procs import REPO_ROOT
 from shared.settings import Settings
 
@@ -14,15 +15,11 @@ DEFAULT = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
 
 
 def env_example() -> tuple[dict[str, str], set[str]]:
-    """(active KEY=value lines, names of the commented-out ``# KEY=value`` lines)."""
-    active: dict[str, str] = {}
-    commented: set[str] = set()
-    for line in (REPO_ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
-        if m := re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line):
-            active[m[1]] = m[2]
-        elif m := re.fullmatch(r"# ([A-Z][A-Z0-9_]*)=.*", line):
-            commented.add(m[1])
-    return active, commented
+    """(active KEY=value lines, names of the commented-out ``# KEY=value`` lines),
+    read as the settings page reads them."""
+    found = entries(ENV_EXAMPLE.read_text(encoding="utf-8"))
+    active = {name: e.value for name, e in found.items() if e.active}
+    return active, set(found) - set(active)
 
 
 @pytest.mark.parametrize("path", ["docker-compose.yml", "docker-compose.rabbitmq.yml", "Procfile"])
