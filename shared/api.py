@@ -29,7 +29,7 @@ from shared.ledger import (
     Ledger,
     LedgerUnavailable,
     NewTask,
-    connect_async,
+    async_ledger_for,
     ledger_for,
 )
 from shared.limits import BodyLimit
@@ -291,15 +291,8 @@ async def open_ledger(
     app.state.settings = settings
     # With the ledger switched off everything is best effort: writes do nothing.
     ledger = ledger_for(settings, implementation, best_effort=best_effort)
-    async_client = (
-        connect_async(settings.redis_url, settings.redis_socket_timeout)
-        if settings.ledger_on
-        else None
-    )
-    app.state.ledger = ledger
-    app.state.async_ledger = AsyncLedger(
-        async_client, implementation, best_effort=ledger.best_effort, off=ledger.off
-    )
+    queue = async_ledger_for(settings, implementation, best_effort=best_effort)
+    app.state.ledger, app.state.async_ledger = ledger, queue
     logger.info(
         "%s API starting: ledger %s, body limit %d bytes, log level %s",
         implementation.value,
@@ -320,8 +313,8 @@ async def open_ledger(
     finally:
         if heartbeat is not None:
             heartbeat.stop()
-        if async_client is not None:
-            await async_client.aclose()
+        if queue.client is not None:
+            await queue.client.aclose()
         if ledger.client is not None:
             ledger.client.close()
 

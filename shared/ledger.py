@@ -89,6 +89,19 @@ def ledger_for(settings: Settings, implementation: Implementation, *, best_effor
     )
 
 
+def async_ledger_for(
+    settings: Settings, implementation: Implementation, *, best_effort: bool
+) -> AsyncLedger:
+    """The request path's ledger, by the same rule as ``ledger_for``."""
+    if settings.ledger_off is not None:
+        return AsyncLedger(None, implementation, best_effort=True, off=settings.ledger_off)
+    return AsyncLedger(
+        connect_async(settings.redis_url, settings.redis_socket_timeout),
+        implementation,
+        best_effort=best_effort,
+    )
+
+
 @dataclass(frozen=True)
 class NewTask:
     """A task an API hands over, as the ledger first records it."""
