@@ -50,9 +50,9 @@ TAG_PATTERN = re.compile(r"\[([^\]\s]+)\]")
 SKIP_PATTERN = re.compile(r"task (\S+): .*already \w+, skipping")
 
 
-def _skipping(task_id: str, what: str, *args: object) -> None:
-    """Log a skipped effect, in the form ``SKIP_PATTERN`` reads."""
-    logger.info("task %s: " + what + " already %s, skipping", task_id, *args)
+def _skipping(task_id: str, effect: str) -> None:
+    """Log a skipped effect ("<what> already <done>"), in the form ``SKIP_PATTERN`` reads."""
+    logger.info("task %s: %s, skipping", task_id, effect)
 
 
 def _marker(log_file: Path, task_id: str) -> Path:
@@ -81,7 +81,7 @@ def write_log(message: str, *, task_id: str, log_file: str | Path) -> bool:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             if has_effect(path, task_id):
-                _skipping(task_id, "log line", "written")
+                _skipping(task_id, "log line already written")
                 return False
             offset = f.seek(0, os.SEEK_END)
             marker = _marker(path, task_id)
@@ -106,7 +106,7 @@ def send_notification(email: str, *, task_id: str, attempt: int, settings: Setti
     the notification had already been sent by an earlier delivery of this task.
     """
     if has_effect(settings.log_file, task_id):
-        _skipping(task_id, "notification to %s", email, "sent")
+        _skipping(task_id, f"notification to {email} already sent")
         return False
     time.sleep(settings.notification_delay_seconds)
     if attempt <= settings.notification_fail_first_attempts:
@@ -130,7 +130,7 @@ def compute(rounds: int) -> int:
 def heavy(rounds: int, *, task_id: str, log_file: str | Path) -> bool:
     """The heavy job: compute, then record the result once (idempotent like the others)."""
     if has_effect(log_file, task_id):
-        _skipping(task_id, "heavy result", "written")
+        _skipping(task_id, "heavy result already written")
         return False
     result = compute(rounds)
     return write_log(
