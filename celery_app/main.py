@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import anyio.to_thread
 from celery import Celery
@@ -49,10 +50,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _maybe_sent(exc: BaseException) -> bool:
-    """Whether the message that failed may be in the queue all the same: the broker
-    did not answer in time (RabbitMQ: no confirm yet), as opposed to refusing it (a
-    nack) or never being reached. kombu's publish retry may also have sent it twice:
-    the same task id, whose work writes once."""
+    """Whether the message that failed, on a broker that was reached, may be in the
+    queue all the same: the broker did not answer in time (RabbitMQ: no confirm
+    yet), as opposed to refusing it (a nack). kombu's publish retry may also have
+    sent it twice: the same task id, whose work writes once."""
     return any(isinstance(e, TimeoutError) for e in _chain(exc))
 
 
@@ -64,6 +65,14 @@ DELIVERY_NOTE = (
 )
 
 
+@dataclass
+class _Progress:
+    """How far a request's publish got: the broker reached, the messages sent."""
+
+    reached: bool = False
+    sent: list[str] = field(default_factory=list)
+
+
 class CeleryScheduler:
     implementation = Implementation.celery
 
@@ -72,32 +81,39 @@ class CeleryScheduler:
         self.ledger = ledger
         self.confirm_timeout = confirm_timeout
 
-    def _publish(self, ids: Sequence[str], jobs: Sequence[Job], sent: list[str]) -> None:
-        for task_id, job in zip(ids, jobs, strict=True):
-            self.celery.send_task(
-                TASK_NAMES[job.kind],
-                kwargs=job.payload,
-                task_id=task_id,
-                # RabbitMQ: wait this long at most for the broker's confirm (a broker
-                # that blocks publishers must not hang the request). Redis: unused.
-                confirm_timeout=self.confirm_timeout,
-            )
-            sent.append(task_id)
+    def _publish(self, ids: Sequence[str], jobs: Sequence[Job], done: _Progress) -> None:
+        with self.celery.producer_or_acquire() as producer:
+            # Reach the broker first, as the publish would (the producer's channel, the
+            # same connect timeout): a timeout here is a broker that got no message.
+            _ = producer.channel
+            done.reached = True
+            for task_id, job in zip(ids, jobs, strict=True):
+                self.celery.send_task(
+                    TASK_NAMES[job.kind],
+                    kwargs=job.payload,
+                    task_id=task_id,
+                    producer=producer,
+                    # RabbitMQ: wait this long at most for the broker's confirm (a broker
+                    # that blocks publishers must not hang the request). Redis: unused.
+                    confirm_timeout=self.confirm_timeout,
+                )
+                done.sent.append(task_id)
 
     async def schedule(self, jobs: Sequence[Job]) -> list[str]:
         ids = [str(uuid.uuid4()) for _ in jobs]
         # queued before the publish, so a fast worker's "running" cannot be overwritten.
         await self.ledger.queued(new_tasks(ids, jobs))
-        sent: list[str] = []
+        done = _Progress()
         try:
             # kombu's publish is blocking I/O: one trip to a worker thread for the
             # request's messages, so a slow broker never stalls the event loop.
-            await anyio.to_thread.run_sync(self._publish, ids, jobs, sent)
+            await anyio.to_thread.run_sync(self._publish, ids, jobs, done)
         except PUBLISH_ERRORS as exc:
             # The messages that did go out will run, and so may the one the broker
             # did not answer for: only the others are forgotten.
+            sent = done.sent
             failed = ids[len(sent)]
-            maybe = [failed] if _maybe_sent(exc) else []
+            maybe = [failed] if done.reached and _maybe_sent(exc) else []
             unsent = ids[len(sent) + len(maybe) :]
             reason = " from ".join(repr(e) for e in _chain(exc))
             logger.error("publishing %s failed (%d sent before): %s", failed, len(sent), reason)

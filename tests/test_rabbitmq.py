@@ -10,6 +10,7 @@ needs a broker of its own (it kills it) starts one.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -210,3 +211,26 @@ def test_a_broker_that_blocks_publishers_is_a_quick_503_not_a_hang(
         rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")  # RabbitMQ's default
     # The alarm cleared: the API publishes again, without a restart.
     wait_until(lambda: httpx.post(url, timeout=30).status_code == 202, 30, "a 202 after the alarm")
+
+
+def test_a_broker_that_never_answered_the_api_queued_nothing(make_stack: StackFactory) -> None:
+    """A paused broker (SIGSTOP: it accepts the TCP connection and says nothing).
+    The API's first connection to it times out in the AMQP handshake, so no message
+    was written: the 503 says nothing was queued and the ledger keeps nothing (a
+    timeout there is not the unconfirmed publish above, which may be queued)."""
+    stack = make_stack(broker="rabbitmq", redis_socket_timeout=1.0)
+    stack.start_all(("redis", "rabbitmq", "celery-api"))  # the API has not connected yet
+    url = f"{stack.celery_url}/send-notification/p@example.com"
+    broker = stack.procs["rabbitmq"]
+    t0 = time.time()
+    broker.send(signal.SIGSTOP, group=True)
+    try:
+        r = httpx.post(url, timeout=60)
+        assert r.status_code == 503, r.text
+        assert "nothing was queued" in r.json()["detail"], r.text
+        records = stack.ledger().records(implementation=Implementation.celery, since=t0)
+        assert records == []
+    finally:
+        broker.send(signal.SIGCONT, group=True)
+    # Answering again: the API publishes, without a restart.
+    wait_until(lambda: httpx.post(url, timeout=30).status_code == 202, 60, "a 202 after SIGCONT")
