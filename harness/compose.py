@@ -5,7 +5,7 @@ The stack belongs to its user: a ``ComposeTarget`` reads its settings and ports
 from the running containers (``docker inspect``, ``docker compose port``),
 changes a service's settings only when asked (``reconfigure``, which recreates
 that one container) and never stops the project. The parsers (``parse_ps``,
-``worker_concurrency``, ``parse_memory``, ...) are pure, and unit-tested.
+``worker_concurrency``, ``published_env``, ``parse_memory``, ...) are pure, and unit-tested.
 """
 
 from __future__ import annotations
@@ -67,6 +67,18 @@ def service_states(rows: Sequence[Mapping[str, Any]], services: Sequence[str]) -
     """Per service: is at least one of its containers running?"""
     running = {row.get("Service") for row in rows if row.get("State") == "running"}
     return {name: name in running for name in services}
+
+
+def published_env(service: str, bindings: Mapping[str, Any]) -> dict[str, str]:
+    """The variables compose published ``service``'s port with, from its container's
+    ``HostConfig.PortBindings`` (what docker bound, not the URL a client uses)."""
+    found = bindings.get(f"{CONTAINER_PORTS.get(service)}/tcp") or []
+    if service not in PORT_VARIABLES or not found:
+        return {}
+    env = {PORT_VARIABLES[service]: str(found[0]["HostPort"])}
+    if found[0].get("HostIp"):
+        env["PUBLISH_ADDRESS"] = str(found[0]["HostIp"])
+    return env
 
 
 def worker_concurrency(argv: Sequence[str], default: int = 2) -> int:
@@ -391,28 +403,18 @@ class ComposeTarget:
     def reconfigure(self, service: str, timeout: float = 90, **overrides: object) -> None:
         current = self.settings_for(service)
         changed = current.replace(**overrides)
-        cmd = self.compose.inspect(service)["Config"]["Cmd"] or []
+        container = self.compose.inspect(service)
         # Compose interpolates the file anew from this environment: the service
-        # must come back on the ports (and address) it has now, not the defaults.
+        # must come back on the port (and address) it has now, not the defaults.
         env = {
             **changed.to_env(),
-            "WORKER_CONCURRENCY": str(worker_concurrency(cmd)),
-            **self.published_env(),
+            "WORKER_CONCURRENCY": str(worker_concurrency(container["Config"]["Cmd"] or [])),
+            **published_env(service, container["HostConfig"].get("PortBindings") or {}),
         }
         since = time.time() - 1
         self.compose.recreate(service, env, timeout=max(timeout, 60) + 120)
         self._settings.pop(service, None)
         self._wait_ready(service, since, timeout)
-
-    def published_env(self) -> dict[str, str]:
-        """The variables the compose files publish ports with, as they are now."""
-        env: dict[str, str] = {}
-        for service, url in self.urls.items():
-            host, _, port = url.removeprefix("http://").rpartition(":")
-            if service in PORT_VARIABLES:
-                env[PORT_VARIABLES[service]] = port
-                env["PUBLISH_ADDRESS"] = host
-        return env
 
     def ledger(self) -> ApiLedger:
         return ApiLedger({side: self.url(side) for side in API})

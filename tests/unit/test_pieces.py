@@ -18,10 +18,10 @@ from experiments.reporting import docs
 from harness.compose import (
     CONTAINER_PORTS,
     PORT_VARIABLES,
-    ComposeTarget,
     option,
     parse_memory,
     parse_ps,
+    published_env,
     service_states,
     settings_from_env,
     worker_concurrency,
@@ -106,14 +106,16 @@ def test_a_recreated_service_keeps_the_ports_the_project_publishes() -> None:
     for service, variable in PORT_VARIABLES.items():
         port = CONTAINER_PORTS[service]
         assert f"${{{variable}:-{port}}}:{port}" in files, service
-    target = ComposeTarget(
-        urls={"bg-api": "http://127.0.0.1:38001", "celery-api": "http://127.0.0.1:38002"}
-    )
-    assert target.published_env() == {
+    # From what docker bound (its inspect), whatever URL reaches it: all interfaces...
+    bindings = {"8001/tcp": [{"HostIp": "0.0.0.0", "HostPort": "38001"}]}
+    assert published_env("bg-api", bindings) == {
         "BG_API_PORT": "38001",
-        "CELERY_API_PORT": "38002",
-        "PUBLISH_ADDRESS": "127.0.0.1",
+        "PUBLISH_ADDRESS": "0.0.0.0",
     }
+    # ...or no address given; and a service that publishes nothing has nothing.
+    bindings = {"8002/tcp": [{"HostIp": "", "HostPort": "38002"}]}
+    assert published_env("celery-api", bindings) == {"CELERY_API_PORT": "38002"}
+    assert published_env("worker", {}) == {}
 
 
 def test_settings_reach_a_child_process_and_come_back_the_same() -> None:
