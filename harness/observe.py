@@ -6,40 +6,25 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypedDict
 
 from harness.target import RUNS_THE_WORK, Target
 from shared.models import Implementation, TaskRecord
 from shared.verdict import (
     Judgement,
     Observation,
-    Redelivery,
+    Rules,
     Verdict,
     count_skipped_writes,
     judge,
+    rules,
 )
 
 logger = logging.getLogger(__name__)
 
 
-class Rules(TypedDict):
-    """What ``judge`` must know of a stack besides what it saw (``Observation``'s fields)."""
-
-    redelivery: Redelivery
-    stale_after: float
-    slack: float
-
-
 def rules_for(target: Target) -> Rules:
-    """The rules the target's settings make: when the broker hands a message back,
-    when a silent process is gone (three missed heartbeats), and how long a free
-    worker may take to pick up a due task (a few heartbeats and scans)."""
-    s = target.settings
-    return Rules(
-        redelivery=Redelivery.of(s),
-        stale_after=3 * s.runner_heartbeat_seconds,
-        slack=max(3.0, 3 * s.runner_heartbeat_seconds, 2 * s.celery_restore_interval),
-    )
+    """The rules the target's settings make (``shared.verdict.rules``)."""
+    return rules(target.settings)
 
 
 def expected_of(ids: Iterable[str], side: str) -> dict[str, Implementation]:

@@ -14,6 +14,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -51,8 +52,12 @@ class Heartbeat:
         role: str,
         *,
         interval: float = 1.0,
+        activity: Callable[[], tuple[int, float]] | None = None,
     ) -> None:
         self.client = client
+        # The runs this process has going and since when it has had none
+        # (``Ledger.activity``): written with each beat.
+        self.activity = activity
         self.implementation = implementation
         self.role = role
         self.interval = interval
@@ -81,6 +86,10 @@ class Heartbeat:
         }
         if stopped:
             fields["stopped_at"] = now
+        if self.activity is not None:
+            busy, free_since = self.activity()
+            fields["busy"] = busy
+            fields["free_since"] = free_since
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.hset(key, mapping=fields)

@@ -21,7 +21,9 @@ sides, what became of each task.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -35,6 +37,7 @@ from redis.typing import EncodableT, FieldT
 
 from shared.heartbeat import RUNNER_KEY, RUNNER_TTL, RUNNERS_KEY, runner_id
 from shared.models import Implementation, Run, RunnerRecord, TaskRecord, TaskState
+from shared.services import Delivery, delivery_of
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -113,6 +116,22 @@ class NewTask:
     after: str | None = None
 
 
+def new_tasks(kinds: Sequence[str], detail: Mapping[str, str] | None = None) -> list[NewTask]:
+    """A request's tasks, in the order scheduled, as the ledger first records them:
+    a new id each, each naming the one scheduled before it."""
+    ids = [str(uuid.uuid4()) for _ in kinds]
+    return [
+        NewTask(task_id, str(kind), detail, after=ids[i - 1] if i else None)
+        for i, (task_id, kind) in enumerate(zip(ids, kinds, strict=True))
+    ]
+
+
+def _owner(implementation: Implementation) -> str | None:
+    """Who holds a task until it runs: the API process itself, where tasks are
+    held in process memory (if it dies first, the ledger shows who lost them)."""
+    return runner_id() if delivery_of(implementation) == Delivery.in_process else None
+
+
 def _queued_fields(
     implementation: Implementation, task: NewTask, now: float, owner: str | None
 ) -> Fields:
@@ -149,6 +168,16 @@ def _queue(
             mapping=_queued_fields(implementation, task, now, owner),
         )
     pipe.zadd(INDEX_KEY.format(implementation.value), {t.task_id: now for t in tasks})
+
+
+def _forget(
+    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline,
+    implementation: Implementation,
+    task_ids: Sequence[str],
+) -> None:
+    for task_id in task_ids:
+        pipe.delete(TASK_KEY.format(task_id))
+    pipe.zrem(INDEX_KEY.format(implementation.value), *task_ids)
 
 
 # One round trip for the start of a run, atomic: the attempt number and the run's
@@ -252,6 +281,21 @@ class Ledger:
         self.heartbeat_interval = heartbeat_interval
         self._start = client.register_script(_START) if client is not None else None
         self._finish = client.register_script(_FINISH) if client is not None else None
+        # The runs this process has going (its heartbeat reports them).
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._free_since = time.time()
+
+    def activity(self) -> tuple[int, float]:
+        """The runs this process has started and not ended, and since when it has had none."""
+        with self._lock:
+            return self._busy, self._free_since
+
+    def _track(self, delta: int) -> None:
+        with self._lock:
+            self._busy = max(self._busy + delta, 0)
+            if self._busy == 0:
+                self._free_since = time.time()
 
     @property
     def enabled(self) -> bool:
@@ -275,10 +319,16 @@ class Ledger:
 
     # --- writes -----------------------------------------------------------------
 
-    def queued(self, tasks: Sequence[NewTask], *, owner: str | None = None) -> None:
-        """Record tasks handed over, in one round trip. ``owner``: the process that
-        holds them in memory until they run (BackgroundTasks)."""
+    def queued(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
+        """Record a request's tasks as queued, in one round trip; their new ids, in order."""
+        tasks = new_tasks(kinds, detail)
+        self.record_queued(tasks)
+        return [t.task_id for t in tasks]
+
+    def record_queued(self, tasks: Sequence[NewTask]) -> None:
+        """Record tasks handed over, in one round trip."""
         now = time.time()
+        owner = _owner(self.implementation)
 
         def op(r: redis.Redis) -> None:
             pipe = r.pipeline(transaction=False)
@@ -286,6 +336,19 @@ class Ledger:
             pipe.execute()
 
         self._do("queued", op)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Remove tasks that were never handed over (their publish failed)."""
+        ids = list(task_ids)
+        if not ids:
+            return
+
+        def op(r: redis.Redis) -> None:
+            pipe = r.pipeline(transaction=False)
+            _forget(pipe, self.implementation, ids)
+            pipe.execute()
+
+        self._do("forget", op)
 
     def running(self, task_id: str, kind: str, *, unrecorded: int = 1) -> int:
         """Record the start of a run; return its attempt number (1 for the first run).
@@ -299,6 +362,7 @@ class Ledger:
             return int(self._start(keys=keys, args=args, client=r))
 
         attempt = self._do("running", op)
+        self._track(+1)
         return attempt if attempt is not None else unrecorded
 
     def finished(
@@ -340,7 +404,10 @@ class Ledger:
                     return
                 time.sleep(self.heartbeat_interval / 4)
 
-        self._do(outcome.value, op)
+        try:
+            self._do(outcome.value, op)
+        finally:
+            self._track(-1)
 
     # --- reads ------------------------------------------------------------------
 
@@ -436,31 +503,22 @@ class AsyncLedger:
         self.best_effort = best_effort
         self.off = off
 
-    async def queued(self, tasks: Sequence[NewTask], *, owner: str | None = None) -> None:
+    async def queued(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
+        """Record a request's tasks as queued, in one round trip; their new ids, in order."""
+        tasks = new_tasks(kinds, detail)
         if self.client is None:
             if self.best_effort:
-                return
+                return [t.task_id for t in tasks]
             raise LedgerUnavailable(f"the ledger is off: {self.off}")
         pipe = self.client.pipeline(transaction=False)
-        _queue(pipe, self.implementation, tasks, owner, time.time())
+        _queue(pipe, self.implementation, tasks, _owner(self.implementation), time.time())
         try:
             await pipe.execute()
         except redis.RedisError as exc:
-            if self.best_effort:
-                logger.warning("ledger queued skipped, Redis unavailable: %s", exc)
-                return
-            raise LedgerUnavailable(f"the ledger is unavailable (Redis: {exc})") from exc
-
-    async def forget(self, task_ids: Iterable[str]) -> None:
-        """Remove tasks that were never handed over (their publish failed)."""
-        ids = list(task_ids)
-        if self.client is None or not ids:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.delete(TASK_KEY.format(task_id))
-        pipe.zrem(INDEX_KEY.format(self.implementation.value), *ids)
-        await pipe.execute()
+            if not self.best_effort:
+                raise LedgerUnavailable(f"the ledger is unavailable (Redis: {exc})") from exc
+            logger.warning("ledger queued skipped, Redis unavailable: %s", exc)
+        return [t.task_id for t in tasks]
 
 
 # --- parsing -------------------------------------------------------------------------

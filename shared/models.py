@@ -7,10 +7,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.services import Implementation
 
-class Implementation(StrEnum):
-    bg = "bg"
-    celery = "celery"
+__all__ = ["Implementation"]  # defined with the table of services, used with the models
 
 
 class TaskKind(StrEnum):
@@ -18,7 +17,7 @@ class TaskKind(StrEnum):
     log = "log"
     beat = "beat"
     mechanics = "mechanics"
-    # CPU-bound: pure-Python computation (the seed's "heavy work belongs in a worker").
+    # CPU-bound: pure-Python computation (the chapter's "heavy work belongs in a worker").
     heavy = "heavy"
 
 
@@ -124,6 +123,15 @@ class TaskRecord(BaseModel):
     runs: list[Run] = Field(default_factory=list)
 
 
+class TaskView(TaskRecord):
+    """A task's record, and what became of it (``shared.verdict``, the rule every
+    count here uses): the raw ``state`` says where the ledger left it, the
+    ``verdict`` whether anything will still run it."""
+
+    verdict: str
+    verdict_reason: str = ""
+
+
 class RunnerRecord(BaseModel):
     """A process that runs tasks, as its heartbeat in the ledger shows it."""
 
@@ -134,6 +142,11 @@ class RunnerRecord(BaseModel):
     seen_at: float
     # Set when it shut down cleanly; a killed process just stops being seen.
     stopped_at: float | None = None
+    # Runs it had going at its last beat, and since when it has had none (None: not
+    # reported, or busy): what tells a free worker from one whose run the
+    # records at hand do not show.
+    busy: int | None = None
+    free_since: float | None = None
 
 
 class Health(BaseModel):

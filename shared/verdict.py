@@ -23,30 +23,28 @@ What comes out, per task (``Verdict``):
 with how many times it was delivered and started (``executions``: runs that were
 not retries) and how many effect lines it wrote (``writes``).
 
-The rule for *lost*:
+The rule for *lost* follows each implementation's delivery model
+(``shared.services``):
 
-- BackgroundTasks: a queued or running task lives only in the memory of the API
-  process that accepted it. Once that process is gone (no heartbeat for
-  ``stale_after`` seconds, or a clean exit recorded), the task is lost at once:
-  nothing else holds it and nothing redelivers it.
-- Celery: a run whose worker process is gone is *awaiting redelivery* until the
-  broker hands the message back (``Redelivery.due``): on Redis, kombu restores an
-  unacknowledged message once its delivery is older than the visibility timeout,
-  at the next scan of a live worker; on RabbitMQ, the moment the dead worker's
-  connection closes. From then on, as for a task still queued, it is **lost only
-  when a live worker process has been free, with the broker up, for ``slack``
-  seconds past that moment** and the task still has not started again. With
-  stock acknowledgement (``acks_late`` off) the message was acknowledged when
-  the run began: a dead run is lost at once.
+- held in process memory (BackgroundTasks): a queued or running task lives
+  only in the memory of the API process that accepted it. Once that process is
+  gone (no heartbeat for ``stale_after`` seconds, or a clean exit recorded), the
+  task is lost at once: nothing else holds it and nothing redelivers it.
+- the broker redelivers (Celery): a run whose worker process is gone is
+  *awaiting redelivery* until the broker hands the message back
+  (``Redelivery.due``): on Redis, kombu restores an unacknowledged message once
+  its delivery is older than the visibility timeout, at the next scan of a live
+  worker; on RabbitMQ, the moment the dead worker's connection closes. From then
+  on, as for a task still queued, it is **lost only when a live worker process
+  has been free, with the broker up, for ``slack`` seconds past that moment**
+  and the task still has not started again. With stock acknowledgement
+  (``acks_late`` off) the message was acknowledged when the run began: a dead
+  run is lost at once.
 
-Of the two rules this replaces, the lab's was kept (lost once a worker has been
-idle past the horizon), because it asks the right question: could a worker have
-taken the task, and did it not? The crash experiment's counted the visibility
-timeout from the restart and waited for the ledger to go quiet, which makes the
-answer depend on when the observer looked. Both had a flaw fixed here: the
-visibility timeout counts from the message's delivery (the run's start), as
-kombu's restore does, not from the death or the restart. Waiting for the ledger
-to go quiet stays where it belongs, in whoever decides when to stop watching.
+The visibility timeout counts from the message's delivery (the run's start), as
+kombu's restore does, not from the death or a restart; and a worker is free when
+neither the records (an open run on it) nor its own heartbeat (``busy``) say it
+is busy. Deciding when to stop watching belongs to whoever watches (``settle``).
 """
 
 from __future__ import annotations
@@ -55,9 +53,10 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
-from shared.models import Implementation, RunnerRecord, TaskRecord, TaskState
+from shared.models import RunnerRecord, TaskRecord, TaskState
+from shared.services import Delivery, Implementation, delivery_of
 from shared.settings import Settings, explicit_settings
 from shared.work import SKIP_PATTERN, TAG_PATTERN
 
@@ -102,6 +101,26 @@ class Redelivery:
             return max(started_at + self.visibility_timeout, died_at) + self.restore_interval
         # AMQP: the broker requeues a consumer's unacked messages when its connection closes.
         return died_at
+
+
+class Rules(TypedDict):
+    """What ``judge`` must know of a stack besides what it saw (``Observation``'s fields)."""
+
+    redelivery: Redelivery
+    stale_after: float
+    slack: float
+
+
+def rules(settings: Settings) -> Rules:
+    """The rules a stack running with ``settings`` has: when the broker hands a
+    message back, when a silent process is gone (three missed heartbeats), and how
+    long a free worker may take to pick up a due task (a few heartbeats and scans)."""
+    beat = settings.runner_heartbeat_seconds
+    return Rules(
+        redelivery=Redelivery.of(settings),
+        stale_after=3 * beat,
+        slack=max(3.0, 3 * beat, 2 * settings.celery_restore_interval),
+    )
 
 
 @dataclass(frozen=True)
@@ -232,29 +251,29 @@ class _Processes:
             return fallback
         return r.stopped_at if r.stopped_at is not None else r.seen_at
 
-    def celery_deaths_since(self, t: float) -> list[float]:
-        """When the Celery worker processes that may have been alive at ``t`` died.
+    def deaths_since(self, impl: Implementation, t: float) -> list[float]:
+        """When the worker processes of ``impl`` that may have been alive at ``t`` died.
 
         A process is last seen up to one heartbeat before it dies: one seen
         within ``stale_after`` before ``t`` may still have been alive at ``t``."""
         return [
             d
             for r in self.obs.runners
-            if r.implementation == Implementation.celery
+            if r.implementation == impl
             and not self.alive(r.runner, None)
             and (d := self.died_at(r.runner, r.seen_at)) >= t - self.obs.stale_after
         ]
 
-    def worker_free_since(self, celery: Iterable[TaskRecord]) -> float | None:
-        """Since when some live Celery worker process has had nothing to run (None: none has)."""
+    def free_since(self, impl: Implementation, records: Iterable[TaskRecord]) -> float | None:
+        """Since when some live worker process of ``impl`` has had nothing to run
+        (None: none has). Busy: an open run on it in the records, or its heartbeat
+        says so (a run it started that these records do not show)."""
         live = [
-            r
-            for r in self.obs.runners
-            if r.implementation == Implementation.celery and self.alive(r.runner, None)
+            r for r in self.obs.runners if r.implementation == impl and self.alive(r.runner, None)
         ]
         busy: set[str] = set()
         last_end: dict[str, float] = {}
-        for record in celery:
+        for record in records:
             for run in record.runs:
                 if run.runner is None:
                     continue
@@ -263,7 +282,9 @@ class _Processes:
                 elif run.ended_at is not None:
                     last_end[run.runner] = max(last_end.get(run.runner, 0.0), run.ended_at)
         free = [
-            max(r.started_at, last_end.get(r.runner, 0.0)) for r in live if r.runner not in busy
+            max(r.started_at, last_end.get(r.runner, 0.0), r.free_since or 0.0)
+            for r in live
+            if r.runner not in busy and not r.busy
         ]
         return min(free) if free else None
 
@@ -272,12 +293,16 @@ def judge(obs: Observation) -> Judgement:
     """Every task's verdict, and each side's summary."""
     procs = _Processes(obs)
     by_id = {r.task_id: r for r in obs.records}
-    celery = [r for r in obs.records if r.implementation == Implementation.celery]
-    free_since = procs.worker_free_since(celery)
+    free: dict[Implementation, float | None] = {}
     verdicts: dict[str, TaskVerdict] = {}
 
-    def waited_too_long(ready_at: float) -> bool:
+    def waited_too_long(impl: Implementation, ready_at: float) -> bool:
         """A free worker and a live broker have had ``slack`` seconds to start it."""
+        if impl not in free:
+            free[impl] = procs.free_since(
+                impl, (r for r in obs.records if r.implementation == impl)
+            )
+        free_since = free[impl]
         if free_since is None or obs.broker_up_since is None:
             return False
         return obs.now - max(ready_at, free_since, obs.broker_up_since) > obs.slack
@@ -295,7 +320,8 @@ def judge(obs: Observation) -> Judgement:
             # run still going, judged below.)
             return Verdict.completed, "its effect is written; the ledger missed the end"
         heard = record.updated_at or record.queued_at
-        if record.implementation == Implementation.bg:
+        impl = record.implementation
+        if delivery_of(impl) == Delivery.in_process:
             before = verdicts.get(record.after or "")
             failed_before = before is not None and before.verdict in (
                 Verdict.failed,
@@ -306,7 +332,7 @@ def judge(obs: Observation) -> Judgement:
             if procs.alive(record.runner, heard):
                 return Verdict.in_flight, f"held by {record.runner}"
             return Verdict.lost, f"its process {record.runner} is gone, and the task with it"
-        # Celery.
+        # The broker redelivers.
         open_runs = [run for run in record.runs if run.ended_at is None]
         if any(procs.alive(run.runner, heard) for run in open_runs):
             return Verdict.in_flight, f"running on {record.runner}"
@@ -317,7 +343,7 @@ def judge(obs: Observation) -> Judgement:
             if not obs.redelivery.acks_late:
                 return Verdict.lost, "its worker died; stock acks had acknowledged it as it started"
             due = obs.redelivery.due(started, died)
-            if waited_too_long(due):
+            if waited_too_long(impl, due):
                 return Verdict.lost, "its worker died and no worker took it again"
             return Verdict.awaiting_redelivery, "its worker died; the broker hands it back"
         if record.state == TaskState.retrying:
@@ -327,16 +353,16 @@ def judge(obs: Observation) -> Judgement:
             # if that worker died, it comes back when the broker hands it back (Redis:
             # after the visibility timeout; RabbitMQ: at once, so the ETA decides).
             ready = max(ready, obs.redelivery.due(record.updated_at or obs.now, 0.0))
-            if waited_too_long(ready):
+            if waited_too_long(impl, ready):
                 return Verdict.lost, "its retry never started"
             return Verdict.in_flight, f"retrying in {retry_in:.1f}s"
         ready = record.queued_at or obs.now
         # A worker that died after the task was queued may have held it unacknowledged
         # (prefetched, not started): it comes back when the broker redelivers it.
-        deaths = procs.celery_deaths_since(ready)
+        deaths = procs.deaths_since(impl, ready)
         if deaths:
             ready = max(ready, obs.redelivery.due(max(deaths), max(deaths)))
-        if waited_too_long(ready):
+        if waited_too_long(impl, ready):
             return Verdict.lost, "a worker was free and it never started"
         return Verdict.in_flight, "waiting in the broker"
 

@@ -1,0 +1,235 @@
+"""The one table of what runs: each implementation and each service, written once.
+
+Everything that lists services reads it: the local stacks (``harness.local``),
+the compose target (``harness.compose``), ``harness.target``, the stacks
+(``harness.stacks``), the lab, the soak and the verdict. A unit test checks
+``Procfile`` and ``docker-compose.yml`` against it. Pure data: no process, no I/O.
+
+An implementation says how its tasks are delivered, and that is what decides
+what becomes of them when a process dies (``shared.verdict``):
+
+- *held in process memory*: the API process that accepted a task runs it; the
+  task lives only there and dies with it (BackgroundTasks);
+- *the broker redelivers*: the task waits in a broker until a worker acknowledges
+  it; a worker that dies mid-task leaves it to be handed out again (Celery with
+  ``acks_late``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Implementation(StrEnum):
+    bg = "bg"
+    celery = "celery"
+
+
+class Delivery(StrEnum):
+    in_process = "held in process memory"
+    broker = "the broker redelivers"
+
+
+class Probe(StrEnum):
+    """How to tell that a service is ready."""
+
+    http = "http"  # GET ``Service.ready`` answers 200
+    output = "output"  # its output shows the pattern ``Service.ready``
+    redis = "redis"  # a redis-server answers PING
+    amqp = "amqp"  # a rabbitmq-server accepts a connection
+    running = "running"  # its process (container) runs
+
+
+@dataclass(frozen=True)
+class Side:
+    """One implementation: its API, what runs its work, how its tasks are delivered."""
+
+    implementation: Implementation
+    title: str
+    api: str  # the service that answers its HTTP requests
+    runs_the_work: str  # the service whose processes run its tasks
+    delivery: Delivery
+    # The services it needs to take tasks and run them, beside the ledger's Redis
+    # ("broker": its broker, Redis or RabbitMQ as the stack says).
+    needs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    # The implementation it belongs to; None: both (Redis holds both sides' ledger).
+    side: Implementation | None
+    # The command, as compose and the Procfile run it, with the options every way of
+    # running it passes (each adds its own: host, port, files).
+    command: tuple[str, ...]
+    # Where it listens (in its container), and the variable that publishes it on the host.
+    port: int | None
+    port_variable: str | None
+    probe: Probe
+    ready: str = ""  # the probe's path or output pattern
+    runs_work: bool = False
+    # A Python service of this project (one image for all), or a server it uses.
+    python: bool = True
+    # Only for the stacks that run it (a broker, a UI).
+    optional: bool = False
+    # What the lab may do to it.
+    controls: frozenset[str] = frozenset()
+    # The local stacks' own options: ``str.format`` fields from ``harness.local``
+    # (port, name, stack, workdir, concurrency).
+    local: tuple[str, ...] = ()
+
+
+PROCESS_CONTROLS = frozenset({"kill", "stop", "restart"})
+UVICORN_LOCAL = ("--host", "127.0.0.1", "--port", "{port}", "--no-access-log")
+
+SIDES: dict[Implementation, Side] = {
+    Implementation.bg: Side(
+        Implementation.bg,
+        "BackgroundTasks",
+        api="bg-api",
+        runs_the_work="bg-api",
+        delivery=Delivery.in_process,
+        needs=("bg-api",),
+    ),
+    Implementation.celery: Side(
+        Implementation.celery,
+        "Celery",
+        api="celery-api",
+        runs_the_work="worker",
+        delivery=Delivery.broker,
+        needs=("broker", "celery-api", "worker"),
+    ),
+}
+
+SERVICES: dict[str, Service] = {
+    s.name: s
+    for s in (
+        Service(
+            "redis",
+            None,
+            ("redis-server",),
+            port=None,
+            port_variable=None,
+            probe=Probe.redis,
+            python=False,
+            controls=frozenset({"restart"}),
+        ),
+        Service(
+            "bg-api",
+            Implementation.bg,
+            ("uvicorn", "fastapi_bg.main:app"),
+            port=8001,
+            port_variable="BG_API_PORT",
+            probe=Probe.http,
+            ready="/health",
+            runs_work=True,
+            controls=PROCESS_CONTROLS,
+            local=UVICORN_LOCAL,
+        ),
+        Service(
+            "celery-api",
+            Implementation.celery,
+            ("uvicorn", "celery_app.main:app"),
+            port=8002,
+            port_variable="CELERY_API_PORT",
+            probe=Probe.http,
+            ready="/health",
+            controls=PROCESS_CONTROLS,
+            local=UVICORN_LOCAL,
+        ),
+        Service(
+            "worker",
+            Implementation.celery,
+            (
+                "celery",
+                "-A",
+                "celery_app.worker",
+                "worker",
+                "-E",
+                "--without-mingle",
+                "--without-gossip",
+            ),
+            port=None,
+            port_variable=None,
+            probe=Probe.output,
+            ready=r"ready\.",
+            runs_work=True,
+            controls=PROCESS_CONTROLS,
+            local=(
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "{concurrency}",
+                "--hostname",
+                "{name}-{stack}@%h",
+            ),
+        ),
+        Service(
+            "beat",
+            Implementation.celery,
+            ("celery", "-A", "celery_app.worker", "beat"),
+            port=None,
+            port_variable=None,
+            probe=Probe.output,
+            ready="beat: Starting",
+            local=("--schedule", "{workdir}/celerybeat-schedule"),
+        ),
+        Service(
+            "flower",
+            Implementation.celery,
+            ("celery", "-A", "celery_app.worker", "flower"),
+            port=5555,
+            port_variable="FLOWER_PORT",
+            probe=Probe.http,
+            ready="/healthcheck",
+            optional=True,
+            local=("--address=127.0.0.1", "--port={port}"),
+        ),
+        Service(
+            "rabbitmq",
+            Implementation.celery,
+            ("rabbitmq-server",),
+            # Its management UI (AMQP itself is never published).
+            port=15672,
+            port_variable="RABBITMQ_UI_PORT",
+            probe=Probe.amqp,
+            python=False,
+            optional=True,
+            controls=frozenset({"restart"}),
+        ),
+    )
+}
+
+
+def service(name: str) -> Service:
+    """A service's record; a numbered copy ("worker-2") has its original's."""
+    found = SERVICES.get(name) or SERVICES.get(name.rsplit("-", 1)[0])
+    if found is None:
+        raise KeyError(f"unknown service {name!r}: {', '.join(SERVICES)}")
+    return found
+
+
+def side_of(name: str) -> Implementation:
+    """The implementation a service belongs to (Redis, which both use: the Celery
+    side's, whose broker it can be)."""
+    return service(name).side or Implementation.celery
+
+
+def api_of(side: Implementation | str) -> str:
+    return SIDES[Implementation(side)].api
+
+
+def delivery_of(side: Implementation | str) -> Delivery:
+    return SIDES[Implementation(side)].delivery
+
+
+def services_of(side: Implementation | str) -> tuple[str, ...]:
+    """A side's services, in the table's order."""
+    impl = Implementation(side)
+    return tuple(name for name, s in SERVICES.items() if s.side == impl)
+
+
+PYTHON_SERVICES = tuple(name for name, s in SERVICES.items() if s.python)
+# The Python services every stack runs (the optional ones only where asked for).
+CORE_SERVICES = tuple(name for name, s in SERVICES.items() if not s.optional)
