@@ -1,8 +1,8 @@
-"""The one Celery app module: ``celery -A celery_app.worker worker|beat|flower``.
+"""The Celery configuration, every setting commented: ``create_celery(settings)``.
 
-Configuration comes from ``shared.settings`` only. The API builds its own
-producer with ``create_celery`` and publishes by task name (``TASK_NAMES``), so
-it never imports ``celery_app.tasks`` (worker-only code).
+Configuration comes from ``shared.settings`` only. The worker, beat and Flower
+run the app ``celery_app.worker`` makes with it; the API makes its own, to
+publish (``publisher=True``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
 
-from shared.logs import configure_logging
 from shared.models import TaskKind
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
 TASK_NAMES: dict[str, str] = {
     TaskKind.notification: "notifications.send",
@@ -22,12 +20,6 @@ TASK_NAMES: dict[str, str] = {
     TaskKind.beat: "beat.heartbeat",
     TaskKind.heavy: "heavy.compute",
 }
-
-
-@setup_logging.connect
-def _logging(**_: Any) -> None:
-    """Celery's own logging setup is replaced by the one both APIs use (LOG_LEVEL)."""
-    configure_logging(get_settings().log_level)
 
 
 def transport_options(settings: Settings, *, publisher: bool = False) -> dict[str, Any]:
@@ -41,6 +33,11 @@ def transport_options(settings: Settings, *, publisher: bool = False) -> dict[st
             # How often a worker scans for unacked tasks whose timeout has passed.
             "unacked_restore_interval": settings.celery_restore_interval,
             "unacked_restore_throttle": 1,
+            # The scan runs under a lock in Redis. A worker SIGKILLed while it scans
+            # leaves the lock behind, and no worker restores anything until it
+            # expires: kombu's default, 5 minutes, stalls every redelivery that
+            # long (a lab run saw it). A scan takes milliseconds: a few scans' worth.
+            "unacked_mutex_expire": max(5, round(4 * settings.celery_restore_interval)),
             "socket_timeout": settings.redis_socket_timeout,
             "socket_connect_timeout": settings.redis_socket_timeout,
         }
@@ -61,8 +58,11 @@ def transport_options(settings: Settings, *, publisher: bool = False) -> dict[st
     return options
 
 
-def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
-    celery = Celery("bgtasks_vs_celery", include=["celery_app.tasks"])
+def create_celery(
+    settings: Settings, *, publisher: bool = False, app_class: type[Celery] = Celery
+) -> Celery:
+    """The app, configured. ``app_class``: the API's own (``celery_app.handover``)."""
+    celery = app_class("bgtasks_vs_celery", include=["celery_app.tasks"])
     celery.conf.update(
         # All three, explicitly: Celery reads CELERY_BROKER_URL from the environment
         # ahead of broker_url, but the read and write URLs set here come first.
@@ -112,6 +112,3 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         timezone="UTC",
     )
     return celery
-
-
-app = create_celery(get_settings())

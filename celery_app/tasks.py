@@ -1,4 +1,7 @@
-"""Worker-only code: the Celery tasks, thin adapters around ``shared.work``."""
+"""The Celery tasks: thin adapters around ``shared.work``, each run recorded.
+
+The worker runs them; the API imports them to publish them (``.apply_async``),
+through the Celery app its lifespan makes the default one."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from celery_app.worker import TASK_NAMES
+from celery_app.config import TASK_NAMES
 from shared.heartbeat import Heartbeat
 from shared.ledger import Ledger, ledger_for
 from shared.models import Implementation, TaskKind, TaskState
@@ -39,7 +42,11 @@ def _start_heartbeat(**_: Any) -> None:
     if ledger.client is None:
         return
     _heartbeat = Heartbeat(
-        ledger.client, Implementation.celery, "worker", interval=settings.runner_heartbeat_seconds
+        ledger.client,
+        Implementation.celery,
+        "worker",
+        interval=settings.runner_heartbeat_seconds,
+        activity=ledger.activity,
     ).start()
 
 
@@ -60,7 +67,7 @@ def backoff(retries: int, settings: Settings) -> float:
 BoundTask = Task[Any, Any]
 
 
-def execute(task: BoundTask, kind: str, job: str, payload: dict[str, str]) -> None:
+def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
     settings = get_settings()
     ledger = worker_ledger()
     task_id = task.request.id
@@ -69,7 +76,7 @@ def execute(task: BoundTask, kind: str, job: str, payload: dict[str, str]) -> No
     # ledger, Celery's own count of retries says which attempt this is.
     attempt = ledger.running(task_id, kind, unrecorded=task.request.retries + 1)
     try:
-        perform(job, payload, task_id=task_id, attempt=attempt, settings=settings)
+        perform(kind, payload, task_id=task_id, attempt=attempt, settings=settings)
     except TransientNotificationError as exc:
         if task.request.retries < settings.notification_max_retries:
             countdown = backoff(task.request.retries, settings)
@@ -97,21 +104,21 @@ def execute(task: BoundTask, kind: str, job: str, payload: dict[str, str]) -> No
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.notification])
 def send_notification(self: BoundTask, email: str) -> None:
-    execute(self, TaskKind.notification, "notification", {"email": email})
+    execute(self, TaskKind.notification, {"email": email})
 
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.log])
 def write_log(self: BoundTask, message: str) -> None:
-    execute(self, TaskKind.log, "log", {"message": message})
+    execute(self, TaskKind.log, {"message": message})
 
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.heavy])
-def compute_heavy(self: BoundTask, rounds: str) -> None:
+def compute_heavy(self: BoundTask, rounds: int) -> None:
     # CPU-bound: it runs in a pool process of its own, away from the API.
-    execute(self, TaskKind.heavy, "heavy", {"rounds": rounds})
+    execute(self, TaskKind.heavy, {"rounds": str(rounds)})
 
 
 @shared_task(bind=True, name=TASK_NAMES[TaskKind.beat])
 def heartbeat(self: BoundTask, /, **_: Any) -> None:
     # Beat's periodic task: recorded in the ledger like any other task.
-    execute(self, TaskKind.beat, "log", {"message": "beat heartbeat"})
+    execute(self, TaskKind.beat, {"message": "beat heartbeat"})

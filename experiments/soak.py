@@ -35,8 +35,8 @@ from experiments.reporting.report import publish
 from experiments.reporting.tables import markdown_table
 from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout
-from harness.stacks import StackSpec, Unsupported, open_stack
-from harness.target import Target
+from harness.stacks import StackSpec, open_stack
+from harness.target import Target, Unsupported
 from shared.models import Implementation
 from shared.verdict import Judgement, Verdict, judge
 

@@ -1,4 +1,5 @@
-"""Seed 004 as endpoints: where a background task runs, and how to stall a server.
+"""Where a background task runs, and how to stall a server: Starlette runs a
+``def`` task in AnyIO's thread pool and an ``async def`` one on the event loop.
 
 Each endpoint schedules one task that sleeps ``seconds`` and records, in the
 ledger, which thread ran it and whether that was the event loop's thread:
@@ -15,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from pydantic import BaseModel
 
-from shared.api import TOO_LARGE, AsyncLedgerDep
-from shared.heartbeat import runner_id
-from shared.ledger import Ledger, NewTask
+from shared.http import TOO_LARGE, AsyncLedgerDep
+from shared.ledger import Ledger
 from shared.models import TaskKind, TaskState
 
 router = APIRouter(prefix="/mechanics", tags=["mechanics"])
@@ -94,10 +93,7 @@ def _endpoint(variant: str) -> Callable[..., Awaitable[MechanicsAccepted]]:
     async def schedule(
         request: Request, tasks: BackgroundTasks, queue: AsyncLedgerDep, seconds: Seconds = 1.0
     ) -> MechanicsAccepted:
-        task_id = str(uuid.uuid4())
-        await queue.queued(
-            [NewTask(task_id, TaskKind.mechanics, {"variant": variant})], owner=runner_id()
-        )
+        [task_id] = await queue.queued(TaskKind.mechanics, detail={"variant": variant})
         ledger: Ledger = request.app.state.ledger
         tasks.add_task(VARIANTS[variant], ledger, task_id, seconds, request.app.state.loop_thread)
         return MechanicsAccepted(variant=variant, seconds=seconds, task_ids=[task_id])

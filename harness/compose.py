@@ -26,21 +26,19 @@ from typing import Any
 import httpx
 
 from harness.procs import REPO_ROOT, Timeout, wait_http, wait_until
-from harness.target import API, Memory, ServiceState, Side, side_of
+from harness.target import API, Memory, ServiceState, Side, Unsupported, side_of
 from shared.models import Implementation, RunnerRecord, TaskRecord
+from shared.services import SERVICES, Probe
 from shared.settings import Settings, explicit_settings
 from shared.verdict import count_effect_lines
 
 logger = logging.getLogger(__name__)
 
-# Where each service listens inside its container (compose publishes these).
-CONTAINER_PORTS = {"bg-api": 8001, "celery-api": 8002, "flower": 5555, "rabbitmq": 15672}
-# The variables docker-compose.yml publishes those ports on (host side).
+# Where each service listens inside its container (compose publishes these), and
+# the variables docker-compose.yml publishes them on (host side).
+CONTAINER_PORTS = {name: s.port for name, s in SERVICES.items() if s.port is not None}
 PORT_VARIABLES = {
-    "bg-api": "BG_API_PORT",
-    "celery-api": "CELERY_API_PORT",
-    "flower": "FLOWER_PORT",
-    "rabbitmq": "RABBITMQ_UI_PORT",
+    name: s.port_variable for name, s in SERVICES.items() if s.port_variable is not None
 }
 
 
@@ -327,8 +325,6 @@ class ComposeTarget:
         return self.urls.get("rabbitmq")
 
     def kill_runner(self, runner: str) -> None:
-        from harness.stacks import Unsupported
-
         raise Unsupported("one process of a service: compose runs one per container")
 
     def service_of(self, runner: str) -> str | None:
@@ -350,13 +346,18 @@ class ComposeTarget:
     # --- control ------------------------------------------------------------------------
 
     def _wait_ready(self, service: str, since: float, timeout: float) -> None:
-        if service in API.values():
-            wait_http(self.url(side_of(service)) + "/health", timeout)
-        elif service == "worker":
+        """As the table says (``Service.probe``): an API's URL answers, a worker's log
+        line shows; anything else (or a service the project does not publish) runs."""
+        spec = SERVICES.get(service)
+        probe = spec.probe if spec is not None else Probe.running
+        if probe == Probe.http and service in API.values():
+            wait_http(self.url(side_of(service)) + spec.ready, timeout)  # type: ignore[union-attr]
+        elif probe == Probe.output and spec is not None and spec.runs_work:
+            rx = re.compile(spec.ready)
             wait_until(
-                lambda: "ready." in self.compose.logs(service, since),
+                lambda: rx.search(self.compose.logs(service, since)),
                 timeout,
-                "the worker to print ready.",
+                f"{service} to print {spec.ready!r}",
                 0.5,
             )
         else:
@@ -424,8 +425,6 @@ class ComposeTarget:
 
     @contextlib.contextmanager
     def extra_api(self, side: Side, **overrides: object) -> Iterator[str]:
-        from harness.stacks import Unsupported
-
         raise Unsupported("a compose stack runs only the processes its file declares")
         yield ""  # pragma: no cover
 

@@ -26,13 +26,17 @@ from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, Side
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, RunnerRecord, TaskRecord
+from shared.services import CORE_SERVICES, Probe
+from shared.services import SERVICES as SERVICE_TABLE
+from shared.services import service as table_entry
 from shared.settings import Settings, explicit_settings
 from shared.verdict import count_effect_lines
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("redis", "bg-api", "celery-api", "worker", "beat")
-OPTIONAL = ("flower",)
+# Every stack's services, and the ones it starts only when asked (the table's).
+SERVICES = tuple(s for s in CORE_SERVICES)
+OPTIONAL = tuple(name for name, s in SERVICE_TABLE.items() if s.optional and s.python)
 
 # Short demo values, so that every effect shows within seconds in a test.
 TEST_SETTINGS: dict[str, Any] = {
@@ -44,13 +48,12 @@ TEST_SETTINGS: dict[str, Any] = {
 }
 
 
-def uvicorn_argv(service: str, port: int) -> list[str]:
-    """One API's uvicorn (bg-api or celery-api) on ``port``, without the access log."""
-    module = "fastapi_bg.main:app" if service == "bg-api" else "celery_app.main:app"
-    return [
-        sys.executable, "-m", "uvicorn", module,
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-    ]  # fmt: skip
+def python_argv(service: str, **fields: object) -> list[str]:
+    """A Python service's command (the table's, and its local options filled in
+    with ``fields``), run by this interpreter: ``python -m uvicorn ...``."""
+    spec = table_entry(service)
+    local = [option.format(name=service, **fields) for option in spec.local]
+    return [sys.executable, "-m", *spec.command, *local]
 
 
 @dataclass
@@ -105,7 +108,8 @@ class LocalStack:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis_server = RedisServer(free_port(), self.workdir, appendonly=appendonly)
-        self.ports = {"bg-api": free_port(), "celery-api": free_port(), "flower": free_port()}
+        # Every service that listens, on a port of its own (a broker's come with its server).
+        self.ports = {name: free_port() for name, s in SERVICE_TABLE.items() if s.port and s.python}
         self.log_file = self.workdir / "log.txt"
         base = settings if settings is not None else explicit_settings(**TEST_SETTINGS)
         # The Celery side's broker: Redis (the ledger's), or RabbitMQ, either one of
@@ -228,7 +232,7 @@ class LocalStack:
         return env
 
     def url(self, side: str) -> str:
-        return f"http://127.0.0.1:{self.ports['bg-api' if side == 'bg' else 'celery-api']}"
+        return f"http://127.0.0.1:{self.ports[API[side]]}"
 
     @property
     def bg_url(self) -> str:
@@ -243,41 +247,26 @@ class LocalStack:
         return f"http://127.0.0.1:{self.ports['flower']}"
 
     def _argv(self, service: str) -> list[str]:
-        py = sys.executable
         if service == "redis":
             return self.redis_server.argv()
-        if service in ("bg-api", "celery-api"):
-            argv = uvicorn_argv(service, self.ports[service])
-            if self.graceful_timeout is not None:
-                # uvicorn takes whole seconds only.
-                argv += ["--timeout-graceful-shutdown", str(int(self.graceful_timeout))]
-            if service == "bg-api" and self.bg_workers > 1:
-                argv += ["--workers", str(self.bg_workers)]
-            return argv
-        if service == "worker" or service.startswith("worker-"):
-            return [
-                py, "-m", "celery", "-A", "celery_app.worker", "worker",
-                "--pool", "prefork", "--concurrency", str(self.worker_concurrency),
-                "--loglevel", "INFO", "-E",
-                "--hostname", f"{service}-{self.redis_server.port}@%h",
-                "--without-mingle", "--without-gossip",
-            ]  # fmt: skip
         if service == "rabbitmq" and self.rabbitmq is not None:
             return self.rabbitmq.argv()
         if service == "epmd" and self.rabbitmq is not None:
             return self.rabbitmq.epmd_argv()
-        if service == "beat":
-            return [
-                py, "-m", "celery", "-A", "celery_app.worker", "beat",
-                "--loglevel", "INFO",
-                "--schedule", str(self.workdir / "celerybeat-schedule"),
-            ]  # fmt: skip
-        if service == "flower":
-            return [
-                py, "-m", "celery", "-A", "celery_app.worker", "flower",
-                "--address=127.0.0.1", f"--port={self.ports['flower']}",
-            ]  # fmt: skip
-        raise ValueError(f"unknown service {service!r}")
+        argv = python_argv(
+            service,
+            port=self.ports.get(service, 0),
+            stack=self.redis_server.port,
+            workdir=self.workdir,
+            concurrency=self.worker_concurrency,
+        )
+        if service in API.values():
+            if self.graceful_timeout is not None:
+                # uvicorn takes whole seconds only.
+                argv += ["--timeout-graceful-shutdown", str(int(self.graceful_timeout))]
+            if service == API["bg"] and self.bg_workers > 1:
+                argv += ["--workers", str(self.bg_workers)]
+        return argv
 
     def _proc(self, service: str) -> Proc:
         argv = self._argv(service)
@@ -306,21 +295,16 @@ class LocalStack:
         proc = self._proc(service)
         offset = len(proc.output())
         proc.start()
-        if service == "redis":
+        spec = table_entry(service)
+        if spec.probe == Probe.redis:
             self.redis_server.wait_ready(proc, timeout)
-        elif service in ("bg-api", "celery-api"):
+        elif spec.probe == Probe.http:
             started = time.time() - 1
-            wait_http(
-                self.url("bg" if service == "bg-api" else "celery") + "/health", timeout, proc
-            )
-            if service == "bg-api" and self.bg_workers > 1:
+            wait_http(f"http://127.0.0.1:{self.ports[service]}{spec.ready}", timeout, proc)
+            if service == API["bg"] and self.bg_workers > 1:
                 self._wait_for_every_bg_process(proc, started, timeout)
-        elif service == "worker" or service.startswith("worker-"):
-            proc.wait_for_output(r"ready\.", timeout, after=offset)
-        elif service == "beat":
-            proc.wait_for_output(r"beat: Starting", timeout, after=offset)
-        elif service == "flower":
-            wait_http(self.flower_url + "/healthcheck", timeout, proc)
+        elif spec.probe == Probe.output:
+            proc.wait_for_output(spec.ready, timeout, after=offset)
 
     def _wait_for_every_bg_process(self, proc: Proc, started: float, timeout: float) -> None:
         """Until each of bg-api's uvicorn processes beats (the heartbeats are in the
@@ -386,7 +370,7 @@ class LocalStack:
         return self._ledger
 
     def purge_queue(self) -> None:
-        from celery_app.worker import create_celery
+        from celery_app.config import create_celery
 
         celery = create_celery(self._settings)
         try:
@@ -399,7 +383,7 @@ class LocalStack:
         """Another uvicorn of this side, with ``overrides`` (stopped when the block ends)."""
         service = API[side]
         port = free_port()
-        argv = [*uvicorn_argv(service, port), "--log-level", "warning"]
+        argv = [*python_argv(service, port=port), "--log-level", "warning"]
         env = {
             **self.process_env(service),
             **self.settings_for(service).replace(**overrides).to_env(),

@@ -21,24 +21,19 @@ from typing import Any, Literal
 from harness.compose import ComposeTarget
 from harness.local import LocalStack
 from harness.servers import RabbitServer
-from harness.target import Target
+from harness.target import Target, Unsupported
+from shared.services import PYTHON_SERVICES, SIDES
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-PYTHON_SERVICES = ("bg-api", "celery-api", "worker", "beat")
 # The Celery side's brokers a stack can run (StackSpec.broker).
 BROKERS = ("redis", "rabbitmq")
 # What one side needs to take tasks and run them. Redis: the ledger; "broker":
-# the Celery side's, Redis or RabbitMQ as the spec says (Redis starts only once).
+# the side's broker, Redis or RabbitMQ as the spec says (Redis starts only once).
 SIDE_SERVICES: dict[str, tuple[str, ...]] = {
-    "bg": ("redis", "bg-api"),
-    "celery": ("redis", "broker", "celery-api", "worker"),
+    impl.value: ("redis", *side.needs) for impl, side in SIDES.items()
 }
-
-
-class Unsupported(Exception):
-    """The target cannot run this spec (the reason is the message)."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,7 @@
 
 Two targets implement it: ``LocalStack`` (local processes on free ports, the
 default) and ``ComposeTarget`` (a running ``docker compose`` project). Service
-names are compose's: redis, bg-api, celery-api, worker, beat (flower, rabbitmq
-where the target has them). Sides: "bg" and "celery".
+names and sides are those of ``shared.services``, the one table of what runs.
 """
 
 from __future__ import annotations
@@ -11,20 +10,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from shared.models import Implementation, RunnerRecord, TaskRecord
+from shared.services import SIDES as SIDE_TABLE
+from shared.services import side_of as _side_of
 from shared.settings import Settings
 
-Side = Literal["bg", "celery"]
-SIDES: tuple[Side, ...] = ("bg", "celery")
-API: dict[str, str] = {"bg": "bg-api", "celery": "celery-api"}
+Side = str  # an Implementation's value: "bg", "celery"
+SIDES: tuple[Side, ...] = tuple(impl.value for impl in SIDE_TABLE)
+API: dict[str, str] = {impl.value: s.api for impl, s in SIDE_TABLE.items()}
 # What runs the work on each side (the process a failure setting must reach).
-RUNS_THE_WORK: dict[str, str] = {"bg": "bg-api", "celery": "worker"}
+RUNS_THE_WORK: dict[str, str] = {impl.value: s.runs_the_work for impl, s in SIDE_TABLE.items()}
+
+
+class Unsupported(Exception):
+    """The target cannot run this spec (the reason is the message)."""
 
 
 def side_of(service: str) -> Side:
-    return "bg" if service == "bg-api" else "celery"
+    return _side_of(service).value
 
 
 @dataclass(frozen=True)

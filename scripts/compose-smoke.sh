@@ -347,7 +347,7 @@ redis_stack() {
   both_apis
   # One logging setup: bg-api's own INFO lines reach `docker compose logs`, with
   # time, level and logger.
-  line=$(compose logs --no-color bg-api | grep -E '[0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]{3} INFO shared\.api: bg API starting' | head -1 || true)
+  line=$(compose logs --no-color bg-api | grep -E '[0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]{3} INFO shared\.app: bg API starting' | head -1 || true)
   [ -n "$line" ] || fail "docker compose logs bg-api: no INFO line from the app"
   ok "docker compose logs bg-api: ${line#*| }"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     # record, the task's runs, the heartbeats), to measure what the ledger costs.
     ledger_enabled: bool = True
 
-    # The seed's time.sleep in send_notification.
+    # The chapter's time.sleep in send_notification: how long a notification takes.
     notification_delay_seconds: float = Field(default=3.0, ge=0)
     # The heavy job's size: rounds of pure-Python arithmetic (about 65 ms per million
     # on the reference machine; the heavy experiment sizes it for the machine it runs on).
@@ -143,6 +144,19 @@ class _Explicit(Settings):
 def explicit_settings(**values: Any) -> Settings:
     """``values`` on top of the defaults, validated; the environment and .env are not read."""
     return _Explicit(**values)
+
+
+def redact(url: str) -> str:
+    """A URL as a log line may show it: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @lru_cache

@@ -28,6 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.models import TaskKind
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def write_log(message: str, *, task_id: str, log_file: str | Path) -> bool:
 
 
 def send_notification(email: str, *, task_id: str, attempt: int, settings: Settings) -> bool:
-    """The seed's slow notification: sleep, then 'send' (a line in the log file).
+    """The chapter's slow notification: sleep, then 'send' (a line in the log file).
 
     The first ``NOTIFICATION_FAIL_FIRST_ATTEMPTS`` attempts fail with a transient
     error after the delay, as a timing-out mail server would. Returns False when
@@ -139,15 +140,15 @@ def heavy(rounds: int, *, task_id: str, log_file: str | Path) -> bool:
 
 
 def perform(
-    kind: str, payload: dict[str, str], *, task_id: str, attempt: int, settings: Settings
+    kind: TaskKind, payload: dict[str, str], *, task_id: str, attempt: int, settings: Settings
 ) -> bool:
     """Run one job by kind: the single entry point both implementations call."""
-    if kind == "notification":
+    if kind == TaskKind.notification:
         return send_notification(
             payload["email"], task_id=task_id, attempt=attempt, settings=settings
         )
-    if kind == "log":
+    if kind in (TaskKind.log, TaskKind.beat):
         return write_log(payload["message"], task_id=task_id, log_file=settings.log_file)
-    if kind == "heavy":
+    if kind == TaskKind.heavy:
         return heavy(int(payload["rounds"]), task_id=task_id, log_file=settings.log_file)
     raise ValueError(f"unknown job kind {kind!r}")

@@ -21,8 +21,8 @@ import httpx
 from experiments.crash.scenarios import Params, Scenario
 from harness.observe import expected_of, settle
 from harness.procs import Timeout, wait_until
-from harness.stacks import Unsupported, Where, open_stack
-from harness.target import Target, read_records
+from harness.stacks import Where, open_stack
+from harness.target import Target, Unsupported, read_records
 from shared.models import IN_FLIGHT, TaskRecord, TaskState
 from shared.verdict import Verdict
 

@@ -36,7 +36,7 @@ class _Senders:
     KWARGS: ClassVar[dict[str, str]] = {"message": "item created: 노트북 (1,500,000.00)"}
 
     def __init__(self, broker_url: str, ledger_url: str) -> None:
-        from celery_app.worker import create_celery
+        from celery_app.config import create_celery
         from shared.ledger import Ledger, connect
         from shared.models import Implementation
         from shared.settings import explicit_settings
@@ -58,12 +58,10 @@ class _Senders:
         return self.send(self.celery)
 
     def variants(self) -> dict[str, Callable[[], object]]:
-        from shared.ledger import NewTask
         from shared.models import TaskKind
 
         def schedule() -> object:
-            task_id = str(uuid.uuid4())
-            self.ledger.queued([NewTask(task_id, TaskKind.log.value)])
+            [task_id] = self.ledger.queued(TaskKind.log)
             return self.send(self.celery, task_id)
 
         return {

@@ -30,8 +30,8 @@ from experiments.common import say
 from experiments.perf import base
 from experiments.perf.load import submit, wait_finished
 from experiments.reporting.tables import markdown_table
-from harness.stacks import BROKERS, StackSpec, Unsupported, Where, open_stack
-from harness.target import Target
+from harness.stacks import BROKERS, StackSpec, Where, open_stack
+from harness.target import Target, Unsupported
 
 NAME = "footprint"
 # What each side needs running (a process a side does not need is not counted:

@@ -25,7 +25,8 @@ from experiments.perf import base
 from experiments.perf.throughput import span
 from experiments.reporting.tables import markdown_table, targets_table
 from experiments.stats import ratio
-from harness.stacks import StackSpec, Unsupported, Where, open_stack
+from harness.stacks import StackSpec, Where, open_stack
+from harness.target import Unsupported
 
 NAME = "idempotency"
 TARGET = 0.9

@@ -37,8 +37,8 @@ from experiments.perf import base
 from experiments.perf.load import bursts, client_for, warm
 from experiments.reporting.tables import markdown_table, targets_table
 from experiments.stats import ratio, summary
-from harness.stacks import StackSpec, Unsupported, Where, open_stack
-from harness.target import Target
+from harness.stacks import StackSpec, Where, open_stack
+from harness.target import Target, Unsupported
 from shared.settings import explicit_settings
 
 NAME = "latency"

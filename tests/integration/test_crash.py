@@ -16,7 +16,7 @@ import pytest
 from experiments.crash.runner import Outcome
 from experiments.crash.scenarios import Params
 from harness.stacks import Where
-from tests.conftest import run_ok
+from tests.integration.conftest import run_ok
 
 pytestmark = pytest.mark.slow
 

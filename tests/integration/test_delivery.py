@@ -13,7 +13,7 @@ import pytest
 
 from harness.local import LocalStack
 from harness.procs import wait_until
-from tests.conftest import StackFactory, ledger_record, log_lines, wait_for_state
+from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 SIDES = ["bg", "celery"]
 DELAY = 2.0  # the seed's slow notification; the response must come well before it ends

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import experiment_report
+from tests.integration.conftest import experiment_report
 
 pytestmark = pytest.mark.slow
 

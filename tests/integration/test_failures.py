@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from harness.procs import free_port, wait_until
-from tests.conftest import StackFactory, ledger_record, log_lines, wait_for_state
+from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 FLAKY = {
     "notification_delay_seconds": 0.2,
@@ -41,14 +41,14 @@ def test_celery_retries_and_succeeds_on_the_third_attempt_bg_records_failed(
     # ...it did not vanish: the server log names the task, with time, level and logger
     # (the API configures logging like the worker: LOG_LEVEL, one format)...
     line = re.compile(
-        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR fastapi_bg\.scheduler: "
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR fastapi_bg\.tasks: "
         rf"background task {bg_notification_id} \(notification\) failed$",
         re.M,
     )
     wait_until(
         lambda: line.search(stack.procs["bg-api"].output()), 5, "the failure in the server log"
     )
-    assert re.search(r" INFO shared\.api: bg API starting: ledger on", stack.output("bg-api"))
+    assert re.search(r" INFO shared\.app: bg API starting: ledger on", stack.output("bg-api"))
     # ...and, Starlette's semantics, the task scheduled after it never ran.
     time.sleep(0.5)
     skipped = ledger_record(stack, bg_log_id)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.procs import wait_until
-from tests.test_lab import RunningLab, running_lab
+from tests.integration.test_lab import RunningLab, running_lab
 
 pytestmark = pytest.mark.slow
 

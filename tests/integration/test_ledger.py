@@ -13,7 +13,7 @@ import pytest
 
 from harness.procs import wait_until
 from shared.models import TaskRecord
-from tests.conftest import StackFactory, ledger_record, log_lines
+from tests.integration.conftest import StackFactory, ledger_record, log_lines
 
 pytestmark = pytest.mark.slow
 

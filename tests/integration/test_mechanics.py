@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from harness.local import LocalStack
-from tests.conftest import StackFactory, wait_for_state
+from tests.integration.conftest import StackFactory, wait_for_state
 
 BLOCK = 2.0
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 
 from harness.local import LocalStack
-from tests.conftest import StackFactory
+from tests.integration.conftest import StackFactory
 
 pytestmark = pytest.mark.slow
 

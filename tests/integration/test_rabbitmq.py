@@ -24,7 +24,7 @@ from harness.procs import wait_until
 from harness.servers import RabbitServer
 from harness.stacks import Where
 from shared.models import Implementation
-from tests.conftest import StackFactory, log_lines, run_ok
+from tests.integration.conftest import StackFactory, log_lines, run_ok
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from experiments.crash.scenarios import Params
 from harness.procs import wait_until
 from harness.stacks import Where
-from tests.conftest import StackFactory, experiment_report, ledger_record, run_ok
+from tests.integration.conftest import StackFactory, experiment_report, ledger_record, run_ok
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,7 @@ that stays the front door."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import pytest
 
 from experiments.__main__ import command_parser
 from experiments.reporting import docs
-from harness.procs import REPO_ROOT
+from tests.unit.conftest import REPO
 
-PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 
@@ -40,7 +41,7 @@ def test_every_generated_region_has_a_renderer_and_its_report() -> None:
     for name in regions:
         assert name in docs.RENDERERS or name in docs.COMPOSITE, name
         if name in docs.RENDERERS:
-            assert (REPO_ROOT / "reports" / f"{name}.json").is_file(), name
+            assert (REPO / "reports" / f"{name}.json").is_file(), name
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -65,7 +66,7 @@ def test_every_link_to_a_file_a_test_or_a_heading_resolves(page: Path) -> None:
 
 
 def test_the_readme_is_the_front_door() -> None:
-    text = (REPO_ROOT / "README.md").read_text()
+    text = (REPO / "README.md").read_text()
     assert len(text.encode()) <= 12 * 1024
     first_screen = text.split("\n## ", 1)[0]
     [setup] = re.findall(r"```bash\n(.*?)```", first_screen, re.S)
@@ -74,3 +75,26 @@ def test_the_readme_is_the_front_door() -> None:
     # ...and what each one needs, one line each.
     assert "`docker compose up --build` needs" in first_screen
     assert "`make test` needs" in first_screen
+
+
+def test_a_generated_region_is_redrawn_from_its_report(tmp_path: Path) -> None:
+    data = {
+        "machine": {"when": "2026-12-01T00:00:00+00:00", "platform": "Linux", "cpus": 2},
+        "target": "local",
+        "params": {
+            "tasks": 1,
+            "delay": 2.0,
+            "concurrency": 2,
+            "visibility": 5.0,
+            "restore_interval": 0.5,
+        },
+        "scenarios": [],
+    }
+    (tmp_path / "crash.json").write_text(json.dumps(data))
+    text = "before\n<!-- generated: crash -->\nstale table\n<!-- /generated -->\nafter\n"
+    new = docs.generate(text, tmp_path)
+    assert new.startswith("before\n<!-- generated: crash -->\n*Measured 2026-12-01")
+    assert "stale table" not in new and "| scenario |" in new and new.endswith("after\n")
+    assert docs.generate(new, tmp_path) == new  # stable
+    with pytest.raises(KeyError, match="nothing"):
+        docs.generate("<!-- generated: nothing -->\n<!-- /generated -->", tmp_path)

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from experiments.reporting.settings_doc import ENV_EXAMPLE, entries
-from harness.procs import REPO_ROOT
 from shared.settings import Settings
+from tests.unit.conftest import REPO
 
 DEFAULT = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
 
@@ -25,7 +25,7 @@ def env_example() -> tuple[dict[str, str], set[str]]:
 @pytest.mark.parametrize("path", ["docker-compose.yml", "docker-compose.rabbitmq.yml", "Procfile"])
 def test_env_example_has_the_same_defaults(path: str) -> None:
     active, _ = env_example()
-    defaults = DEFAULT.findall((REPO_ROOT / path).read_text(encoding="utf-8"))
+    defaults = DEFAULT.findall((REPO / path).read_text(encoding="utf-8"))
     assert defaults
     for name, value in defaults:
         if name in ("COMPOSE_PROJECT_NAME", "DEV_STATE_DIR"):

@@ -1,0 +1,11 @@
+"""The Celery app's routes for the experiments, beside its contract: the shared
+baseline (``bare``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from shared import experiment_routes
+
+router = APIRouter(tags=["experiments"])
+router.include_router(experiment_routes.router)

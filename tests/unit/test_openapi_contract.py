@@ -1,0 +1,91 @@
+"""The contract, held by a test: both apps declare their routes themselves, and
+their OpenAPI documents must agree on every shared operation (paths, methods,
+parameters, request and response schemas, statuses). Only the descriptions
+differ (each says how its side delivers), and the Celery side's 503 (a broker
+can refuse a publish). No process: the documents only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from celery_app.main import create_app as create_celery_api
+from fastapi_bg.main import create_app as create_bg_api
+
+SHARED = [
+    ("/items/", "post"),
+    ("/send-notification/{email}", "post"),
+    ("/heavy", "post"),
+    ("/tasks/{task_id}", "get"),
+    ("/tasks", "get"),
+    ("/runners", "get"),
+    ("/health", "get"),
+]
+# Where the Celery side may answer 503 and the BackgroundTasks side cannot.
+PUBLISHING = {"/items/", "/send-notification/{email}", "/heavy"}
+
+
+def document(factory: Callable[[], FastAPI]) -> dict[str, Any]:
+    return factory().openapi()  # no lifespan, no Redis: the schema only
+
+
+def without_descriptions(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_descriptions(v) for k, v in value.items() if k != "description"}
+    if isinstance(value, list):
+        return [without_descriptions(v) for v in value]
+    return value
+
+
+def referenced(value: Any, doc: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+    """The component schemas ``value`` refers to, and theirs, by name."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[1]
+            if name not in found:
+                found[name] = doc["components"]["schemas"][name]
+                referenced(found[name], doc, found)
+        for v in value.values():
+            referenced(v, doc, found)
+    elif isinstance(value, list):
+        for v in value:
+            referenced(v, doc, found)
+    return found
+
+
+def operation(doc: dict[str, Any], path: str, method: str, *, drop_503: bool) -> dict[str, Any]:
+    op = dict(doc["paths"][path][method])
+    if drop_503:
+        op["responses"] = {k: v for k, v in op["responses"].items() if k != "503"}
+    return without_descriptions(op)
+
+
+@pytest.mark.parametrize(("path", "method"), SHARED)
+def test_both_apps_declare_the_same_operation(path: str, method: str) -> None:
+    bg, celery = document(create_bg_api), document(create_celery_api)
+    a = operation(bg, path, method, drop_503=False)
+    b = operation(celery, path, method, drop_503=path in PUBLISHING)
+    assert a == b
+    # ...and every schema it refers to is the same schema.
+    assert without_descriptions(referenced(a, bg, {})) == without_descriptions(
+        referenced(b, celery, {})
+    )
+
+
+def test_only_publishing_can_be_refused_with_a_503() -> None:
+    bg, celery = document(create_bg_api), document(create_celery_api)
+    for path in PUBLISHING:
+        assert "503" in celery["paths"][path]["post"]["responses"]
+        assert "503" not in bg["paths"][path]["post"]["responses"]
+
+
+def test_the_shared_operations_are_the_contract_and_the_rest_is_for_the_experiments() -> None:
+    for doc in (document(create_bg_api), document(create_celery_api)):
+        ops = {(p, m): op for p, methods in doc["paths"].items() for m, op in methods.items()}
+        extra = set(ops) - set(SHARED)
+        assert extra, "each app has its experiment routes"
+        assert all("experiments" in ops[key]["tags"] for key in extra), extra
