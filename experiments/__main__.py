@@ -12,45 +12,68 @@ import importlib
 import logging
 import sys
 from types import ModuleType
+from typing import NamedTuple
 
-# name -> (module, one-line help).
-EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "crash": ("experiments.crash.cli", "kill servers mid-task: loss vs retry, both sides"),
-    "latency": ("experiments.perf.latency", "response time: bare, inline, BackgroundTasks, Celery"),
-    "dispatch": ("experiments.perf.dispatch", "cost of one Celery publish vs a raw broker write"),
-    "throughput": ("experiments.perf.throughput", "1,000 short tasks, first dispatch to last done"),
-    "loop-lag": ("experiments.perf.loop_lag", "event-loop lag while each kind of task runs"),
-    "threadpool": ("experiments.perf.threadpool", "sync tasks vs AnyIO's 40 thread-pool tokens"),
-    "footprint": ("experiments.perf.footprint", "resident memory of each side's processes"),
-    "idempotency": ("experiments.perf.idempotency", "tasks/s with an empty log vs a 1M-line one"),
-    "heavy": ("experiments.perf.heavy", "CPU-bound tasks: what they do to the scheduling API"),
-    "scale": ("experiments.perf.scale", "I/O-bound throughput against the number of processes"),
+
+class Command(NamedTuple):
+    module: str
+    help: str
+    # Part of ``all`` (every measuring experiment, in this table's order).
+    measures: bool = True
+    # The module whose ``render(data)`` draws its ``reports/<name>.json`` (None: it
+    # writes no report); the command's own module unless named.
+    report: str | None = ""
+
+    def renderer(self) -> str | None:
+        return self.module if self.report == "" else self.report
+
+
+# Every command, registered once: its module, its help, whether ``all`` runs it.
+COMMANDS: dict[str, Command] = {
+    "latency": Command(
+        "experiments.perf.latency", "response time: bare, inline, BackgroundTasks, Celery"
+    ),
+    "dispatch": Command(
+        "experiments.perf.dispatch", "cost of one Celery publish vs a raw broker write"
+    ),
+    "throughput": Command(
+        "experiments.perf.throughput", "1,000 short tasks, first dispatch to last done"
+    ),
+    "idempotency": Command(
+        "experiments.perf.idempotency", "tasks/s with an empty log vs a 1M-line one"
+    ),
+    "loop-lag": Command("experiments.perf.loop_lag", "event-loop lag while each kind of task runs"),
+    "threadpool": Command(
+        "experiments.perf.threadpool", "sync tasks vs AnyIO's 40 thread-pool tokens"
+    ),
+    "footprint": Command("experiments.perf.footprint", "resident memory of each side's processes"),
+    "heavy": Command(
+        "experiments.perf.heavy", "CPU-bound tasks: what they do to the scheduling API"
+    ),
+    "scale": Command(
+        "experiments.perf.scale", "I/O-bound throughput against the number of processes"
+    ),
+    "crash": Command(
+        "experiments.crash.cli",
+        "kill servers mid-task: loss vs retry, both sides",
+        report="experiments.crash.report",
+    ),
+    # Minutes long: run on its own.
+    "soak": Command("experiments.soak", "traffic to both sides while faults keep coming", False),
+    "lab": Command("experiments.lab.cli", "the live comparison page", False, None),
+    "dev": Command(
+        "experiments.dev", "run every service as a local process (no Docker)", False, None
+    ),
+    "docs": Command(
+        "experiments.reporting.docs", "regenerate docs/ tables from reports/*.json", False, None
+    ),
 }
-EXPERIMENTS["soak"] = ("experiments.soak", "traffic to both sides while faults keep coming")
-TOOLS: dict[str, tuple[str, str]] = {
-    "lab": ("experiments.lab.cli", "the live comparison page"),
-    "dev": ("experiments.dev", "run every service as a local process (no Docker)"),
-    "docs": ("experiments.reporting.docs", "regenerate docs/ tables from reports/*.json"),
-}
-# "all": every measuring experiment in turn, into one reports directory.
-ALL_ORDER = [
-    "latency",
-    "dispatch",
-    "throughput",
-    "idempotency",
-    "loop-lag",
-    "threadpool",
-    "footprint",
-    "heavy",
-    "scale",
-    "crash",
-]
-COMMANDS = {**EXPERIMENTS, **TOOLS}
+ALL_ORDER = [name for name, command in COMMANDS.items() if command.measures]
 
 
 def _top_parser() -> argparse.ArgumentParser:
     width = max(map(len, COMMANDS)) + 2
-    listing = "\n".join(f"  {n:<{width}}{h}" for n, (_, h) in {**COMMANDS}.items())
+    listing = "\n".join(f"  {n:<{width}}{c.help}" for n, c in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="python -m experiments",
         description=__doc__,
@@ -65,9 +88,9 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def command_parser(name: str) -> tuple[argparse.ArgumentParser, ModuleType]:
-    module_name, help_ = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"python -m experiments {name}", description=help_)
+    command = COMMANDS[name]
+    module = importlib.import_module(command.module)
+    parser = argparse.ArgumentParser(prog=f"python -m experiments {name}", description=command.help)
     module.add_arguments(parser)
     return parser, module
 

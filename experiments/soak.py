@@ -38,6 +38,7 @@ from harness.procs import Timeout
 from harness.stacks import StackSpec, open_stack
 from harness.target import Target, Unsupported
 from shared.models import Implementation
+from shared.services import SIDES
 from shared.verdict import Judgement, Verdict, judge
 
 NAME = "soak"
@@ -94,9 +95,14 @@ class Traffic:
 
 
 def faults_for(broker: str) -> list[str]:
-    cycle = ["bg-api", "worker", "celery-api", "broker"]
+    """What the faults hit, in turn: each side's API and what runs its work (the
+    table's), then the broker; on RabbitMQ, Redis too (the ledger's store)."""
+    cycle = list(
+        dict.fromkeys(s for side in SIDES.values() for s in (side.api, side.runs_the_work))
+    )
+    cycle.append("broker")
     if broker != "redis":
-        cycle.append("redis")  # the ledger's (and RabbitMQ's side's) other store
+        cycle.append("redis")
     return cycle
 
 

@@ -110,6 +110,7 @@ def _views(ledger: Ledger, settings: Settings, records: list[TaskRecord]) -> lis
             **r.model_dump(),
             verdict=judgement.tasks[r.task_id].verdict.value,
             verdict_reason=judgement.tasks[r.task_id].why,
+            executions=judgement.tasks[r.task_id].executions,
         )
         for r in records
     ]

@@ -130,6 +130,8 @@ class TaskView(TaskRecord):
 
     verdict: str
     verdict_reason: str = ""
+    # Deliveries that started a run (retries not counted): 2 means it ran twice.
+    executions: int = 0
 
 
 class RunnerRecord(BaseModel):

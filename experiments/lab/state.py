@@ -20,25 +20,24 @@ from typing import Any, Literal
 import httpx
 
 from harness.observe import rules_for
-from harness.target import RUNS_THE_WORK, SIDES, ServiceState, Side, Target
-from shared.models import Implementation, RunnerRecord, TaskRecord
+from harness.target import RUNS_THE_WORK, SIDES, ServiceState, Side, Target, side_of
+from shared.models import RunnerRecord, TaskRecord
+from shared.services import SERVICES as SERVICE_TABLE
+from shared.services import services_of
 from shared.verdict import FINAL, Observation, TaskVerdict, Verdict, judge
 
 logger = logging.getLogger(__name__)
 
-# What the page may do to which service; the lab touches nothing else. Redis is
-# the Celery side's broker (and both sides' ledger): its button lives there.
+# What the page may do to which service (the table's controls); the lab touches
+# nothing else. Redis is the Celery side's broker (and both sides' ledger): its
+# button lives there.
 CONTROLS: dict[str, tuple[Side, frozenset[str]]] = {
-    "bg-api": ("bg", frozenset({"kill", "stop", "restart"})),
-    "celery-api": ("celery", frozenset({"kill", "stop", "restart"})),
-    "worker": ("celery", frozenset({"kill", "stop", "restart"})),
-    "redis": ("celery", frozenset({"restart"})),
-    "rabbitmq": ("celery", frozenset({"restart"})),
+    name: (side_of(name), s.controls) for name, s in SERVICE_TABLE.items() if s.controls
 }
-# The status row of each side (redis shows on both: it holds both ledgers).
+# The status row of each side: its own services, and Redis on every side (it
+# holds both ledgers), beside the broker's place on the Celery side.
 STATUS_SERVICES: dict[Side, tuple[str, ...]] = {
-    "bg": ("bg-api", "redis"),
-    "celery": ("celery-api", "worker", "beat", "redis", "rabbitmq", "flower"),
+    side: (*services_of(side), "redis") for side in SIDES
 }
 ACTIONS = frozenset({"item", "send", "fail", "kill", "stop", "restart"})
 
@@ -181,7 +180,7 @@ class Lab:
         self._status: dict[str, ServiceState] = {}
         self._records: list[TaskRecord] = []
         self._states: dict[str, str] = {}
-        self._views: dict[Side, list[dict[str, Any]]] = {"bg": [], "celery": []}
+        self._views: dict[Side, list[dict[str, Any]]] = {side: [] for side in SIDES}
         self.ledger_note = ""
         # Called when an action changed something (the web app polls at once).
         self.on_change: Any = lambda: None
@@ -206,7 +205,7 @@ class Lab:
             service = None
         if not 1 <= count <= 100:
             raise ActionRefused("count must be between 1 and 100")
-        typed: Side = "bg" if side == "bg" else "celery"
+        typed: Side = side
         event = self._begin(typed, action, service, count)
         started = time.monotonic()
         try:
@@ -330,7 +329,7 @@ class Lab:
             self.since = time.time()
             self.events.clear()
             self._records = []
-            self._views = {"bg": [], "celery": []}
+            self._views = {side: [] for side in SIDES}
         self.on_change()
 
     def event_dict(self, event: LabEvent) -> dict[str, Any]:
@@ -376,11 +375,10 @@ class Lab:
                 )
             )
             by_runner = {r.runner: r for r in runners}
-            views: dict[Side, list[dict[str, Any]]] = {"bg": [], "celery": []}
+            views: dict[Side, list[dict[str, Any]]] = {side: [] for side in SIDES}
             for record in sorted(records, key=lambda r: r.queued_at or 0):
                 t = judgement.tasks[record.task_id]
-                side: Side = "bg" if record.implementation == Implementation.bg else "celery"
-                views[side].append(task_view(t, by_runner))
+                views[record.implementation.value].append(task_view(t, by_runner))
             self._views = views
             self._states = {t["id"]: t["state"] for side in SIDES for t in views[side]}
             events = [e.as_dict(self._states) for e in self.events]

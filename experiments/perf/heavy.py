@@ -1,6 +1,6 @@
 """Heavy work: what CPU-bound tasks do to the API that scheduled them.
 
-The seed says CPU-heavy work belongs in a separate worker such as Celery. Here it
+Chapter 19 says CPU-heavy work belongs in a separate worker such as Celery. Here it
 gets a number: heavy jobs (``POST /heavy``: pure-Python arithmetic, sized to
 ``--task-ms`` on this machine) are scheduled at a steady rate while a probe
 (``GET /health``, ``async def``, a few hundred bytes) measures how long the same

@@ -7,7 +7,7 @@ Modes (``POST /send-notification/{email}...``, the same validation everywhere):
 - ``bg``: BackgroundTasks (ledger write, then the work runs in this process after
   the response).
 - ``celery``: ledger write + publish to Redis; a separate worker runs it.
-- ``inline``: the work is done before answering (the seed's "why background at
+- ``inline``: the work is done before answering (the chapter's "why background at
   all"): it should take at least ``NOTIFICATION_DELAY_SECONDS``.
 
 Load: at concurrency c, c workers each send one request at the same moment every

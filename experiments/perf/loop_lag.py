@@ -1,5 +1,6 @@
 """Loop lag: how long the BackgroundTasks app's event loop is unavailable while a
-background task runs, for each of seed 004's four ways to write the task.
+background task runs, for each of the four ways to write the task (Starlette runs a ``def`` in
+AnyIO's thread pool, an ``async def`` on the event loop).
 
 A probe (``GET /health``, an ``async def`` endpoint that runs on the loop) is sent
 every ``--every`` ms on a fixed schedule, answered or not, for the whole run; one

@@ -10,12 +10,16 @@ from typing import Any
 from experiments.reporting.report import load_if_any
 
 TESTS = "tests/integration"
+HEAVY = "docs/measured.md#heavy-work-cpu-bound-tasks-in-the-api-process"
+FOOTPRINT = "docs/measured.md#footprint-resident-memory"
+BROKERS = "docs/brokers.md#measured-side-by-side"
 
 
 def _scenario(crash: Mapping[str, Any], key: str, broker: str = "") -> Mapping[str, Any]:
     for o in crash.get("scenarios", []):
         if o["key"] == key and (o.get("broker") or "") == broker and o["status"] == "ok":
-            return o
+            found: Mapping[str, Any] = o
+            return found
     return {}
 
 
@@ -28,7 +32,8 @@ def _rerun(o: Mapping[str, Any]) -> str:
     return f"{after[0]:.1f} s" if after else "?"
 
 
-def render_from(reports: Path) -> str:
+def lines(reports: Path) -> list[str]:
+    """One line per choice; every number from the reports, every claim a link."""
     crash = load_if_any("crash", reports) or {}
     heavy = (load_if_any("heavy", reports) or {}).get("runs", {})
     footprint = (load_if_any("footprint", reports) or {}).get("sides", {})
@@ -41,24 +46,25 @@ def render_from(reports: Path) -> str:
     celery_heavy = heavy.get("celery", {}).get("p50_ratio", float("nan"))
     bg_mib = footprint.get("bg", {}).get("idle_rss_mib", float("nan"))
     celery_mib = footprint.get("celery", {}).get("idle_rss_mib", float("nan"))
-    lines = [
-        "- **BackgroundTasks is enough** for light work you can afford to lose: it runs in the "
-        f"API process ({bg_mib:.0f} MiB, [no broker](docs/measured.md#footprint-resident-memory)"
-        f"), but a killed server [loses every task it held]"
-        f"(docs/crash.md) ({_lost(bg_kill)} in the reference run), nothing "
+    return [
+        "- **BackgroundTasks is enough** for light work you can afford to lose. It needs "
+        f"nothing but the API process ([{bg_mib:.0f} MiB]({FOOTPRINT})); but a killed server "
+        f"[loses every task it held](docs/crash.md) ({_lost(bg_kill)} lost), nothing "
         f"[retries a failure]({TESTS}/test_failures.py), nothing runs on a schedule, and a "
-        f"CPU-heavy task [slows its own API {bg_heavy:.0f}×]"
-        "(docs/measured.md#heavy-work-cpu-bound-tasks-in-the-api-process) (p50).",
+        f"CPU-heavy task [slows its own API {bg_heavy:.0f}×]({HEAVY}) (p50).",
         "- **Use Celery** when a task must survive a crash or a deploy (a killed worker's task "
-        f"is redelivered: [{_lost(worker_kill)} lost](docs/crash.md)), be retried with backoff, "
-        f"[run on a schedule]({TESTS}/test_delivery.py) (Beat), or compute (the API's p50 "
-        f"[{celery_heavy:.2f}×](docs/measured.md#heavy-work-cpu-bound-tasks-in-the-api-process)"
-        f"); it costs a broker, a worker, Beat and Flower ({celery_mib:.0f} MiB idle).",
-        "- **Which broker**: Redis if you run it already; a dead worker's task comes back after "
-        f"the visibility timeout ([{_rerun(on_redis)}](docs/brokers.md#measured-side-by-side)), "
-        f"and a task longer than that timeout runs twice ({slow.get('executed_more_than_once', '?')}"
-        " here, written once). RabbitMQ hands it back when the connection drops "
-        f"([{_rerun(on_rabbitmq)}](docs/brokers.md#measured-side-by-side)), and no timeout "
+        f"is redelivered: [{_lost(worker_kill)} lost](docs/crash.md)), be retried with "
+        f"backoff, [run on a schedule]({TESTS}/test_delivery.py) (Beat), or compute (its API's "
+        f"p50: [{celery_heavy:.2f}×]({HEAVY})). It costs a broker, a worker, Beat and Flower "
+        f"([{celery_mib:.0f} MiB]({FOOTPRINT}) idle).",
+        "- **Which broker**: Redis if you run it already. A dead worker's task comes back after "
+        f"the visibility timeout ([{_rerun(on_redis)}]({BROKERS})), and a task longer than that "
+        f"timeout runs again while it runs ({slow.get('executed_more_than_once', '?')} of "
+        f"{slow.get('submitted', '?')} here, written once). RabbitMQ hands the task back when "
+        f"the worker's connection drops ([{_rerun(on_rabbitmq)}]({BROKERS})), and no timeout "
         "reruns a slow task.",
     ]
-    return "\n".join(lines)
+
+
+def render_from(reports: Path) -> str:
+    return "\n".join(lines(reports))

@@ -23,29 +23,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from experiments.__main__ import COMMANDS
 from experiments.reporting.report import load, reports_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 
-# region name -> the module whose render(data) draws it from reports/<name>.json.
+# region name -> the module whose render(data) draws it from reports/<name>.json:
+# every command that writes a report (``experiments.__main__.COMMANDS``).
 RENDERERS: dict[str, str] = {
-    "crash": "experiments.crash.report",
-    "latency": "experiments.perf.latency",
-    "dispatch": "experiments.perf.dispatch",
-    "throughput": "experiments.perf.throughput",
-    "loop-lag": "experiments.perf.loop_lag",
-    "threadpool": "experiments.perf.threadpool",
-    "footprint": "experiments.perf.footprint",
-    "idempotency": "experiments.perf.idempotency",
-    "heavy": "experiments.perf.heavy",
-    "scale": "experiments.perf.scale",
-    "soak": "experiments.soak",
+    name: module for name, command in COMMANDS.items() if (module := command.renderer())
 }
 # region name -> the module whose render_from(reports_dir) draws it from several
 # reports, or from the code itself (no provenance line of one run).
 COMPOSITE: dict[str, str] = {
     "brokers": "experiments.reporting.brokers",
+    "decision": "experiments.reporting.decision",
     "settings": "experiments.reporting.settings_doc",
 }
 
@@ -108,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if not reports.is_absolute():
         reports = REPO / reports
     stale = []
-    for path in sorted(args.docs_dir.glob("*.md")):
+    for path in [args.docs_dir.parent / "README.md", *sorted(args.docs_dir.glob("*.md"))]:
         old = path.read_text(encoding="utf-8")
         new = generate(old, reports)
         if new != old:

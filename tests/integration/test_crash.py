@@ -10,13 +10,16 @@ No assertion is on a wall-clock figure: the machine is shared and noisy.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from experiments.crash.runner import Outcome
 from experiments.crash.scenarios import Params
+from harness.procs import wait_until
 from harness.stacks import Where
-from tests.integration.conftest import run_ok
+from tests.integration.conftest import StackFactory, run_ok, wait_for_state
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +134,38 @@ def test_8_task_longer_than_visibility_timeout_runs_twice_writes_once(tmp_path: 
     assert o.executed_more_than_once >= N
     # ...and every extra run found its line already written and skipped the write.
     assert o.skipped_writes >= o.executed_more_than_once
+
+
+def test_the_ledger_answer_carries_the_verdict(make_stack: StackFactory) -> None:
+    """``GET /tasks/<id>`` says what became of a task, by the rule the table above
+    counts with: a killed bg-api's task is lost though its state still reads
+    running; a killed worker's is awaiting redelivery, then completed, run twice."""
+    stack = make_stack(notification_delay_seconds=2.0, celery_visibility_timeout=4.0)
+    stack.start_all(("redis", "bg-api", "celery-api", "worker"))
+
+    def task(task_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = httpx.get(f"{stack.celery_url}/tasks/{task_id}", timeout=5).json()
+        return found
+
+    bg_ids = httpx.post(f"{stack.bg_url}/send-notification/v@example.com", timeout=10).json()
+    notification, log = bg_ids["task_ids"]
+    wait_for_state(stack, notification, {"running"})
+    stack.kill("bg-api")
+    lost = wait_until(lambda: (t := task(notification))["verdict"] == "lost" and t, 15, "lost")
+    assert lost["state"] == "running" and "is gone" in lost["verdict_reason"]
+    assert task(log)["verdict"] == "lost" and task(log)["state"] == "queued"
+
+    ids = httpx.post(f"{stack.celery_url}/send-notification/v@example.com", timeout=10).json()
+    notification = ids["task_ids"][0]
+    wait_for_state(stack, notification, {"running"})
+    stack.kill("worker")
+    waiting = wait_until(
+        lambda: (t := task(notification))["verdict"] == "awaiting redelivery" and t, 15, "waiting"
+    )
+    assert waiting["state"] == "running"
+    stack.start("worker")
+    done = wait_until(lambda: (t := task(notification))["verdict"] == "completed" and t, 30, "done")
+    assert done["executions"] == 2 and [r["outcome"] for r in done["runs"]] == [
+        "abandoned",
+        "succeeded",
+    ]

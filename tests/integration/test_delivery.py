@@ -71,6 +71,17 @@ def test_background_tasks_run_one_after_the_other(stack: LocalStack) -> None:
     assert log.started_at >= notification.finished_at
 
 
+def test_celery_runs_the_log_task_while_the_notification_still_runs(stack: LocalStack) -> None:
+    """Any free worker process takes either task: the log line does not wait."""
+    r = httpx.post(f"{stack.celery_url}/send-notification/par@example.com", timeout=10)
+    notification_id, log_id = r.json()["task_ids"]
+    notification = wait_for_state(stack, notification_id, {"succeeded"}, timeout=DELAY + 15)
+    log = wait_for_state(stack, log_id, {"succeeded"})
+    assert log.runner != notification.runner  # another pool process
+    assert log.finished_at is not None and notification.finished_at is not None
+    assert log.finished_at < notification.finished_at
+
+
 @pytest.mark.parametrize("side", SIDES)
 def test_create_item_writes_a_log_line(stack: LocalStack, side: str) -> None:
     r = httpx.post(

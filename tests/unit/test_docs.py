@@ -13,7 +13,7 @@ from experiments.__main__ import command_parser
 from experiments.reporting import docs
 from tests.unit.conftest import REPO
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "examples" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 

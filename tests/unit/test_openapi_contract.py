@@ -29,7 +29,8 @@ PUBLISHING = {"/items/", "/send-notification/{email}", "/heavy"}
 
 
 def document(factory: Callable[[], FastAPI]) -> dict[str, Any]:
-    return factory().openapi()  # no lifespan, no Redis: the schema only
+    doc: dict[str, Any] = factory().openapi()  # no lifespan, no Redis: the schema only
+    return doc
 
 
 def without_descriptions(value: Any) -> Any:
@@ -61,7 +62,8 @@ def operation(doc: dict[str, Any], path: str, method: str, *, drop_503: bool) ->
     op = dict(doc["paths"][path][method])
     if drop_503:
         op["responses"] = {k: v for k, v in op["responses"].items() if k != "503"}
-    return without_descriptions(op)
+    stripped: dict[str, Any] = without_descriptions(op)
+    return stripped
 
 
 @pytest.mark.parametrize(("path", "method"), SHARED)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 
@@ -41,8 +40,3 @@ def test_the_answer_comes_first_and_log_txt_gets_every_line(run_example: Example
         "notification sent to user@example.com: welcome",
         "notification scheduled for user@example.com",
     ]
-
-
-def test_the_program_is_the_chapters_size(examples: Path) -> None:
-    for source in (examples / "chapter19").glob("*.py"):
-        assert len(source.read_text(encoding="utf-8").splitlines()) <= 45, source
