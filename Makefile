@@ -14,7 +14,7 @@ UV_PYTHON := --python python3
 STAMP := $(VENV)/.synced-$(shell cat pyproject.toml uv.lock | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint fmt lock check-floors dev compose-smoke crash \
+.PHONY: help install test test-fast lint lock-check fmt lock check-floors dev compose-smoke crash \
 	experiments lab docs clean
 
 help: ## list the targets
@@ -30,16 +30,32 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 install: $(STAMP) ## make .venv from uv.lock: the services, the experiments, the test tools
 
-test: $(STAMP) ## the whole suite: unit tests, then real redis-server, worker and uvicorn processes
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The integration tests that wait (most of them) run side by side; how many at once.
+TEST_JOBS ?= 6
+JUNIT = test-artifacts/junit
+
+test: $(STAMP) ## everything, failing fast: unit tests, then the timing tests alone, then the rest side by side
+	@rm -rf $(JUNIT) && mkdir -p $(JUNIT)
+	@# 1. Seconds, no process: a failure here stops the run before any process starts.
+	$(PY) -m pytest tests/unit -q -x --junitxml=$(JUNIT)/unit.xml $(PYTEST_ARGS)
+	@# 2. Timing or CPU is their subject: one at a time, alone on the machine.
+	$(PY) -m pytest tests/integration -m serial -q --junitxml=$(JUNIT)/serial.xml $(PYTEST_ARGS)
+	@# 3. The rest wait on processes: side by side (a group shares one worker).
+	$(PY) -m pytest tests/integration -m "not serial" -q -n $(TEST_JOBS) --dist loadgroup \
+		--junitxml=$(JUNIT)/parallel.xml $(PYTEST_ARGS)
+	@$(PY) -m tests.slowest $(JUNIT)/unit.xml $(JUNIT)/serial.xml $(JUNIT)/parallel.xml
 
 test-fast: $(STAMP) ## the unit tests only: no process, no redis-server needed, seconds
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff, mypy (strict on the services), the lock matches pyproject.toml
+lint: $(STAMP) lock-check ## ruff, mypy (strict on the services), shellcheck, the lock matches pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	shellcheck scripts/*.sh .ci/run
+	$(VENV)/bin/pre-commit validate-config
+
+lock-check: | $(UV) ## uv.lock matches pyproject.toml (nothing resolved, nothing written)
 	$(UV) lock --check $(UV_PYTHON)
 
 fmt: $(STAMP) ## format and autofix

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,28 +283,48 @@ class LocalStack:
     # --- control ------------------------------------------------------------------------
 
     def start(self, service: str, timeout: float = 60) -> None:
+        """Start it (if it is not running) and wait until it is ready."""
+        self.start_many((service,), timeout)
+
+    def start_many(self, services: Sequence[str], timeout: float = 60) -> None:
+        """Start these together, then wait until each is ready (the servers first:
+        the Python services reach them as they start, so they go up side by side)."""
+        servers = [s for s in services if not table_entry(s).python]
+        python = [s for s in services if table_entry(s).python]
+        for group in (servers, python):
+            waits = [w for w in (self._launch(s, timeout) for s in group) if w is not None]
+            for wait in waits:
+                wait()
+
+    def _launch(self, service: str, timeout: float) -> Callable[[], None] | None:
+        """Start one service's process; how to wait for it to be ready (None: nothing to do)."""
         if service == "rabbitmq" and self.rabbitmq is None:
-            return  # a shared RabbitMQ (a virtual host of it): not this stack's to start
+            return None  # a shared RabbitMQ (a virtual host of it): not this stack's to start
         proc = self.procs.get(service)
         if proc is not None and proc.alive:
-            return
+            return None
         if service == "rabbitmq" and self.rabbitmq is not None:
             # Its own epmd, on a free port: started once, kept across restarts.
-            self.rabbitmq.boot(self._proc("epmd"), self._proc(service), timeout)
-            return
+            rabbitmq = self.rabbitmq
+            epmd, server = self._proc("epmd"), self._proc(service)
+            return lambda: rabbitmq.boot(epmd, server, timeout)
         proc = self._proc(service)
         offset = len(proc.output())
+        started = time.time() - 1
         proc.start()
         spec = table_entry(service)
-        if spec.probe == Probe.redis:
-            self.redis_server.wait_ready(proc, timeout)
-        elif spec.probe == Probe.http:
-            started = time.time() - 1
-            wait_http(f"http://127.0.0.1:{self.ports[service]}{spec.ready}", timeout, proc)
-            if service == API["bg"] and self.bg_workers > 1:
-                self._wait_for_every_bg_process(proc, started, timeout)
-        elif spec.probe == Probe.output:
-            proc.wait_for_output(spec.ready, timeout, after=offset)
+
+        def wait() -> None:
+            if spec.probe == Probe.redis:
+                self.redis_server.wait_ready(proc, timeout)
+            elif spec.probe == Probe.http:
+                wait_http(f"http://127.0.0.1:{self.ports[service]}{spec.ready}", timeout, proc)
+                if service == API["bg"] and self.bg_workers > 1:
+                    self._wait_for_every_bg_process(proc, started, timeout)
+            elif spec.probe == Probe.output:
+                proc.wait_for_output(spec.ready, timeout, after=offset)
+
+        return wait
 
     def _wait_for_every_bg_process(self, proc: Proc, started: float, timeout: float) -> None:
         """Until each of bg-api's uvicorn processes beats (the heartbeats are in the
@@ -326,8 +346,7 @@ class LocalStack:
             broker = ("rabbitmq",) if self.rabbitmq is not None else ()
             workers = self.extra_workers
             services = ("redis", *broker, "bg-api", "celery-api", "worker", *workers, "beat")
-        for service in services:
-            self.start(service)
+        self.start_many(services)
 
     def kill(self, service: str) -> None:
         self.procs[service].kill()

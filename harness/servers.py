@@ -136,7 +136,13 @@ class RabbitServer:
             "RABBITMQ_LOGS": "-",  # the log on stdout: the Proc's file
             "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-rabbit channel_tick_interval {self.tick_ms}",
+            # No busy-waiting schedulers: an idle Erlang VM otherwise spins its
+            # schedulers for work, and a few nodes beside each other (the tests run
+            # side by side) burn a core between them doing nothing.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+                f"-rabbit channel_tick_interval {self.tick_ms} "
+                "+sbwt none +sbwtdcpu none +sbwtdio none"
+            ),
         }
 
     def process_env(self) -> dict[str, str]:

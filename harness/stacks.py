@@ -135,11 +135,12 @@ def open_stack(
     )
     failed = False
     try:
+        services: list[str] = []
         for service in spec.services:
-            stack.start(service if service != "broker" else stack.broker_service)
+            services.append(service if service != "broker" else stack.broker_service)
             if service == "worker":  # and the other workers, when there are several
-                for i in range(2, spec.workers + 1):
-                    stack.start(f"worker-{i}")
+                services += [f"worker-{i}" for i in range(2, spec.workers + 1)]
+        stack.start_many(list(dict.fromkeys(services)))
         yield stack
     except BaseException:
         failed = True

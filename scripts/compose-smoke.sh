@@ -392,7 +392,7 @@ redis_stack() {
   out=$(probe workers "$FLOWER_USER" "$FLOWER_PASSWORD" 3 60) || fail "scale: Flower: $out"
   ok "scale: up --scale worker=3: three healthy workers, one beat; Flower lists $out"
   out=$(probe spread 40) || fail "scale: $out"
-  hosts=$(printf '%s\n' $out | wc -l)
+  hosts=$(wc -w <<<"$out")
   [ "$hosts" -ge 2 ] || fail "scale: 40 tasks all ran in one container ($out)"
   ok "scale: 40 tasks from one queue ran in $hosts worker containers ($out)"
   say "== docker compose -p $PROJECT down -v"

@@ -314,9 +314,9 @@ def pick(names: str | Sequence[str] | None) -> list[Scenario]:
             chosen.append(BY_KEY[name])
         elif name in BY_NUMBER:
             chosen.append(BY_NUMBER[name])
-        elif name == "2":  # the scenario 2 is both SIGTERM variants
+        elif name == "2":  # "2": both SIGTERM variants, 2a and 2b
             chosen += [BY_NUMBER["2a"], BY_NUMBER["2b"]]
-        elif name == "redis-restart":  # its name before RabbitMQ joined
+        elif name == "redis-restart":  # an alias: the broker restart, on Redis
             chosen.append(BY_KEY["broker-restart"])
         else:
             raise ValueError(f"unknown scenario {name!r}; known: {', '.join(BY_KEY)}")

@@ -141,8 +141,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"lab: starting the local stack in {workdir} ...", file=sys.stderr)
                 # Redis first (the ledger), then the broker (RabbitMQ, or Redis again:
                 # named once), then the rest of SERVICES.
-                for service in dict.fromkeys(("redis", target.broker_service, *SERVICES)):
-                    target.start(service, timeout=90)
+                assert isinstance(target, LocalStack)
+                target.start_many(
+                    list(dict.fromkeys(("redis", target.broker_service, *SERVICES))), 90
+                )
             lab = Lab(
                 target,
                 LabSettings(fail_attempts=args.fail_attempts, poll_interval=args.poll_interval),

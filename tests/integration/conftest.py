@@ -1,12 +1,22 @@
 """Fixtures that start real processes: redis-server on a free port in a temp dir,
 uvicorn, a Celery worker and beat. Every one is stopped in teardown, by PID or
-process group, also when the test fails."""
+process group, also when the test fails.
+
+``make test`` runs these side by side (pytest-xdist, ``--dist loadgroup``): each
+test or group gets its own stacks, ports and temp dirs. One rabbitmq-server is
+shared by the whole run (``rabbitmq``): it boots in seconds, so the first worker
+that needs it starts it, and each stack on it gets a virtual host of its own;
+the controller, which outlives every worker, stops it by process group at the
+end. A test that kills its broker, or raises its memory alarm, starts its own.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +27,7 @@ from experiments.__main__ import main
 from experiments.crash.runner import Outcome, run_scenario
 from experiments.crash.scenarios import BY_KEY, Params
 from harness.local import LocalStack
-from harness.procs import wait_until
+from harness.procs import Proc, kill_groups, wait_until
 from harness.servers import RabbitServer
 from harness.stacks import Where
 from shared.models import TaskRecord
@@ -27,9 +37,54 @@ logger = logging.getLogger(__name__)
 StackFactory = Callable[..., LocalStack]
 
 
+SHARED = "shared_servers"  # the directory of the servers every worker shares
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # One line per poll would drown a failing test's report.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:  # the controller, or a run without xdist
+        config.stash[_shared_key] = Path(tempfile.mkdtemp(prefix="bgcelery-shared-"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker learns where the shared servers are (the controller's dir)."""
+    node.workerinput[SHARED] = str(node.config.stash[_shared_key])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is not None:
+        return  # a worker: the controller stops what they shared
+    directory = config.stash.get(_shared_key, None)
+    if directory is None:
+        return
+    meta = directory / "rabbitmq.json"
+    if meta.exists():
+        pids = json.loads(meta.read_text())["pids"]
+        kill_groups({int(pid): created for pid, created in pids.items()})
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+_shared_key = pytest.StashKey[Path]()
+
+
+def _created(pid: int) -> float | None:
+    """A process's start time, which tells it from a later one with its PID."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def shared_dir(config: pytest.Config) -> Path:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return Path(workerinput[SHARED])
+    return config.stash[_shared_key]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -83,15 +138,42 @@ def make_module_stack(
     yield from _stack_factory(tmp_path_factory, request)
 
 
-@pytest.fixture(scope="module")
-def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
-    """One rabbitmq-server (Debian's) for the tests of a module: it boots in seconds.
-
-    Its own epmd and free ports, everything in a temp dir; stopped by process group."""
+@pytest.fixture(scope="session")
+def rabbitmq(request: pytest.FixtureRequest) -> RabbitServer:
+    """The run's one rabbitmq-server (Debian's): its own epmd and free ports, in a
+    temp dir; a virtual host per stack on it (``Where.rabbitmq``)."""
     if not RabbitServer.BIN.joinpath("rabbitmq-server").exists():
         pytest.fail("these tests start their own RabbitMQ: apt-get install -y rabbitmq-server")
-    with RabbitServer.on_free_ports(tmp_path_factory.mktemp("rabbitmq")).running(90) as server:
-        yield server
+    directory = shared_dir(request.config)
+    with (directory / "rabbitmq.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker boots it, the others wait
+        meta = directory / "rabbitmq.json"
+        if meta.exists():
+            data = json.loads(meta.read_text())
+            if not data["ok"]:
+                pytest.fail(f"the shared rabbitmq-server did not boot: see {data['directory']}")
+            return RabbitServer(Path(data["directory"]), *data["ports"])
+        server = RabbitServer.on_free_ports(directory / "rabbitmq")
+        env = server.process_env()
+        epmd = Proc("epmd", server.epmd_argv(), env, server.directory / "epmd.out")
+        proc = Proc("rabbitmq", server.argv(), env, server.directory / "rabbitmq.out")
+        ok = False
+        try:
+            server.boot(epmd, proc, 90)
+            ok = True
+        finally:
+            # Written whatever happened: the controller stops what was started.
+            meta.write_text(
+                json.dumps(
+                    {
+                        "ok": ok,
+                        "directory": str(server.directory),
+                        "ports": [server.port, server.dist_port, server.epmd_port],
+                        "pids": {p.pid: _created(p.pid) for p in (epmd, proc) if p.pid},
+                    }
+                )
+            )
+        return server
 
 
 # --- small helpers the tests share ---------------------------------------------------

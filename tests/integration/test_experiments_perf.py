@@ -33,6 +33,7 @@ def run_experiment(name: str, out: Path, *args: str) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.serial
 def test_latency(tmp_path: Path) -> None:
     # A 0.2 s task: the "answered before the work" comparisons below keep a wide
     # margin even when a busy CI machine stalls a request for a while.
@@ -91,6 +92,7 @@ def test_throughput(tmp_path: Path) -> None:
     assert {"reliable/stock throughput", "celery reliable/bg throughput"} <= set(data["ratios"])
 
 
+@pytest.mark.serial
 def test_loop_lag(tmp_path: Path) -> None:
     # A 1 s block: long enough that a scheduling hiccup of a busy CI machine (one
     # run saw 113 ms on a fix's p99 with a 0.3 s block) stays far below it.
@@ -109,6 +111,7 @@ def test_loop_lag(tmp_path: Path) -> None:
         assert v[name]["lag_ms"]["p99"] * 3 < blocking, name
 
 
+@pytest.mark.serial
 def test_threadpool(tmp_path: Path) -> None:
     data = run_experiment("threadpool", tmp_path, "--quick", "--tasks", "44", "--seconds", "0.5")
     sc = data["scenarios"]
@@ -145,6 +148,7 @@ def test_footprint(tmp_path: Path) -> None:
     assert all(p["idle"]["rss"] > 0 for p in celery["processes"].values())
 
 
+@pytest.mark.serial
 def test_scale(tmp_path: Path) -> None:
     data = run_experiment("scale", tmp_path, "--quick", "--delay", "0.1")
     for side in ("celery", "bg"):

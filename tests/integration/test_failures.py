@@ -49,7 +49,9 @@ def test_celery_retries_and_succeeds_on_the_third_attempt_bg_records_failed(
         lambda: line.search(stack.procs["bg-api"].output()), 5, "the failure in the server log"
     )
     assert re.search(r" INFO shared\.app: bg API starting: ledger on", stack.output("bg-api"))
-    # ...and, Starlette's semantics, the task scheduled after it never ran.
+    # ...and, Starlette's semantics, the task scheduled after it never ran. (A wait
+    # for something that must not happen: had Starlette gone on, the log task would
+    # have started within milliseconds of the failure logged above.)
     time.sleep(0.5)
     skipped = ledger_record(stack, bg_log_id)
     assert skipped is not None and (skipped.state, skipped.attempts) == ("queued", 0)
@@ -90,6 +92,7 @@ def test_with_the_ledger_off_celery_counts_attempts_by_its_own_retries(
     assert len(retries) == 2
 
 
+@pytest.mark.serial
 def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
     make_stack: StackFactory,
 ) -> None:

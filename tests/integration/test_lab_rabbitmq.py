@@ -10,7 +10,7 @@ import pytest
 from harness.procs import wait_until
 from tests.integration.test_lab import RunningLab, running_lab
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab-rabbitmq")]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ every run keeps its own start."""
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import pytest
@@ -18,6 +17,7 @@ from tests.integration.conftest import StackFactory, ledger_record, log_lines
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.serial
 def test_a_task_is_succeeded_only_when_no_run_of_it_is_still_going(
     make_stack: StackFactory,
 ) -> None:
@@ -46,7 +46,9 @@ def test_a_task_is_succeeded_only_when_no_run_of_it_is_still_going(
         return record if record.state == "succeeded" else None
 
     final = wait_until(done, 30, "the task to succeed", interval=0.02)
-    time.sleep(1.0)  # any later run has had time to find the line and skip it
+    skip = rf" INFO shared\.work: task {task_id}: (notification to \S+|log line) already"
+    # A later run finds the line written, skips it and says so.
+    wait_until(lambda: re.search(skip, stack.output("worker")), 10, "a later run's skip")
     final = ledger_record(stack, task_id) or final
 
     # It was delivered again while the first run still ran...
@@ -62,5 +64,4 @@ def test_a_task_is_succeeded_only_when_no_run_of_it_is_still_going(
     assert final.state == "succeeded" and final.running == 0
     # However often it ran, it wrote once; the worker says so, in the shared log format.
     assert len(log_lines(stack, task_id)) == 1
-    skip = rf" INFO shared\.work: task {task_id}: (notification to \S+|log line) already"
     assert re.search(skip, stack.output("worker"))

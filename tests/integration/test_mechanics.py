@@ -12,6 +12,8 @@ import pytest
 from harness.local import LocalStack
 from tests.integration.conftest import StackFactory, wait_for_state
 
+pytestmark = pytest.mark.xdist_group("mechanics")  # one module stack, one worker
+
 BLOCK = 2.0
 
 
@@ -54,6 +56,7 @@ def health_wait_during(stack: LocalStack, variant: str) -> float:
     return waited
 
 
+@pytest.mark.serial
 def test_blocking_call_in_async_task_stalls_every_request_and_to_thread_fixes_it(
     stack: LocalStack,
 ) -> None:

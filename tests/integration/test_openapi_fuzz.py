@@ -27,7 +27,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(make_module_stack: StackFactory) -> Iterator[LocalStack]:
-    stack = make_module_stack(notification_delay_seconds=0.01)
+    # Quick work: the fuzz is about what the apps answer, not about what the jobs cost
+    # (a heavy job of the default size holds a core for 65 ms, per example).
+    stack = make_module_stack(notification_delay_seconds=0.01, heavy_task_rounds=1000)
     stack.start_all(("redis", "bg-api", "celery-api", "worker"))
     yield stack
 

@@ -18,6 +18,7 @@ from tests.integration.conftest import StackFactory, experiment_report, ledger_r
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.serial
 def test_a_heavy_def_task_slows_the_background_tasks_api_not_the_celery_one(
     tmp_path: Path,
 ) -> None:

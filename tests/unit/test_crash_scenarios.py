@@ -9,7 +9,7 @@ from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
 
 def test_scenarios_are_picked_by_key_or_number_once_each() -> None:
     assert [s.key for s in pick("1,worker-kill,1")] == ["bg-kill", "worker-kill"]
-    assert [s.number for s in pick("2")] == ["2a", "2b"]  # the 2 is both SIGTERMs
+    assert [s.number for s in pick("2")] == ["2a", "2b"]  # "2" is both SIGTERMs
     assert pick("all") == list(SCENARIOS) == pick(None)
     assert pick(" 7b , ") == [BY_KEY["redis-restart-no-aof"]]
     with pytest.raises(ValueError, match="unknown scenario 'nine'"):
@@ -31,7 +31,7 @@ def test_scenarios_impose_only_the_settings_they_are_about() -> None:
     assert BY_KEY["bg-term-timeout"].spec(p).graceful_timeout == 1
     restart = BY_KEY["broker-restart"]
     assert restart.spec(p).appendonly is True and restart.spec(p, "rabbitmq").own_broker
-    assert pick("redis-restart") == [restart]  # the name it had before RabbitMQ
+    assert pick("redis-restart") == [restart]  # an alias
     assert BY_KEY["redis-restart-no-aof"].spec(p).appendonly is False
     assert BY_KEY["redis-restart-no-aof"].brokers == ("redis",)  # RabbitMQ's queue is durable
     assert BY_KEY["consumer-timeout"].brokers == ("rabbitmq",)

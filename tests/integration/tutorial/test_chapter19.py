@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from harness.procs import wait_until
 from tests.integration.tutorial.conftest import Example
 
 
+@pytest.mark.serial
 def test_the_answer_comes_first_and_log_txt_gets_every_line(run_example: Example) -> None:
     app = run_example("chapter19")
     url = app.uvicorn()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from harness.procs import wait_until
 from tests.integration.tutorial.conftest import Example
@@ -14,6 +15,7 @@ from tests.integration.tutorial.conftest import Example
 BLOCK = 2.0
 
 
+@pytest.mark.serial
 def test_a_def_task_runs_in_the_thread_pool_and_a_blocking_async_one_stalls_the_server(
     run_example: Example,
 ) -> None:
