@@ -10,9 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from shared.models import TaskKind
 from shared.settings import Settings
+
+QUEUE = "celery"  # the one queue every task goes to
+# Where RabbitMQ's quorum queue puts a message past its delivery limit, and where the
+# worker reads it from to record the task as given up (``celery_app.dead_letters``).
+DEAD_LETTERS = "celery.dead"
 
 TASK_NAMES: dict[str, str] = {
     TaskKind.notification: "notifications.send",
@@ -58,6 +64,46 @@ def transport_options(settings: Settings, *, publisher: bool = False) -> dict[st
     return options
 
 
+def queues(settings: Settings) -> dict[str, Any]:
+    """Celery's queue, as the worker and the API (which declares it when it first
+    publishes) must both declare it: RabbitMQ refuses a queue or an exchange declared
+    again with other arguments (PRECONDITION_FAILED). Redis: Celery's defaults."""
+    if settings.broker != "rabbitmq" or settings.celery_queue_type == "classic":
+        return {}
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if settings.celery_delivery_limit:
+        # A message redelivered past the limit (its worker died each time) goes to the
+        # dead-letter queue, at least once: it is never dropped on the way.
+        arguments |= {
+            "x-delivery-limit": settings.celery_delivery_limit,
+            "x-dead-letter-exchange": DEAD_LETTERS,
+            "x-dead-letter-routing-key": DEAD_LETTERS,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",  # at-least-once dead-lettering needs it
+        }
+    return {
+        # Quorum queues (RabbitMQ >= 3.8; message TTL and at-least-once dead-lettering,
+        # which native delayed delivery needs, >= 3.10): replicated on a cluster,
+        # with a delivery count and a delivery limit.
+        "task_default_queue_type": "quorum",
+        # A topic exchange: Celery's native delayed delivery (>= 5.5) routes a countdown
+        # or an ETA through RabbitMQ's delay queues instead of the worker holding the
+        # message unacknowledged until then (which quorum queues make impossible to do
+        # well: their prefetch is fixed).
+        "task_default_exchange_type": "topic",
+        "task_queues": [
+            Queue(
+                QUEUE,
+                Exchange(QUEUE, type="topic"),
+                routing_key=QUEUE,
+                queue_arguments=arguments,
+            )
+        ],
+        # Per-consumer prefetch: a quorum queue refuses a channel's global QoS.
+        "worker_detect_quorum_queues": True,
+    }
+
+
 def create_celery(
     settings: Settings, *, publisher: bool = False, app_class: type[Celery] = Celery
 ) -> Celery:
@@ -81,7 +127,15 @@ def create_celery(
         # timeout; RabbitMQ: when the connection drops).
         task_acks_late=settings.celery_acks_late,
         # ...and a task whose pool child was killed is requeued rather than marked failed.
+        # A task that kills its process every time would loop for ever: the worker
+        # bounds it (CELERY_MAX_DELIVERIES, ``celery_app.tasks``), or, on a quorum
+        # queue, RabbitMQ's delivery limit does.
         task_reject_on_worker_lost=True,
+        # A hung task ends: SoftTimeLimitExceeded inside it, then its pool process is
+        # killed (the worker records it as failed and acknowledges it, so it is not
+        # handed out again). 0: no limit.
+        task_soft_time_limit=settings.task_soft_time_limit or None,
+        task_time_limit=settings.task_time_limit or None,
         # Reserve one task per pool process: a crash strands no prefetched backlog.
         worker_prefetch_multiplier=settings.celery_prefetch_multiplier,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -109,6 +163,10 @@ def create_celery(
                 "schedule": settings.beat_interval_seconds,
             }
         },
+        # Beat writes its schedule after every task it sends: its healthcheck reads
+        # the file's age (``celery_app.beat_health``).
+        beat_sync_every=1,
         timezone="UTC",
+        **queues(settings),
     )
     return celery

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 from functools import lru_cache
 from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import worker_process_init, worker_process_shutdown
+from celery.worker.request import Request
 
 from celery_app.config import TASK_NAMES
-from shared.heartbeat import Heartbeat
+from shared.heartbeat import Heartbeat, process_nonce
 from shared.ledger import Ledger, ledger_for
 from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import Settings, get_settings
@@ -38,6 +40,7 @@ def _start_heartbeat(**_: Any) -> None:
     """Each pool process runs tasks: its heartbeat tells the ledger it is alive."""
     global _heartbeat
     settings = get_settings()
+    worker_ledger.cache_clear()  # its own client and counts, not the parent's
     ledger = worker_ledger()
     if ledger.client is None:
         return
@@ -58,9 +61,14 @@ def _stop_heartbeat(**_: Any) -> None:
 
 def backoff(retries: int, settings: Settings) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]
-    (without jitter, when RETRY_JITTER is off: exactly that ceiling)."""
+    (without jitter, when RETRY_JITTER is off: exactly that ceiling). On a quorum
+    queue at least a second: native delayed delivery routes whole seconds, and
+    refuses a countdown below one."""
     ceiling = min(settings.retry_backoff_max_seconds, settings.retry_backoff_seconds * 2**retries)
-    return random.uniform(0, ceiling) if settings.retry_jitter else ceiling
+    countdown = random.uniform(0, ceiling) if settings.retry_jitter else ceiling
+    if settings.broker == "rabbitmq" and settings.celery_queue_type == "quorum":
+        return max(countdown, 1.0)
+    return countdown
 
 
 # A bound task (``bind=True``): its first argument is the task itself.
@@ -74,7 +82,16 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
     assert task_id is not None  # a task being executed has its id
     # Every run is an attempt, a redelivery after a crash included. Without a
     # ledger, Celery's own count of retries says which attempt this is.
-    attempt = ledger.running(task_id, kind, unrecorded=task.request.retries + 1)
+    start = ledger.start(task_id, kind, unrecorded=task.request.retries + 1)
+    attempt = start.attempt
+    bound = settings.celery_max_deliveries
+    if bound and not settings.broker_bounds_deliveries and start.executions > bound:
+        # Delivered, and its process dead, this many times already: it would most
+        # likely kill this one too. Failed, acknowledged, not run again.
+        reason = f"gave up after {bound} deliveries (CELERY_MAX_DELIVERIES)"
+        logger.error("task %s: %s", task_id, reason)
+        ledger.gave_up(task_id, kind, reason, attempt=attempt)
+        return
     try:
         perform(kind, payload, task_id=task_id, attempt=attempt, settings=settings)
     except TransientNotificationError as exc:
@@ -102,23 +119,51 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
     ledger.finished(task_id, attempt, TaskState.succeeded)
 
 
-@shared_task(bind=True, name=TASK_NAMES[TaskKind.notification])
+class TimedRequest(Request):
+    """A task's request, in the worker's main process. When the hard time limit
+    kills the pool process that ran it, nothing of that process records the end:
+    this does, with the reason."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft or self.id is None or self.worker_pid is None:
+            return
+        # The killed process's runner id, as it wrote it (a forked child shares its
+        # parent's nonce).
+        runner = f"{socket.gethostname()}:{self.worker_pid}:{process_nonce()}"
+        ledger = worker_ledger()
+        try:
+            attempt = ledger.open_attempt(self.id, runner)
+            if attempt is not None:
+                error = f"TimeLimitExceeded: killed at the hard time limit ({timeout:g} s)"
+                ledger.finished(
+                    self.id, attempt, TaskState.failed, error=error, detail={"time_limit": "hard"}
+                )
+        except Exception:  # the ledger's error is logged; the worker goes on
+            logger.exception("could not record the hard time limit of task %s", self.id)
+
+
+class RecordedTask(Task[Any, Any]):
+    Request = "celery_app.tasks:TimedRequest"  # Celery resolves it by name
+
+
+@shared_task(bind=True, base=RecordedTask, name=TASK_NAMES[TaskKind.notification])
 def send_notification(self: BoundTask, email: str) -> None:
     execute(self, TaskKind.notification, {"email": email})
 
 
-@shared_task(bind=True, name=TASK_NAMES[TaskKind.log])
+@shared_task(bind=True, base=RecordedTask, name=TASK_NAMES[TaskKind.log])
 def write_log(self: BoundTask, message: str) -> None:
     execute(self, TaskKind.log, {"message": message})
 
 
-@shared_task(bind=True, name=TASK_NAMES[TaskKind.heavy])
+@shared_task(bind=True, base=RecordedTask, name=TASK_NAMES[TaskKind.heavy])
 def compute_heavy(self: BoundTask, rounds: int) -> None:
     # CPU-bound: it runs in a pool process of its own, away from the API.
     execute(self, TaskKind.heavy, {"rounds": str(rounds)})
 
 
-@shared_task(bind=True, name=TASK_NAMES[TaskKind.beat])
+@shared_task(bind=True, base=RecordedTask, name=TASK_NAMES[TaskKind.beat])
 def heartbeat(self: BoundTask, /, **_: Any) -> None:
     # Beat's periodic task: recorded in the ledger like any other task.
     execute(self, TaskKind.beat, {"message": "beat heartbeat"})

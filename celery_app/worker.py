@@ -6,13 +6,17 @@ reads (the environment, then ``.env``); its tasks are ``celery_app.tasks``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init
 
 from celery_app.config import create_celery
+from celery_app.dead_letters import DeadLetters
 from shared.logs import configure_logging
 from shared.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 
 @setup_logging.connect
@@ -21,4 +25,25 @@ def _logging(**_: Any) -> None:
     configure_logging(get_settings().log_level)
 
 
+@worker_init.connect
+def _check_limits(**_: Any) -> None:
+    """A hard time limit past the visibility timeout (Redis) is a task handed out
+    again while it runs: said at start, not forbidden (scenario 8 shows it on purpose)."""
+    s = get_settings()
+    if s.broker == "redis" and s.task_time_limit:
+        latest = s.task_time_limit + s.celery_restore_interval
+        if latest >= s.celery_visibility_timeout:
+            logger.warning(
+                "TASK_TIME_LIMIT (%gs) plus CELERY_RESTORE_INTERVAL (%gs) is not below "
+                "CELERY_VISIBILITY_TIMEOUT (%gs): a task still running when the timeout "
+                "passes is handed out again before the limit ends it",
+                s.task_time_limit,
+                s.celery_restore_interval,
+                s.celery_visibility_timeout,
+            )
+
+
 app = create_celery(get_settings())
+if get_settings().broker_bounds_deliveries:
+    # What the quorum queue dead-letters, recorded as given up.
+    app.steps["consumer"].add(DeadLetters)

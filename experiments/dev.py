@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from harness.procs import REPO_ROOT, Proc
 from harness.servers import RedisServer
-from shared.settings import Settings
+from shared.settings import Settings, redact
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
 # What the services themselves fall back to when REDIS_URL is unset.
@@ -62,7 +62,9 @@ def redis_server_for(url: str, state_dir: Path) -> RedisServer:
     """The redis-server to start for ``url`` (local only), AOF on as in compose."""
     parts = urlsplit(url)
     if parts.scheme != "redis" or (parts.hostname or "") not in LOCAL_HOSTS:
-        raise SystemExit(f"nothing answers at REDIS_URL={url} and it is not local: start it first")
+        raise SystemExit(
+            f"nothing answers at REDIS_URL={redact(url)} and it is not local: start it first"
+        )
     return RedisServer(
         parts.port or 6379,
         state_dir,
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     server = redis_server_for(env["REDIS_URL"], state_dir)
     try:
         if server.answers():
-            print(f"dev: using the Redis at {env['REDIS_URL']}", flush=True)
+            print(f"dev: using the Redis at {redact(env['REDIS_URL'])}", flush=True)
         else:
             redis_proc = start_redis(server, state_dir)
         print(

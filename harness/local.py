@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -107,7 +108,11 @@ class LocalStack:
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.redis_server = RedisServer(free_port(), self.workdir, appendonly=appendonly)
+        # A password of its own, as in compose (it costs nothing): every client here
+        # reaches it through its URL, which carries it.
+        self.redis_server = RedisServer(
+            free_port(), self.workdir, appendonly=appendonly, password=secrets.token_hex(8)
+        )
         # Every service that listens, on a port of its own (a broker's come with its server).
         self.ports = {name: free_port() for name, s in SERVICE_TABLE.items() if s.port and s.python}
         self.log_file = self.workdir / "log.txt"

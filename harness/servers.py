@@ -44,8 +44,15 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def argv(self) -> list[str]:
-        argv = [
-            binary("redis-server", "apt-get install -y redis-server"),
+        argv = [binary("redis-server", "apt-get install -y redis-server")]
+        if self.password:
+            # From a file of its own, not the command line: a process's argv is in its
+            # log's first line (Proc) and in every `ps`.
+            conf = self.directory / f"redis-{self.port}.conf"
+            conf.write_text(f"requirepass {self.password}\n")
+            conf.chmod(0o600)
+            argv.append(str(conf))
+        argv += [
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
@@ -53,8 +60,6 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
         ]  # fmt: skip
-        if self.password:
-            argv += ["--requirepass", self.password]
         return argv
 
     def answers(self) -> bool:

@@ -27,8 +27,24 @@ from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# The Celery side's brokers a stack can run (StackSpec.broker).
+# The Celery side's brokers a stack can run.
 BROKERS = ("redis", "rabbitmq")
+# A broker as a spec names it (StackSpec.broker): the server, and what the name
+# implies of Celery's queue on it. "rabbitmq": a quorum queue, the default.
+BROKER_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "redis": ("redis", {}),
+    "rabbitmq": ("rabbitmq", {"celery_queue_type": "quorum"}),
+    "rabbitmq-classic": ("rabbitmq", {"celery_queue_type": "classic"}),
+}
+
+
+def variant_of(settings: Settings) -> str:
+    """The broker variant a stack running with ``settings`` is."""
+    if settings.broker == "redis":
+        return "redis"
+    return "rabbitmq" if settings.celery_queue_type == "quorum" else "rabbitmq-classic"
+
+
 # What one side needs to take tasks and run them. Redis: the ledger; "broker":
 # the side's broker, Redis or RabbitMQ as the spec says (Redis starts only once).
 SIDE_SERVICES: dict[str, tuple[str, ...]] = {
@@ -120,6 +136,7 @@ def open_stack(
     if where.workdir is not None:
         where.workdir.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=where.workdir))
+    server, implied = BROKER_VARIANTS[spec.broker]
     stack = LocalStack(
         path,
         base,
@@ -128,10 +145,10 @@ def open_stack(
         graceful_timeout=spec.graceful_timeout,
         bg_workers=spec.bg_workers,
         workers=spec.workers,
-        broker=spec.broker,
+        broker=server,
         rabbitmq=None if spec.own_broker or spec.consumer_timeout_ms else where.rabbitmq,
         consumer_timeout_ms=spec.consumer_timeout_ms,
-        **spec.settings,
+        **{**implied, **spec.settings},
     )
     failed = False
     try:
@@ -164,10 +181,10 @@ def _compose(where: Where, spec: StackSpec) -> Iterator[Target]:
         )
     if spec.bg_workers > 1:
         raise Unsupported("needs bg-api with several uvicorn workers; the compose stack runs one")
-    if spec.broker != target.settings.broker:
+    if spec.broker != variant_of(target.settings):
         raise Unsupported(
             f"needs Celery on {spec.broker}; the compose stack's broker is "
-            f"{target.settings.broker} (run the {spec.broker} stack for it)"
+            f"{variant_of(target.settings)} (run the {spec.broker} stack for it)"
         )
     if spec.consumer_timeout_ms is not None:
         raise Unsupported("needs RabbitMQ with a short consumer_timeout: local target only")

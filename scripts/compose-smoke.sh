@@ -8,13 +8,14 @@
 # It uses a compose project of its own (-p) on free host ports, so it can run
 # next to a stack you already have up, and it always ends with `down -v`.
 #
-# Two stacks, one after the other, each in a project of its own, each ended with
+# Three stacks, one after the other, each in a project of its own, each ended with
 # `down -v`:
 #
 # 1. Celery on Redis (docker-compose.yml): `up -d --build --wait`; the published
-#    ports answer, Redis is not published; both APIs take the seed's requests (202)
-#    and their tasks succeed; Flower lists the Celery task with basic auth and
-#    refuses the request without; Beat's task shows up in the ledger; SIGKILL the
+#    ports answer, Redis is not published and refuses a client without its
+#    password; both APIs take the chapter's requests (202) and their tasks succeed;
+#    Flower lists the Celery task with basic auth and refuses the request without
+#    (its /metrics answers without); Beat's task shows up in the ledger; SIGKILL the
 #    worker mid-notification, start it again: the task completes (redelivered, the
 #    verdict of shared/verdict.py); SIGKILL bg-api mid-notification: its tasks are
 #    lost; `up --scale worker=3`: three healthy workers share the queue, Flower
@@ -23,9 +24,12 @@
 #    answers only with the credentials from the environment (no guest), AMQP is not
 #    published; both APIs work; SIGKILL the worker mid-notification, start it again:
 #    redelivered, not lost.
+# 3. The production override (+ docker-compose.prod.yml): compose refuses to start
+#    without REDIS_PASSWORD; healthy, every container restarts unless stopped; the
+#    development credentials are refused (Redis, Flower); a task runs.
 #
-# Settings (environment): SMOKE_BROKERS ("redis rabbitmq", the default, or one of
-# them); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
+# Settings (environment): SMOKE_BROKERS (the stacks: "redis rabbitmq prod", the
+# default, or some of them); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
 # CELERY_API_PORT, FLOWER_PORT (default: free ports); SMOKE_DELAY,
 # SMOKE_VISIBILITY_TIMEOUT, SMOKE_RESTORE_INTERVAL, SMOKE_BEAT_INTERVAL (the demo
 # values, shortened so the run takes about a minute after the build);
@@ -37,7 +41,7 @@ BASE_PROJECT=${SMOKE_PROJECT:-bgcelery-smoke}
 PROJECT=$BASE_PROJECT
 FILES=(-f docker-compose.yml)
 WAIT_TIMEOUT=${SMOKE_WAIT_TIMEOUT:-300}
-BROKERS=${SMOKE_BROKERS:-redis rabbitmq}
+BROKERS=${SMOKE_BROKERS:-redis rabbitmq prod}
 
 say() { printf '%s\n' "$*"; }
 ok() { CHECKS=$((CHECKS + 1)); printf 'ok   %s\n' "$*"; }
@@ -83,6 +87,8 @@ export NOTIFICATION_FAIL_FIRST_ATTEMPTS=0 CELERY_ACKS_LATE=true
 export FLOWER_USER=smoke
 FLOWER_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 export FLOWER_PASSWORD
+REDIS_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+export REDIS_PASSWORD
 export RABBITMQ_USER=smoke-rabbit
 RABBITMQ_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 export RABBITMQ_PASSWORD
@@ -332,6 +338,14 @@ kill_the_worker() {  # SIGKILL the worker mid-task: redelivered, completes
   ok "worker: started again -> redelivered and succeeded $(($(date +%s) - t1))s later ($out), one line in log.txt: NOT LOST"
 }
 
+no_password_is_refused() {  # a client without Redis's password gets NOAUTH; with it, PONG
+  out=$(compose exec -T redis env -u REDISCLI_AUTH redis-cli ping 2>&1 || true)
+  case "$out" in *NOAUTH*) ;; *) fail "redis: a client without the password got '$out', not NOAUTH" ;; esac
+  out=$(compose exec -T redis redis-cli ping 2>&1 || true)
+  [ "$out" = PONG ] || fail "redis: with the password: '$out'"
+  ok "redis: a client without the password is refused (NOAUTH); with REDIS_PASSWORD, PONG"
+}
+
 # --- 1. Celery on Redis ----------------------------------------------------------------
 
 redis_stack() {
@@ -344,6 +358,7 @@ redis_stack() {
   redis_ports=$(compose port redis 6379 2>/dev/null || true)
   [ -z "$redis_ports" ] || fail "redis is published on the host: $redis_ports"
   ok "redis: not published on the host"
+  no_password_is_refused
   both_apis
   # One logging setup: bg-api's own INFO lines reach `docker compose logs`, with
   # time, level and logger.
@@ -362,6 +377,9 @@ redis_stack() {
   [ "$code" = 200 ] || fail "flower: GET /api/workers with credentials -> $code"
   out=$(probe flower "$celery_notification" "$FLOWER_USER" "$FLOWER_PASSWORD" 30) || fail "flower: $out"
   ok "flower: with basic auth (credentials from the environment): GET /api/workers -> 200; /api/tasks lists $out"
+  code=$(http_status "$FLOWER_PORT" /metrics)
+  [ "$code" = 200 ] || fail "flower: GET /metrics without credentials -> $code (docs/compose.md says 200)"
+  ok "flower: /metrics answers without credentials (Prometheus; documented beside /healthcheck)"
 
   out=$(probe beat $((BEAT_INTERVAL_SECONDS * 3 + 30))) || fail "beat: $out"
   ok "beat: heartbeat scheduled by beat, run by the worker, in the ledger: $out"
@@ -424,11 +442,40 @@ rabbitmq_stack() {
   compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
 }
 
+# --- 3. The production override ------------------------------------------------------------
+
+prod_stack() {
+  PROJECT=$BASE_PROJECT-prod
+  FILES=(-f docker-compose.yml -f docker-compose.prod.yml)
+  say "== compose smoke, the production override: project $PROJECT"
+  # Its secrets are required: without them compose refuses to start anything.
+  if out=$(env -u REDIS_PASSWORD docker compose -p "$PROJECT" "${FILES[@]}" config -q 2>&1); then
+    fail "prod: docker compose config without REDIS_PASSWORD succeeded"
+  fi
+  case "$out" in *"REDIS_PASSWORD must be set"*) ;; *) fail "prod: without REDIS_PASSWORD: $out" ;; esac
+  ok "prod: without REDIS_PASSWORD compose refuses to start: ${out##*: }"
+  up_stack "prod stack" 6
+  restarts=$(compose ps -q | xargs docker inspect --format '{{.HostConfig.RestartPolicy.Name}}' | sort -u)
+  [ "$restarts" = unless-stopped ] || fail "prod: restart policies: $restarts"
+  ok "prod: every container restarts unless stopped"
+  no_password_is_refused
+  out=$(compose exec -T redis env REDISCLI_AUTH=change-me redis-cli ping 2>&1 || true)
+  case "$out" in *WRONGPASS*|*invalid*) ;; *) fail "prod: redis took the development password: '$out'" ;; esac
+  code=$(http_status "$FLOWER_PORT" /api/workers "$(printf '%s' "admin:change-me" | base64)")
+  [ "$code" = 401 ] || fail "prod: flower took the development credentials -> $code"
+  ok "prod: the development defaults are refused (redis: WRONGPASS; flower admin:change-me: 401)"
+  out=$(probe post celery /items/ '{"name": "prod", "price": 1}') || fail "prod: $out"
+  ok "prod: celery-api: POST /items/ -> $out succeeded"
+  say "== docker compose -p $PROJECT down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
+}
+
 for broker in $BROKERS; do
   case "$broker" in
     redis) redis_stack ;;
     rabbitmq) rabbitmq_stack ;;
-    *) fail "unknown broker in SMOKE_BROKERS: $broker" ;;
+    prod) prod_stack ;;
+    *) fail "unknown stack in SMOKE_BROKERS: $broker" ;;
   esac
 done
 PROJECT=""

@@ -37,6 +37,11 @@ def runner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
 
 
+def process_nonce() -> str:
+    """The nonce in this process's runner ids (and its forked children's)."""
+    return _NONCE
+
+
 class Heartbeat:
     """A process that runs tasks says it is alive, every ``interval`` seconds.
 

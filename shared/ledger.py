@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -103,6 +103,12 @@ def async_ledger_for(
         implementation,
         best_effort=best_effort,
     )
+
+
+class RunStart(NamedTuple):
+    attempt: int
+    # Deliveries that started a run, this one included (retries not counted).
+    executions: int
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,7 @@ redis.call('HSETNX', key, 'first_started_at', now)
 local a = 'attempt.' .. n .. '.'
 redis.call('HSET', key, 'state', 'running', 'started_at', now, 'updated_at', now,
            'runner', runner, a .. 'started_at', now, a .. 'runner', runner)
-return n
+return {n, tonumber(redis.call('HGET', key, 'retries') or 0)}
 """
 
 # The end of run n. The runs still going are counted afresh: another run that has
@@ -354,16 +360,72 @@ class Ledger:
         """Record the start of a run; return its attempt number (1 for the first run).
         ``unrecorded``: the number to go on with when the ledger is off or down (the
         caller may know it another way: Celery counts its retries)."""
+        return self.start(task_id, kind, unrecorded=unrecorded).attempt
+
+    def start(self, task_id: str, kind: str, *, unrecorded: int = 1) -> RunStart:
+        """``running``, with how many times the task has been delivered and started
+        (this run included; retries not counted): 0 when the ledger cannot say."""
         keys = [TASK_KEY.format(task_id), INDEX_KEY.format(self.implementation.value)]
         args = [task_id, self.implementation.value, kind, time.time(), runner_id()]
 
-        def op(r: redis.Redis) -> int:
+        def op(r: redis.Redis) -> RunStart:
             assert self._start is not None
-            return int(self._start(keys=keys, args=args, client=r))
+            attempt, retries = self._start(keys=keys, args=args, client=r)
+            return RunStart(int(attempt), int(attempt) - int(retries))
 
-        attempt = self._do("running", op)
+        started = self._do("running", op)
         self._track(+1)
-        return attempt if attempt is not None else unrecorded
+        return started if started is not None else RunStart(unrecorded, 0)
+
+    def open_attempt(self, task_id: str, runner: str) -> int | None:
+        """The attempt ``runner`` started on this task and has not ended (its process
+        died mid-run: a hard time limit killed it, say), if the ledger holds one."""
+        record = self.get(task_id)
+        runs = [r for r in (record.runs if record else []) if r.runner == runner]
+        open_runs = [r.attempt for r in runs if r.ended_at is None]
+        return max(open_runs) if open_runs else None
+
+    def gave_up(self, task_id: str, kind: str, reason: str, *, attempt: int | None = None) -> None:
+        """Record that the task will not be run again (``Verdict.gave_up``): its run
+        ``attempt`` ends here, or, with none given, the task is closed as it stands (the
+        broker dead-lettered it), the runs its dead processes left open closed as
+        abandoned. A task the ledger does not know is created."""
+        if attempt is None:
+            now = time.time()
+
+            def op(r: redis.Redis) -> None:
+                key = TASK_KEY.format(task_id)
+                raw = cast("dict[str, str]", r.hgetall(key))
+                open_runs = [
+                    k.removesuffix(".started_at")
+                    for k in raw
+                    if k.startswith("attempt.") and k.endswith(".started_at")
+                    and k.removesuffix("started_at") + "ended_at" not in raw
+                ]  # fmt: skip
+                pipe = r.pipeline(transaction=False)
+                for run in open_runs:
+                    pipe.hset(key, mapping={f"{run}.ended_at": now, f"{run}.outcome": "abandoned"})
+                pipe.hsetnx(key, "task_id", task_id)
+                pipe.hsetnx(key, "implementation", self.implementation.value)
+                pipe.hsetnx(key, "kind", kind)
+                pipe.hsetnx(key, "queued_at", now)
+                pipe.hset(
+                    key,
+                    mapping={
+                        "state": TaskState.failed.value,
+                        "running": 0,
+                        "error": reason[:500],
+                        "finished_at": now,
+                        "updated_at": now,
+                        "detail.gave_up": reason[:500],
+                    },
+                )
+                pipe.zadd(INDEX_KEY.format(self.implementation.value), {task_id: now}, nx=True)
+                pipe.execute()
+
+            self._do("gave up", op)
+            return
+        self.finished(task_id, attempt, TaskState.failed, error=reason, detail={"gave_up": reason})
 
     def finished(
         self,

@@ -7,10 +7,10 @@ Every field is read from an environment variable of the same name in upper case;
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -31,6 +31,7 @@ class Settings(BaseSettings):
 
     log_file: str = "log.txt"
     # Every process's log level (both APIs, the worker, beat): one logging setup.
+    # Any case: "info" is INFO.
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     # Request bodies over this many bytes are refused with 413 before they are read.
     max_body_bytes: int = Field(default=16 * 1024, ge=1)
@@ -45,6 +46,11 @@ class Settings(BaseSettings):
     heavy_task_rounds: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
     # The first N attempts of every notification raise a transient error.
     notification_fail_first_attempts: int = Field(default=0, ge=0)
+    # Test switches like it: the first N attempts hang for good (nothing ends them,
+    # a soft time limit included: only a kill does), or kill their own process
+    # (SIGKILL: a segfault, an OOM kill).
+    notification_hang_first_attempts: int = Field(default=0, ge=0)
+    notification_crash_first_attempts: int = Field(default=0, ge=0)
     # Celery side only: retries after the first attempt, and their backoff
     # (base * 2**retry, capped, with full jitter).
     notification_max_retries: int = Field(default=3, ge=0)
@@ -67,6 +73,25 @@ class Settings(BaseSettings):
     celery_acks_late: bool = True
     celery_prefetch_multiplier: int = Field(default=1, ge=0)
 
+    # Celery: a task's soft time limit (SoftTimeLimitExceeded is raised inside it;
+    # recorded as failed) and its hard one (its pool process is killed; the worker
+    # records it as failed and acknowledges it), seconds; 0: none. Above the longest
+    # task; on Redis below the visibility timeout, less the restore interval, or a
+    # task still running then is handed out again before the limit ends it.
+    task_soft_time_limit: float = Field(default=30.0, ge=0)
+    task_time_limit: float = Field(default=40.0, ge=0)
+    # Celery, where the broker has no bound of its own (Redis; RabbitMQ's classic
+    # queues): a task delivered this many times already (its process died each time)
+    # is failed, "gave up after N deliveries", before it would run again; 0: no bound.
+    celery_max_deliveries: int = Field(default=5, ge=0)
+    # RabbitMQ: the type of Celery's queue. quorum: replicated, with a delivery limit
+    # and native delayed delivery for countdowns; classic: the single-node queue.
+    celery_queue_type: Literal["quorum", "classic"] = "quorum"
+    # RabbitMQ quorum queues: redeliveries before the broker dead-letters a message
+    # (to celery.dead, where the worker records it as given up); 0: the broker's own
+    # (none on RabbitMQ 3.x, 20 on 4.x, with no dead-letter queue).
+    celery_delivery_limit: int = Field(default=5, ge=0)
+
     beat_interval_seconds: float = Field(default=30.0, gt=0)
 
     # BackgroundTasks side: the tokens of AnyIO's default thread limiter, which sync
@@ -77,6 +102,30 @@ class Settings(BaseSettings):
     # How often each process that runs tasks writes its heartbeat to the ledger:
     # a run whose process has stopped beating is a run that died with it.
     runner_heartbeat_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _limits(self) -> Settings:
+        soft, hard = self.task_soft_time_limit, self.task_time_limit
+        if soft and hard and soft >= hard:
+            raise ValueError(
+                f"TASK_SOFT_TIME_LIMIT ({soft:g}) must be below TASK_TIME_LIMIT ({hard:g}): "
+                "the soft limit lets a task clean up before the hard one kills it"
+            )
+        return self
+
+    @property
+    def broker_bounds_deliveries(self) -> bool:
+        """Does the broker bound a task's redeliveries itself (RabbitMQ's quorum queues)?"""
+        return (
+            self.broker == "rabbitmq"
+            and self.celery_queue_type == "quorum"
+            and self.celery_delivery_limit > 0
+        )
 
     @property
     def ledger_off(self) -> str | None:

@@ -12,7 +12,10 @@ What comes out, per task (``Verdict``):
 
 - **completed**: it succeeded (or the ledger forgot it but its effect is written);
 - **failed**: it ran and failed for good (BackgroundTasks: the first exception;
-  Celery: once the bounded retries are spent);
+  Celery: once the bounded retries are spent, or a time limit ended it);
+- **gave up** (Celery): it killed its process on every delivery, and after a bound
+  on its deliveries (the project's own on Redis, the broker's delivery limit on
+  RabbitMQ's quorum queues) it is not run again: neither lost nor completed;
 - **in flight**: queued, running or retrying, and whatever holds it is alive;
 - **awaiting redelivery** (Celery): its worker died mid-run, the message is
   unacknowledged, and the broker will hand it out again;
@@ -64,6 +67,7 @@ from shared.work import SKIP_PATTERN, TAG_PATTERN
 class Verdict(StrEnum):
     completed = "completed"
     failed = "failed"
+    gave_up = "gave up"
     in_flight = "in flight"
     awaiting_redelivery = "awaiting redelivery"
     lost = "lost"
@@ -71,7 +75,9 @@ class Verdict(StrEnum):
 
 
 # Nothing will change these any more (barring a task the ledger forgot coming back).
-FINAL = frozenset({Verdict.completed, Verdict.failed, Verdict.lost, Verdict.skipped})
+FINAL = frozenset(
+    {Verdict.completed, Verdict.failed, Verdict.gave_up, Verdict.lost, Verdict.skipped}
+)
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ class SideSummary:
     accepted: int = 0
     completed: int = 0
     failed: int = 0
+    gave_up: int = 0
     in_flight: int = 0
     awaiting_redelivery: int = 0
     lost: int = 0
@@ -194,6 +201,7 @@ class SideSummary:
         return self.accepted == (
             self.completed
             + self.failed
+            + self.gave_up
             + self.in_flight
             + self.awaiting_redelivery
             + self.lost
@@ -311,6 +319,8 @@ def judge(obs: Observation) -> Judgement:
         if record.state == TaskState.succeeded:
             return Verdict.completed, ""
         if record.state == TaskState.failed:
+            if record.detail.get("gave_up"):
+                return Verdict.gave_up, record.detail["gave_up"]
             return Verdict.failed, record.error or ""
         recorded_success = any(run.outcome == "succeeded" for run in record.runs)
         if obs.effects and obs.effects.get(record.task_id, 0) > 0 and not recorded_success:
@@ -447,6 +457,7 @@ def summarize(
             accepted=c.get("accepted", 0),
             completed=c.get("completed", 0),
             failed=c.get("failed", 0),
+            gave_up=c.get("gave_up", 0),
             in_flight=c.get("in_flight", 0),
             awaiting_redelivery=c.get("awaiting_redelivery", 0),
             lost=c.get("lost", 0),

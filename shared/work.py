@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +110,11 @@ def send_notification(email: str, *, task_id: str, attempt: int, settings: Setti
     if has_effect(settings.log_file, task_id):
         _skipping(task_id, f"notification to {email} already sent")
         return False
+    if attempt <= settings.notification_crash_first_attempts:
+        logger.warning("task %s: attempt %d kills its own process", task_id, attempt)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if attempt <= settings.notification_hang_first_attempts:
+        _hang(task_id, attempt)
     time.sleep(settings.notification_delay_seconds)
     if attempt <= settings.notification_fail_first_attempts:
         raise TransientNotificationError(
@@ -116,6 +122,17 @@ def send_notification(email: str, *, task_id: str, attempt: int, settings: Setti
             f"{settings.notification_fail_first_attempts} that fail)"
         )
     return write_log(f"notification sent to {email}", task_id=task_id, log_file=settings.log_file)
+
+
+def _hang(task_id: str, attempt: int) -> None:
+    """Stuck for good: no exception ends it, a soft time limit included (as a task
+    stuck in a C call or a loop that swallows every error would be); a kill does."""
+    logger.warning("task %s: attempt %d hangs", task_id, attempt)
+    while True:
+        try:
+            time.sleep(3600)
+        except Exception as exc:
+            logger.warning("task %s: %s, and it hangs on", task_id, type(exc).__name__)
 
 
 def compute(rounds: int) -> int:

@@ -15,7 +15,7 @@ from experiments.crash import report
 from experiments.crash.runner import Say, adapt, run_scenario
 from experiments.crash.scenarios import SCENARIOS, Params, Scenario, pick
 from experiments.reporting.report import publish
-from harness.stacks import BROKERS
+from harness.stacks import BROKER_VARIANTS, variant_of
 
 NAME = "crash"
 
@@ -32,10 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument(
         "--broker",
-        choices=(*BROKERS, "both"),
+        choices=(*BROKER_VARIANTS, "all"),
         default=None,
-        help="the Celery side's broker: every Celery scenario runs on each (default: both "
-        "locally; a compose stack's own broker)",
+        help="the Celery side's broker (rabbitmq: a quorum queue; rabbitmq-classic: a "
+        "classic one): every Celery scenario runs on each (default: all three locally; "
+        "a compose stack's own broker)",
     )
     parser.add_argument(
         "--tasks",
@@ -70,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.grace,
         help=f"scenario 2b's graceful-shutdown timeout, whole seconds (default {d.grace})",
     )
+    parser.add_argument(
+        "--loop-window",
+        type=float,
+        default=d.loop_window,
+        help=f"how long a crash loop is watched, seconds (default {d.loop_window:g})",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument(
         "--json", action="store_true", help="also print the results as JSON on stdout"
@@ -84,6 +91,7 @@ def params_from(args: argparse.Namespace) -> Params:
         restore_interval=args.restore_interval,
         concurrency=args.concurrency,
         grace=args.grace,
+        loop_window=args.loop_window,
     )
     if args.quick:
         params = replace(params, tasks=2, delay=1.5, visibility=3.0)
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"crash: {exc}", file=sys.stderr)
         return 2
     where = where_from(args)
-    brokers = list(BROKERS) if args.broker in (None, "both") else [args.broker]
+    brokers = list(BROKER_VARIANTS) if args.broker in (None, "all") else [args.broker]
     if where.kind == "compose":
         try:
             stack = where.attach()
@@ -126,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"crash: cannot read the compose stack's settings: {exc}", file=sys.stderr)
             return 2
         if args.broker is None:
-            brokers = [stack.settings.broker]
+            brokers = [variant_of(stack.settings)]
         print(
             f"crash: compose: the stack's own settings apply (delay {params.delay:g}s, "
             f"visibility timeout {params.visibility:g}s, scan every "

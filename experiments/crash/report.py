@@ -18,6 +18,8 @@ HEADERS = [
     "at the kill: running / queued",
     "completed",
     "lost",
+    "failed / gave up",
+    "handed out",
     "executed more than once",
     "repeat writes: skipped / made",
     "retried",
@@ -35,9 +37,43 @@ def _span(lo_hi: Sequence[float]) -> str:
     return f"{lo:.1f} s" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f} s"
 
 
+BROKER_LABELS = {
+    "redis": "Redis",
+    "rabbitmq": "RabbitMQ (quorum)",
+    "rabbitmq-classic": "RabbitMQ (classic)",
+}
+# What a classic queue's row must differ in from the quorum queue's to be shown.
+RESULT = (
+    "status",
+    "lost",
+    "completed",
+    "failed",
+    "gave_up",
+    "executed_more_than_once",
+    "duplicate_effects",
+    "handed_out",
+)
+
+
+def broker_label(o: Mapping[str, Any]) -> str:
+    broker = o.get("broker") or ""
+    return BROKER_LABELS.get(broker, broker) or "—"
+
+
+def shown(scenarios: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every row but a classic queue's that comes out as its quorum queue's does."""
+    quorum = {o["key"]: o for o in scenarios if o.get("broker") == "rabbitmq"}
+
+    def same(o: Mapping[str, Any]) -> bool:
+        q = quorum.get(o["key"])
+        return q is not None and all(q.get(k) == o.get(k) for k in RESULT)
+
+    return [o for o in scenarios if not (o.get("broker") == "rabbitmq-classic" and same(o))]
+
+
 def row(o: Mapping[str, Any]) -> list[str]:
     label = f"{o['number']}. {o['title']}"
-    broker = o.get("broker") or "—"
+    broker = broker_label(o)
     if o["status"] != "ok":
         return [label, broker, f"{o['status']}: {o['reason']}"] + [""] * (len(HEADERS) - 3)
     redelivered = "—" if o["redelivered_after"] is None else _span(o["redelivered_after"])
@@ -53,6 +89,8 @@ def row(o: Mapping[str, Any]) -> list[str]:
         at_kill,
         str(o["completed"]),
         lost,
+        f"{o.get('failed', 0)} / {o.get('gave_up', 0)}",
+        "—" if o.get("handed_out") is None else f"{o['handed_out']} in {o['window']:g} s",
         str(o["executed_more_than_once"]),
         f"{o['skipped_writes']} / {made}",
         str(o["retried"]),
@@ -62,7 +100,7 @@ def row(o: Mapping[str, Any]) -> list[str]:
 
 
 def table(data: Mapping[str, Any]) -> str:
-    return markdown_table(HEADERS, [row(o) for o in data["scenarios"]])
+    return markdown_table(HEADERS, [row(o) for o in shown(data["scenarios"])])
 
 
 def notes(data: Mapping[str, Any]) -> str:
@@ -85,11 +123,22 @@ def notes(data: Mapping[str, Any]) -> str:
         "- *repeat writes*: runs that found the task's log line already written and skipped "
         "it (the idempotency check, from the process output) / tasks with more than one "
         "line in the log file.",
-        "- times are from the signal (scenario 8: from the submission).",
+        "- *failed / gave up*: failed for good (retries spent, a time limit); given up on "
+        "after a bound on its deliveries (a task that kills its process every time).",
+        "- *handed out*: the scenarios that watch a fixed window instead of waiting for the "
+        "tasks to settle (a task that hangs or loops for ever never does): how often the "
+        "broker handed the notification to a worker in it (the worker's `received` lines).",
+        "- *broker*: RabbitMQ's rows are on a quorum queue, the default; a classic queue's "
+        "row is shown only where it comes out otherwise.",
+        "- times are from the signal (the scenarios that kill nothing: from the submission).",
         "",
     ]
+    hidden = [o for o in data["scenarios"] if o not in shown(data["scenarios"])]
+    if hidden:
+        same = ", ".join(dict.fromkeys(o["number"] for o in hidden))
+        lines += [f"On a classic queue, as on the quorum queue: {same}.", ""]
     for o in data["scenarios"]:
-        on = f" on {o['broker']}" if o.get("broker") else ""
+        on = f" on {broker_label(o)}" if o.get("broker") else ""
         label = f"**{o['number']}. {o['title']}**{on}"
         if o["status"] != "ok":
             lines.append(f"- {label}: {o['status']}: {o['reason']}")
@@ -99,6 +148,13 @@ def notes(data: Mapping[str, Any]) -> str:
             extra.append(f"{o['finished_while_stopping']} finished during the shutdown")
         if o["missing_from_ledger"]:
             extra.append(f"{o['missing_from_ledger']} gone from the ledger itself")
+        if o.get("handed_out") is not None:
+            extra.append(
+                f"handed out {o['handed_out']} times in {o['window']:g} s, at most "
+                f"{o['most_runs']} runs of one task"
+            )
+        if o.get("gave_up"):
+            extra.append(f"{o['gave_up']} given up")
         if o["redelivered_after"] is not None:
             by = ", ".join(o.get("rerun_by") or [])
             extra.append(

@@ -10,6 +10,7 @@ still for a moment; then count.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -19,12 +20,24 @@ from typing import Any, Literal
 import httpx
 
 from experiments.crash.scenarios import Params, Scenario
-from harness.observe import expected_of, settle
+from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
 from harness.target import Target, Unsupported, read_records
 from shared.models import IN_FLIGHT, TaskRecord, TaskState
-from shared.verdict import Verdict
+from shared.verdict import Verdict, judge
+
+# The worker's line for a message it was handed ("Task <name>[<id>] received").
+RECEIVED = re.compile(r"Task \S+\[([0-9a-f-]{36})\] received")
+
+
+def received_counts(output: str) -> dict[str, int]:
+    """Per task id, how many times a worker was handed its message (its output)."""
+    counts: dict[str, int] = {}
+    for task_id in RECEIVED.findall(output):
+        counts[task_id] = counts.get(task_id, 0) + 1
+    return counts
+
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +67,12 @@ class Outcome:
     lost: int = 0
     skipped: int = 0
     lost_notifications: int = 0
+    gave_up: int = 0
+    # A scenario with a fixed window: how often the broker handed each notification
+    # out in it (the worker's "received" lines), and the most runs one had.
+    window: float | None = None
+    handed_out: int | None = None
+    most_runs: int | None = None
     missing_from_ledger: int = 0
     executed_more_than_once: int = 0
     retried: int = 0
@@ -275,20 +294,34 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         elif sc.side == "celery":
             say("settling: RabbitMQ requeues a dead consumer's unacked messages at once")
 
-    # Bounded: what is queued behind the kill still has to run, a round at a time.
-    rounds = -(-len(ids) // max(target.worker_processes, 1))
-    horizon = (
-        target.settings.celery_visibility_timeout + 2 * target.settings.celery_restore_interval
-    )
-    cap = time.monotonic() + horizon + rounds * delay * 3 + 60
-    final, out.settle = settle(target, since, expected, quiet=p.margin, cap=cap)
+    window = sc.window(p)
+    if window is not None:
+        # A fixed window, the scenario's measure (a task that loops for ever never
+        # settles): then one reading, whatever it shows.
+        out.window = window
+        time.sleep(max(0.0, t_submit + window - time.time()))
+        final = judge(observe(target, since=since, expected=expected))
+        out.settle = f"a fixed window of {window:g}s, then one reading"
+        received = received_counts(target.output("worker"))
+        out.handed_out = sum(received.get(n, 0) for n in notifications)
+        out.most_runs = max((len(r.runs) for r in read_records(target, notifications, since)),
+                            default=0)  # fmt: skip
+    else:
+        # Bounded: what is queued behind the kill still has to run, a round at a time.
+        rounds = -(-len(ids) // max(target.worker_processes, 1))
+        horizon = (
+            target.settings.celery_visibility_timeout + 2 * target.settings.celery_restore_interval
+        )
+        cap = time.monotonic() + horizon + rounds * delay * 3 + 60
+        final, out.settle = settle(target, since, expected, quiet=p.margin, cap=cap)
     side = final.side(sc.side)
     out.summary = side.to_dict()
-    out.completed, out.failed, out.lost, out.skipped = (
+    out.completed, out.failed, out.lost, out.skipped, out.gave_up = (
         side.completed,
         side.failed,
         side.lost,
         side.skipped,
+        side.gave_up,
     )
     out.lost_ids = sorted(final.ids(Verdict.lost))
     out.lost_notifications = len(set(notifications) & set(out.lost_ids))

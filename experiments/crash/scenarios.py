@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.stacks import BROKERS, SIDE_SERVICES, StackSpec
+from harness.stacks import BROKER_VARIANTS, SIDE_SERVICES, StackSpec
 from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate"]
@@ -23,6 +23,7 @@ class Params:
     concurrency: int = 2  # Celery worker processes: only this many notifications run at once
     grace: int = 1  # the short graceful-shutdown timeout of scenario 2b (whole seconds: uvicorn)
     margin: float = 3.0  # slack on every settle deadline (a loaded machine is slow)
+    loop_window: float = 30.0  # how long a crash loop is watched (scenarios 12, 12b)
 
     def settings(self) -> Settings:
         """The settings every process of a (local) scenario runs with."""
@@ -42,6 +43,8 @@ class Params:
         out = []
         if self.tasks < 1:
             out.append("--tasks must be at least 1")
+        if self.loop_window <= 0:
+            out.append("--loop-window must be positive")
         if self.concurrency < 1:
             out.append("--concurrency must be at least 1")
         if self.delay <= self.grace:
@@ -78,7 +81,7 @@ class Scenario:
     # second of writes, so the kill waits until the broker has them on disk.
     wait_for_fsync: bool = False
     # The Celery brokers it means something on (BackgroundTasks needs none).
-    brokers: tuple[str, ...] = BROKERS
+    brokers: tuple[str, ...] = tuple(BROKER_VARIANTS)
     # Start the service again after the kill (two workers: the survivor is the point).
     restart: bool = True
     # Celery worker processes (services worker, worker-2, ...) and each one's pool.
@@ -95,6 +98,10 @@ class Scenario:
     consumer_timeout_ms: Callable[[Params], int | None] = lambda p: None
     # Nothing is killed, but the worker may exit by itself: wait for that, start it again.
     revive_worker: bool = False
+    # Watch a fixed window (seconds, from the first submission) instead of waiting
+    # for every task to settle: a task that loops for ever never does. What is
+    # counted at its end: how often the broker handed each notification out.
+    window: Callable[[Params], float | None] = lambda p: None
 
     @property
     def label(self) -> str:
@@ -116,6 +123,24 @@ class Scenario:
             consumer_timeout_ms=self.consumer_timeout_ms(p),
             own_broker=self.service == "broker",
         )
+
+
+def hang_window(p: Params) -> float:
+    """Long enough for Redis to hand a hung task out again a few times (every
+    visibility timeout), and for a hard limit of ``delay`` seconds to end it."""
+    return 4 * p.visibility + 2 * p.delay
+
+
+def loop_window(p: Params) -> float:
+    """Long enough for a task that kills its process to come back many times."""
+    return p.loop_window
+
+
+# The limits and bounds a scenario sets off: the hazard as stock Celery has it.
+NO_LIMITS = {"task_soft_time_limit": 0, "task_time_limit": 0}
+NO_BOUND = {"celery_max_deliveries": 0, "celery_delivery_limit": 0}
+# A bound of 3 deliveries: the project's own on Redis, the broker's on a quorum queue.
+BOUND = {"celery_max_deliveries": 3, "celery_delivery_limit": 2}
 
 
 def graceful_stop_timeout(p: Params) -> float:
@@ -290,8 +315,68 @@ SCENARIOS: tuple[Scenario, ...] = (
         # channel_tick_interval to 1 s; its default, 60 s, would hide it).
         consumer_timeout_ms=lambda p: int(p.delay * 1000 / 4),
         tasks=lambda p: 1,
-        brokers=("rabbitmq",),
+        brokers=("rabbitmq", "rabbitmq-classic"),
         revive_worker=True,
+    ),
+)
+SCENARIOS += (
+    Scenario(
+        number="11",
+        key="hung-task",
+        title="no crash, a task that hangs, no time limits",
+        side="celery",
+        action=None,
+        service=None,
+        expected="it never ends; Redis hands it out again every visibility timeout while it "
+        "hangs, to every free worker process; RabbitMQ hands it out once (until "
+        "consumer_timeout)",
+        settings=lambda p: {**NO_LIMITS, "notification_hang_first_attempts": 99},
+        tasks=lambda p: 1,
+        window=hang_window,
+    ),
+    Scenario(
+        number="11b",
+        key="hung-task-limited",
+        title="no crash, a task that hangs, with time limits",
+        side="celery",
+        action=None,
+        service=None,
+        expected="the hard time limit kills its pool process; the worker records it as failed "
+        "and acknowledges it: handed out once, not again",
+        settings=lambda p: {
+            "notification_hang_first_attempts": 99,
+            "task_soft_time_limit": p.delay / 2,
+            "task_time_limit": p.delay,
+        },
+        tasks=lambda p: 1,
+        window=hang_window,
+    ),
+    Scenario(
+        number="12",
+        key="crash-loop",
+        title="a task that kills its process every time, no bound",
+        side="celery",
+        action=None,
+        service=None,
+        expected="requeued at every death (acks_late, reject_on_worker_lost) and handed out "
+        "again at once, for ever: neither lost nor done",
+        settings=lambda p: {**NO_BOUND, "notification_crash_first_attempts": 99},
+        tasks=lambda p: 1,
+        window=loop_window,
+    ),
+    Scenario(
+        number="12b",
+        key="crash-loop-bounded",
+        title="a task that kills its process every time, bounded",
+        side="celery",
+        action=None,
+        service=None,
+        expected="after 3 deliveries it is not run again: Redis, the worker's own bound "
+        "(CELERY_MAX_DELIVERIES) fails it; a quorum queue's delivery limit dead-letters it, "
+        "and the worker records it: gave up",
+        settings=lambda p: {**BOUND, "notification_crash_first_attempts": 99},
+        tasks=lambda p: 1,
+        window=loop_window,
     ),
 )
 BY_KEY = {s.key: s for s in SCENARIOS}

@@ -36,3 +36,48 @@ def test_on_rabbitmq_only_the_api_gives_up_on_a_broker_that_does_not_answer() ->
     api = create_celery(settings, publisher=True).conf.broker_transport_options
     assert worker == {"confirm_publish": True}  # flow control blocks it: it waits
     assert api == {"confirm_publish": True, "read_timeout": 1.5, "write_timeout": 1.5}
+
+
+def test_time_limits_reach_celery_and_zero_means_none() -> None:
+    conf = create_celery(Settings(task_soft_time_limit=3, task_time_limit=4)).conf
+    assert (conf.task_soft_time_limit, conf.task_time_limit) == (3, 4)
+    conf = create_celery(Settings(task_soft_time_limit=0, task_time_limit=0)).conf
+    assert (conf.task_soft_time_limit, conf.task_time_limit) == (None, None)
+
+
+def test_on_rabbitmq_the_queue_is_a_quorum_queue_with_a_delivery_limit() -> None:
+    conf = create_celery(Settings(celery_broker_url="amqp://u:p@h//", celery_delivery_limit=4)).conf
+    [queue] = conf.task_queues
+    assert queue.name == "celery" and queue.exchange.type == "topic"  # native delayed delivery
+    assert queue.queue_arguments == {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 4,
+        "x-dead-letter-exchange": "celery.dead",
+        "x-dead-letter-routing-key": "celery.dead",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    assert conf.worker_detect_quorum_queues is True
+    # The API makes its app from the same settings: it declares the very same queue.
+    api = create_celery(
+        Settings(celery_broker_url="amqp://u:p@h//", celery_delivery_limit=4), publisher=True
+    ).conf
+    assert api.task_queues == conf.task_queues
+    # Classic, for comparison; and Redis has neither.
+    classic = Settings(celery_broker_url="amqp://u:p@h//", celery_queue_type="classic")
+    assert create_celery(classic).conf.task_queues is None
+    assert create_celery(Settings(redis_url="redis://h:1/0")).conf.task_queues is None
+
+
+def test_a_worker_killed_mid_scan_holds_redis_restore_lock_seconds_not_minutes() -> None:
+    options = create_celery(Settings(celery_restore_interval=0.5)).conf.broker_transport_options
+    assert options["unacked_mutex_expire"] <= 10  # kombu's default: 300
+
+
+def test_a_retry_countdown_on_a_quorum_queue_is_a_second_at_least() -> None:
+    from celery_app.tasks import backoff
+
+    quorum = Settings(celery_broker_url="amqp://u:p@h//", retry_backoff_seconds=0.1)
+    assert all(backoff(0, quorum) >= 1.0 for _ in range(50))
+    redis = Settings(redis_url="redis://h:1/0", retry_backoff_seconds=0.1, retry_jitter=False)
+    assert backoff(0, redis) == 0.1

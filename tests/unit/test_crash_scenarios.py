@@ -34,7 +34,8 @@ def test_scenarios_impose_only_the_settings_they_are_about() -> None:
     assert pick("redis-restart") == [restart]  # an alias
     assert BY_KEY["redis-restart-no-aof"].spec(p).appendonly is False
     assert BY_KEY["redis-restart-no-aof"].brokers == ("redis",)  # RabbitMQ's queue is durable
-    assert BY_KEY["consumer-timeout"].brokers == ("rabbitmq",)
+    # RabbitMQ's own limit: on both of its queue types, and nowhere else.
+    assert BY_KEY["consumer-timeout"].brokers == ("rabbitmq", "rabbitmq-classic")
     assert BY_KEY["consumer-timeout"].spec(p, "rabbitmq").consumer_timeout_ms == 500
     assert BY_KEY["bg-kill"].spec(p).services == ("redis", "bg-api")
     assert BY_KEY["worker-kill"].spec(p, "rabbitmq").broker == "rabbitmq"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.compose import settings_from_env
-from shared.settings import Settings, explicit_settings
+from shared.settings import Settings, explicit_settings, redact
 
 
 @pytest.mark.parametrize("value", ["0.2", "3"])
@@ -23,3 +23,33 @@ def test_settings_reach_a_child_process_and_come_back_the_same() -> None:
     assert env["NOTIFICATION_DELAY_SECONDS"] == "0.2" and env["CELERY_ACKS_LATE"] == "false"
     assert "THREADPOOL_TOKENS" not in env  # None: the library's own default
     assert settings_from_env({**env, "PATH": "/bin"}) == settings
+
+
+def test_a_log_level_in_any_case_is_one_logging_can_take() -> None:
+    assert Settings(log_level="info").log_level == "INFO"
+    with pytest.raises(ValueError, match="log_level"):
+        Settings(log_level="chatty")
+
+
+def test_a_soft_time_limit_not_below_the_hard_one_is_refused_at_start() -> None:
+    with pytest.raises(
+        ValueError, match=r"TASK_SOFT_TIME_LIMIT \(40\) must be below TASK_TIME_LIMIT"
+    ):
+        Settings(task_soft_time_limit=40, task_time_limit=40)
+    assert Settings(task_soft_time_limit=0, task_time_limit=5).task_time_limit == 5  # 0: none
+
+
+def test_only_a_quorum_queue_with_a_delivery_limit_bounds_deliveries_itself() -> None:
+    amqp = "amqp://u:p@h//"
+    assert Settings(celery_broker_url=amqp).broker_bounds_deliveries
+    assert not Settings(
+        celery_broker_url=amqp, celery_queue_type="classic"
+    ).broker_bounds_deliveries
+    assert not Settings(celery_broker_url=amqp, celery_delivery_limit=0).broker_bounds_deliveries
+    assert not Settings(redis_url="redis://h:1/0").broker_bounds_deliveries
+
+
+def test_a_url_in_a_log_line_shows_no_password() -> None:
+    assert redact("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redact("amqp://celery:s3cret@rabbitmq:5672//") == "amqp://celery:***@rabbitmq:5672//"
+    assert redact("redis://localhost:6379/0") == "redis://localhost:6379/0"

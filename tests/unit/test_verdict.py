@@ -324,3 +324,23 @@ def test_a_written_effect_completes_a_task_whose_end_the_ledger_missed() -> None
     record = rec("n", BG, "running", runner="h:1:a")
     assert verdict_of("n", observe([record], [live])) == Verdict.in_flight
     assert verdict_of("n", observe([record], [live], effects={"n": 1})) == Verdict.completed
+
+
+def test_a_task_the_worker_gave_up_on_is_neither_lost_nor_completed() -> None:
+    records = [
+        rec(
+            "n",
+            CELERY,
+            "failed",
+            error="gave up after 3 deliveries (CELERY_MAX_DELIVERIES)",
+            detail={"gave_up": "gave up after 3 deliveries (CELERY_MAX_DELIVERIES)"},
+        ),
+        rec("m", CELERY, "failed", error="TimeLimitExceeded: killed at the hard time limit"),
+    ]
+    result = judge(observe(records, [runner("h:1:a")]))
+    assert result.tasks["n"].verdict == Verdict.gave_up
+    assert "3 deliveries" in result.tasks["n"].why
+    assert result.tasks["m"].verdict == Verdict.failed
+    side = result.side(CELERY)
+    assert (side.gave_up, side.failed, side.lost, side.completed) == (1, 1, 0, 0)
+    assert side.balanced and side.settled

@@ -1,0 +1,49 @@
+"""Beat's healthcheck: ``python -m celery_app.beat_health <schedule file>``.
+
+Beat writes its schedule after every task it sends (``beat_sync_every=1``): a file
+older than two intervals, and some slack for a slow start, is a Beat that has
+stopped sending. Exit 0: healthy; 1: not, with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import get_settings
+
+SLACK = 30.0  # seconds: a start, a slow write
+
+
+def age(schedule: Path) -> float | None:
+    """Seconds since Beat last wrote its schedule (a dbm may add its own suffixes)."""
+    files = list(schedule.parent.glob(f"{schedule.name}*"))
+    if not files:
+        return None
+    return time.time() - max(f.stat().st_mtime for f in files)
+
+
+def healthy(schedule: Path, interval: float, now_age: float | None) -> str | None:
+    """Why Beat is not healthy, or None."""
+    if now_age is None:
+        return f"no schedule at {schedule}: Beat has not started"
+    if now_age > 2 * interval + SLACK:
+        return (
+            f"{schedule} last written {now_age:.0f}s ago, more than twice the interval "
+            f"({interval:g}s)"
+        )
+    return None
+
+
+def main(argv: list[str]) -> int:
+    schedule = Path(argv[0]) if argv else Path("celerybeat-schedule")
+    why = healthy(schedule, get_settings().beat_interval_seconds, age(schedule))
+    if why:
+        print(why, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
