@@ -32,7 +32,9 @@ def transport_options(settings: Settings, *, publisher: bool = False) -> dict[st
     """The broker's own options: each only where it means something. ``publisher``:
     for a process that only publishes (the API), not the worker or beat."""
     if settings.broker == "redis":
+        sentinel = _sentinel(settings)
         return {
+            **sentinel,
             # An unacked task (its worker died) is given back this long after its
             # delivery; a task that runs longer than this is delivered twice.
             "visibility_timeout": settings.celery_visibility_timeout,
@@ -62,6 +64,26 @@ def transport_options(settings: Settings, *, publisher: bool = False) -> dict[st
             "write_timeout": settings.redis_socket_timeout,
         }
     return options
+
+
+def _sentinel(settings: Settings) -> dict[str, Any]:
+    """Sentinel's own options, for a ``sentinel://`` broker URL: which primary, the
+    sentinels' password and timeouts (redis-py copies no socket option to them once
+    these are given), and a health check: a worker whose primary froze (its
+    connection open, nothing coming) notices within seconds, not never."""
+    if not settings.broker_url.lower().startswith("sentinel://"):
+        return {}
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_socket_timeout,
+    }
+    if settings.celery_sentinel_password:
+        kwargs["password"] = settings.celery_sentinel_password
+    return {
+        "master_name": settings.celery_sentinel_master,
+        "sentinel_kwargs": kwargs,
+        "health_check_interval": 2,
+    }
 
 
 def queues(settings: Settings) -> dict[str, Any]:
@@ -104,6 +126,13 @@ def queues(settings: Settings) -> dict[str, Any]:
     }
 
 
+def publishing_transport(settings: Settings) -> str | None:
+    """The API's transport: kombu's Redis transport, reusing its client (plain
+    ``redis://`` URLs; Sentinel and RabbitMQ keep their own)."""
+    scheme = settings.broker_url.split("://", 1)[0].lower()
+    return "celery_app.handover:PublishingTransport" if scheme in ("redis", "rediss") else None
+
+
 def create_celery(
     settings: Settings, *, publisher: bool = False, app_class: type[Celery] = Celery
 ) -> Celery:
@@ -140,11 +169,18 @@ def create_celery(
         worker_prefetch_multiplier=settings.celery_prefetch_multiplier,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_transport_options=transport_options(settings, publisher=publisher),
+        # The API only publishes: on Redis through one client per channel, not one
+        # per command (``celery_app.handover.PublishingTransport``).
+        broker_transport=publishing_transport(settings) if publisher else None,
         # RabbitMQ: the queue survives a broker restart (durable, Celery's default
         # for the queues it declares) and so do its messages (persistent).
         task_default_delivery_mode="persistent",
         # Connecting gives up quickly (AMQP; Redis has its socket timeouts above).
         broker_connection_timeout=settings.redis_socket_timeout,
+        # RabbitMQ: a connection that has gone silent (a partition) is dead after about
+        # this long, on both sides (CELERY_BROKER_HEARTBEAT; Celery's default: 120 s,
+        # capped by the broker's 60).
+        broker_heartbeat=settings.celery_broker_heartbeat,
         # Explicit, so Celery 6's change of default changes nothing here.
         broker_connection_retry_on_startup=True,
         # Publishing gives up quickly: the API answers 503 instead of hanging.
@@ -154,9 +190,11 @@ def create_celery(
             "interval_step": 0.2,
             "interval_max": 0.2,
         },
-        # Events, so Flower sees tasks from the moment they are sent.
+        # Events, so Flower sees what the workers do; and the task-sent event, so it
+        # sees a task from the moment it is sent (CELERY_SEND_SENT_EVENT: a publish
+        # of its own per task, which the capacity experiment measures).
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=settings.celery_send_sent_event,
         beat_schedule={
             "heartbeat": {
                 "task": TASK_NAMES[TaskKind.beat],

@@ -17,7 +17,7 @@ from celery.worker.request import Request
 
 from celery_app.config import TASK_NAMES
 from shared.heartbeat import Heartbeat, process_nonce
-from shared.ledger import Ledger, ledger_for
+from shared.ledger import Ledger, LedgerUnavailable, ledger_for
 from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import Settings, get_settings
 from shared.work import TransientNotificationError, perform
@@ -50,6 +50,7 @@ def _start_heartbeat(**_: Any) -> None:
         "worker",
         interval=settings.runner_heartbeat_seconds,
         activity=ledger.activity,
+        flush=ledger.flush,
     ).start()
 
 
@@ -82,7 +83,14 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
     assert task_id is not None  # a task being executed has its id
     # Every run is an attempt, a redelivery after a crash included. Without a
     # ledger, Celery's own count of retries says which attempt this is.
-    start = ledger.start(task_id, kind, unrecorded=task.request.retries + 1)
+    try:
+        start = ledger.start(task_id, kind, unrecorded=task.request.retries + 1)
+    except LedgerUnavailable as exc:
+        # A run the ledger cannot see is a run the verdict cannot count: the task
+        # waits for the ledger (a new message, this one acknowledged), and is not
+        # failed, which would acknowledge it for good.
+        logger.warning("task %s waits for the ledger: %s", task_id, exc)
+        raise task.retry(exc=exc, countdown=backoff(0, settings), max_retries=None) from exc
     attempt = start.attempt
     bound = settings.celery_max_deliveries
     if bound and not settings.broker_bounds_deliveries and start.executions > bound:

@@ -53,6 +53,9 @@ COMMANDS: dict[str, Command] = {
     "scale": Command(
         "experiments.perf.scale", "I/O-bound throughput against the number of processes"
     ),
+    "capacity": Command(
+        "experiments.perf.capacity", "req/s each API takes at saturation, rung by rung"
+    ),
     "crash": Command(
         "experiments.crash.cli",
         "kill servers mid-task: loss vs retry, both sides",

@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from harness.ha import MASTER, RabbitCluster, SentinelGroup
 from harness.procs import Proc, free_port, wait_http
+from harness.proxy import Partition
 from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, Side
 from shared.ledger import Ledger, connect
@@ -100,10 +103,14 @@ class LocalStack:
         worker_concurrency: int = 2,
         graceful_timeout: int | None = None,
         bg_workers: int = 1,
+        api_processes: int = 1,
         workers: int = 1,
         broker: str = "redis",
         rabbitmq: RabbitServer | None = None,
         consumer_timeout_ms: int | None = None,
+        partitioned: tuple[str, ...] = (),
+        sentinel_replicas: int = 1,
+        min_replicas: int = 0,
         **overrides: Any,
     ) -> None:
         self.workdir = Path(workdir)
@@ -121,8 +128,21 @@ class LocalStack:
         # its own (the "rabbitmq" service, which a test can kill) or a virtual host
         # on a shared server (a test module starts one server, not one per test).
         self.rabbitmq: RabbitServer | None = None
+        # Or the brokers' own answers to a lost machine: a Sentinel group, a cluster.
+        self.sentinel: SentinelGroup | None = None
+        self.cluster: RabbitCluster | None = None
         broker_url = ""
-        if broker == "rabbitmq":
+        ha: dict[str, Any] = {}
+        if broker == "sentinel":
+            self.sentinel = SentinelGroup(
+                self.workdir / "sentinel", replicas=sentinel_replicas, min_replicas=min_replicas
+            )
+            broker_url = self.sentinel.url()
+            ha = {"celery_sentinel_master": MASTER}
+        elif broker == "rabbitmq-cluster":
+            self.cluster = RabbitCluster(self.workdir / "cluster")
+            broker_url = self.cluster.url()
+        elif broker == "rabbitmq":
             if rabbitmq is not None:
                 broker_url = rabbitmq.add_vhost(f"stack-{self.redis_server.port}")
             else:
@@ -133,12 +153,15 @@ class LocalStack:
                 )
                 broker_url = self.rabbitmq.url()
         elif broker != "redis":
-            raise ValueError(f"unknown broker {broker!r}: redis or rabbitmq")
+            raise ValueError(
+                f"unknown broker {broker!r}: redis, rabbitmq, sentinel or rabbitmq-cluster"
+            )
         self._settings = base.replace(
             **{
                 "redis_url": self.redis_server.url,
                 "celery_broker_url": broker_url,
                 "log_file": str(self.log_file),
+                **ha,
                 **overrides,
             }
         )
@@ -148,8 +171,33 @@ class LocalStack:
         self.worker_concurrency = worker_concurrency
         self.graceful_timeout = graceful_timeout
         self.bg_workers = bg_workers
+        # uvicorn processes of every API (bg-api: at least ``bg_workers``).
+        self.api_processes = api_processes
         self.procs: dict[str, Proc] = {}
         self._ledger = LocalLedger(self.redis_server.url)
+        # The services whose way to the broker goes through a proxy that can freeze.
+        self.partitions: dict[str, Partition] = {}
+        for service in partitioned:
+            self._partition(service, rabbitmq)
+
+    def _partition(self, service: str, shared: RabbitServer | None) -> None:
+        """``service`` reaches its broker through a ``Partition``; on Redis its ledger
+        goes the same way (one server: a cut machine loses both)."""
+        s = self._settings
+        if s.broker == "redis":
+            port, key = self.redis_server.port, "redis_url"
+        else:
+            server = self.rabbitmq or shared
+            assert server is not None
+            port, key = server.port, "celery_broker_url"
+        part = Partition(self.workdir, "127.0.0.1", port)
+        url = urlsplit(getattr(s, key))
+        moved = url._replace(netloc=url.netloc.replace(f"127.0.0.1:{port}", part.address))
+        self.partitions[service] = part
+        self.service_settings[service] = {
+            **self.service_settings.get(service, {}),
+            key: urlunsplit(moved),
+        }
 
     # --- what it runs ---------------------------------------------------------------
 
@@ -164,15 +212,40 @@ class LocalStack:
 
     @property
     def services(self) -> tuple[str, ...]:
-        broker = ("rabbitmq",) if self.rabbitmq is not None else ()
+        broker: tuple[str, ...] = ("rabbitmq",) if self.rabbitmq is not None else ()
+        if self.sentinel is not None:
+            broker = tuple(self.sentinel.names)
+        if self.cluster is not None:
+            broker = tuple(self.cluster.names)
         optional = tuple(s for s in OPTIONAL if s in self.procs)
         return SERVICES + self.extra_workers + broker + optional
 
     @property
     def broker_service(self) -> str:
-        """The service that is the Celery side's broker."""
+        """The service that is the Celery side's broker (a group of them: its name,
+        which starts it whole)."""
+        if self.sentinel is not None:
+            return "sentinel"
+        if self.cluster is not None:
+            return "rabbitmq-cluster"
         # Each compose service (and local process) is named after its broker.
         return self.settings.broker
+
+    def broker_primary(self) -> str:
+        """The broker's process that leads now: Sentinel's primary, or the cluster's
+        node that leads Celery's queue (the one a failover scenario kills)."""
+        if self.sentinel is not None:
+            port = self.sentinel.primary_port()
+            found = self.sentinel.service_at(port) if port is not None else None
+        elif self.cluster is not None:
+            vhost = "/"
+            leader = self.cluster.leader_of("celery", vhost)
+            found = self.cluster.service_of_node(leader) if leader else None
+        else:
+            found = self.broker_service
+        if found is None:
+            raise RuntimeError("no broker process leads now")
+        return found
 
     @property
     def rabbitmq_ui(self) -> str | None:
@@ -269,8 +342,9 @@ class LocalStack:
             if self.graceful_timeout is not None:
                 # uvicorn takes whole seconds only.
                 argv += ["--timeout-graceful-shutdown", str(int(self.graceful_timeout))]
-            if service == API["bg"] and self.bg_workers > 1:
-                argv += ["--workers", str(self.bg_workers)]
+            processes = max(self.api_processes, self.bg_workers if service == API["bg"] else 1)
+            if processes > 1:
+                argv += ["--workers", str(processes)]
         return argv
 
     def _proc(self, service: str) -> Proc:
@@ -294,8 +368,9 @@ class LocalStack:
     def start_many(self, services: Sequence[str], timeout: float = 60) -> None:
         """Start these together, then wait until each is ready (the servers first:
         the Python services reach them as they start, so they go up side by side)."""
-        servers = [s for s in services if not table_entry(s).python]
-        python = [s for s in services if table_entry(s).python]
+        groups = ("sentinel", "rabbitmq-cluster")
+        servers = [s for s in services if s in groups or not table_entry(s).python]
+        python = [s for s in services if s not in groups and table_entry(s).python]
         for group in (servers, python):
             waits = [w for w in (self._launch(s, timeout) for s in group) if w is not None]
             for wait in waits:
@@ -303,6 +378,9 @@ class LocalStack:
 
     def _launch(self, service: str, timeout: float) -> Callable[[], None] | None:
         """Start one service's process; how to wait for it to be ready (None: nothing to do)."""
+        group = self._group(service)
+        if group is not None:
+            return group
         if service == "rabbitmq" and self.rabbitmq is None:
             return None  # a shared RabbitMQ (a virtual host of it): not this stack's to start
         proc = self.procs.get(service)
@@ -313,6 +391,9 @@ class LocalStack:
             rabbitmq = self.rabbitmq
             epmd, server = self._proc("epmd"), self._proc(service)
             return lambda: rabbitmq.boot(epmd, server, timeout)
+        part = self.partitions.get(service)
+        if part is not None and not part.proc.alive:
+            part.start()
         proc = self._proc(service)
         offset = len(proc.output())
         started = time.time() - 1
@@ -330,6 +411,25 @@ class LocalStack:
                 proc.wait_for_output(spec.ready, timeout, after=offset)
 
         return wait
+
+    def _group(self, service: str) -> Callable[[], None] | None:
+        """A broker that is several processes, booted whole ("sentinel",
+        "rabbitmq-cluster"): how; None for any other service."""
+        names = self.sentinel.names if service == "sentinel" and self.sentinel else []
+        names = self.cluster.names if service == "rabbitmq-cluster" and self.cluster else names
+        if any((p := self.procs.get(n)) is not None and p.alive for n in names):
+            return lambda: None  # up already (or a part of it is: not booted twice)
+        if service == "sentinel" and self.sentinel is not None:
+            sentinel = self.sentinel
+            procs = sentinel.procs(dict(os.environ))
+            self.procs.update(procs)
+            return lambda: sentinel.boot(procs)
+        if service == "rabbitmq-cluster" and self.cluster is not None:
+            cluster = self.cluster
+            procs = cluster.procs({})
+            self.procs.update(procs)
+            return lambda: cluster.boot(procs)
+        return None
 
     def _wait_for_every_bg_process(self, proc: Proc, started: float, timeout: float) -> None:
         """Until each of bg-api's uvicorn processes beats (the heartbeats are in the
@@ -466,8 +566,18 @@ class LocalStack:
             out[name] = Memory(rss / 2**20, pss / 2**20, count)
         return out
 
+    def cut(self, service: str) -> None:
+        """Stop every byte between ``service`` and its broker (a partition); its
+        connections stay open."""
+        self.partitions[service].cut()
+
+    def heal(self, service: str) -> None:
+        self.partitions[service].heal()
+
     def close(self) -> None:
         self._ledger.close()
+        for part in self.partitions.values():
+            part.stop()
         # Reverse order: the producers and consumers go before their broker.
         for name in reversed(list(self.procs)):
             try:

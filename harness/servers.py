@@ -37,6 +37,8 @@ class RedisServer:
     appendonly: bool = False
     appendfsync: str = "always"
     password: str | None = None
+    # More options, as redis-server takes them ("--replicaof", "127.0.0.1 6380", ...).
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -47,9 +49,10 @@ class RedisServer:
         argv = [binary("redis-server", "apt-get install -y redis-server")]
         if self.password:
             # From a file of its own, not the command line: a process's argv is in its
-            # log's first line (Proc) and in every `ps`.
+            # log's first line (Proc) and in every `ps`. A replica authenticates to its
+            # primary with the same one (masterauth).
             conf = self.directory / f"redis-{self.port}.conf"
-            conf.write_text(f"requirepass {self.password}\n")
+            conf.write_text(f"requirepass {self.password}\nmasterauth {self.password}\n")
             conf.chmod(0o600)
             argv.append(str(conf))
         argv += [
@@ -59,6 +62,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
+            *self.extra,
         ]  # fmt: skip
         return argv
 

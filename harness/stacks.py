@@ -35,13 +35,22 @@ BROKER_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "redis": ("redis", {}),
     "rabbitmq": ("rabbitmq", {"celery_queue_type": "quorum"}),
     "rabbitmq-classic": ("rabbitmq", {"celery_queue_type": "classic"}),
+    # When the broker's machine is lost: a Sentinel group, a three-node cluster.
+    "sentinel": ("sentinel", {}),
+    "rabbitmq-cluster": ("rabbitmq-cluster", {"celery_queue_type": "quorum"}),
 }
+# The brokers every scenario runs on unless it says otherwise (one node each).
+SINGLE_NODE = ("redis", "rabbitmq", "rabbitmq-classic")
 
 
 def variant_of(settings: Settings) -> str:
     """The broker variant a stack running with ``settings`` is."""
+    if settings.broker_url.lower().startswith("sentinel://"):
+        return "sentinel"
     if settings.broker == "redis":
         return "redis"
+    if ";" in settings.broker_url:
+        return "rabbitmq-cluster"
     return "rabbitmq" if settings.celery_queue_type == "quorum" else "rabbitmq-classic"
 
 
@@ -95,6 +104,8 @@ class StackSpec:
     graceful_timeout: int | None = None
     worker_concurrency: int = 2
     bg_workers: int = 1
+    # uvicorn processes of each API.
+    api_processes: int = 1
     # Celery worker processes (services worker, worker-2, ...), and the broker.
     workers: int = 1
     broker: str = "redis"
@@ -102,6 +113,11 @@ class StackSpec:
     consumer_timeout_ms: int | None = None
     # A broker of its own, even where a shared one is offered (it is killed, say).
     own_broker: bool = False
+    # Services that reach the broker through a proxy that can freeze (a partition).
+    partitioned: tuple[str, ...] = ()
+    # A Sentinel group's replicas, and how many must take a write (min-replicas).
+    sentinel_replicas: int = 1
+    min_replicas: int = 0
 
     @classmethod
     def for_side(
@@ -144,10 +160,14 @@ def open_stack(
         worker_concurrency=spec.worker_concurrency,
         graceful_timeout=spec.graceful_timeout,
         bg_workers=spec.bg_workers,
+        api_processes=spec.api_processes,
         workers=spec.workers,
         broker=server,
         rabbitmq=None if spec.own_broker or spec.consumer_timeout_ms else where.rabbitmq,
         consumer_timeout_ms=spec.consumer_timeout_ms,
+        partitioned=spec.partitioned,
+        sentinel_replicas=spec.sentinel_replicas,
+        min_replicas=spec.min_replicas,
         **{**implied, **spec.settings},
     )
     failed = False
@@ -179,8 +199,8 @@ def _compose(where: Where, spec: StackSpec) -> Iterator[Target]:
             + ("with" if spec.appendonly else "without")
             + " the append-only file; the compose stack's Redis is configured otherwise"
         )
-    if spec.bg_workers > 1:
-        raise Unsupported("needs bg-api with several uvicorn workers; the compose stack runs one")
+    if spec.bg_workers > 1 or spec.api_processes > 1:
+        raise Unsupported("needs APIs with several uvicorn workers; the compose stack runs one")
     if spec.broker != variant_of(target.settings):
         raise Unsupported(
             f"needs Celery on {spec.broker}; the compose stack's broker is "
@@ -188,6 +208,13 @@ def _compose(where: Where, spec: StackSpec) -> Iterator[Target]:
         )
     if spec.consumer_timeout_ms is not None:
         raise Unsupported("needs RabbitMQ with a short consumer_timeout: local target only")
+    if spec.partitioned:
+        raise Unsupported("a partition: local target only (a proxy it can freeze)")
+    if spec.broker in ("sentinel", "rabbitmq-cluster"):
+        raise Unsupported(
+            "a failover scenario: local target only (scripts/compose-smoke.sh runs the "
+            "Sentinel failover on docker-compose.ha.yml)"
+        )
     running = [r for r in target.compose.ps() if r.get("Service") == "worker"]
     if spec.workers > len(running):
         raise Unsupported(

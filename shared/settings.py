@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     # RabbitMQ. (Celery itself also reads this variable, ahead of its configuration:
     # the same name keeps the two in agreement.)
     celery_broker_url: str = ""
+    # Redis Sentinel as the broker (CELERY_BROKER_URL=sentinel://...;sentinel://...):
+    # the name the sentinels know the primary by, and their own password, if any.
+    celery_sentinel_master: str = ""
+    celery_sentinel_password: str = ""
     # Fail fast when Redis (or the broker's connection) is gone: a publishing endpoint
     # answers 503 instead of hanging.
     redis_socket_timeout: float = Field(default=1.0, gt=0)
@@ -72,6 +76,18 @@ class Settings(BaseSettings):
     # stock acknowledgement, which acks a task as it starts (False).
     celery_acks_late: bool = True
     celery_prefetch_multiplier: int = Field(default=1, ge=0)
+    # RabbitMQ: the AMQP heartbeat the worker asks for, seconds (the broker's own, 60,
+    # caps it; 0: none). A connection silent for about this long is dead: RabbitMQ
+    # requeues what its consumer held, and the worker reconnects. A cut-off worker
+    # holds its tasks that long (docs/brokers.md).
+    celery_broker_heartbeat: float = Field(default=10.0, ge=0)
+
+    # Celery: the task-sent event (Flower shows a task from the moment it is sent; without
+    # it, from the moment a worker receives it). A publish of its own per task, under a
+    # lock every publishing thread shares: a quarter of the API's capacity, measured
+    # (docs/measured.md, Capacity), for what the ledger shows anyway. Off; the compose
+    # demo turns it on, for Flower.
+    celery_send_sent_event: bool = False
 
     # Celery: a task's soft time limit (SoftTimeLimitExceeded is raised inside it;
     # recorded as failed) and its hard one (its pool process is killed; the worker
@@ -196,7 +212,10 @@ def explicit_settings(**values: Any) -> Settings:
 
 
 def redact(url: str) -> str:
-    """A URL as a log line may show it: its password replaced by ``***``."""
+    """A URL as a log line may show it: its password replaced by ``***`` (each of a
+    ``;``-separated list, as kombu takes several brokers)."""
+    if ";" in url:
+        return ";".join(redact(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from experiments.perf.capacity import RUNGS
 from tests.integration.conftest import experiment_report
 
 pytestmark = pytest.mark.slow
@@ -169,3 +170,22 @@ def test_idempotency(tmp_path: Path) -> None:
         assert all(r["finished"] == r["tasks"] == 30 for r in runs.values())
         assert runs["20000"]["log_lines_before"] == 20000
         assert runs["20000"]["log_bytes_before"] > 0
+
+
+@pytest.mark.serial
+def test_capacity(tmp_path: Path) -> None:
+    # Saturation is its subject: alone on the machine. No timing is asserted: the
+    # ladder's numbers are the benchmark's (docs/measured.md, Capacity).
+    data = run_experiment("capacity", tmp_path, "--quick", "--broker", "both")
+    runs = data["runs"]
+    assert {(r["broker"], r["processes"]) for r in runs} == {("redis", 1), ("rabbitmq", 1)}
+    for run in runs:
+        for level in run["levels"].values():
+            sides = {"celery", "bg"} if run["broker"] == "redis" else {"celery"}
+            assert set(level) == sides
+            for side in sides:
+                # Every rung, in order, answered without an error, at a rate above zero.
+                assert list(level[side]) == [name for name, _ in RUNGS[side]]
+                for rung in level[side].values():
+                    assert rung["errors"] == 0 and rung["per_s"] > 0 and rung["requests"] > 0
+                    assert rung["cpu_us"] is not None and rung["cpu_us"] > 0
