@@ -6,7 +6,10 @@ Traffic: ``--rate`` notification requests per second to each API, for
 its log line). Faults, every ``--fault-every`` seconds, in turn: SIGKILL and
 restart of bg-api, of one of the Celery workers (two run), of celery-api, and of
 the broker (Redis with its append-only file on; or RabbitMQ, and then Redis, the
-ledger, too). Each fault records the tasks in flight at that moment.
+ledger, too), and a partition: one of the workers, in turn, cut off its broker
+(and, on Redis, its ledger: the same server) for ``--cut`` seconds, its
+connections left open, then healed (``harness.proxy``). Each fault records the
+tasks in flight at that moment.
 
 At the end the traffic stops, every service is up again, and the stack is
 watched until every accepted task has a final verdict (``shared.verdict``); then,
@@ -14,8 +17,8 @@ per side: accepted, completed, lost, executed more than once, effects written mo
 than once, and the faults. BackgroundTasks loses what its process held at each of
 its kills; the report sets that against the loss it counts.
 
-Local only: a compose stack would need one worker container killed at a time.
-A network partition is not among the faults.
+Local only: a compose stack would need one worker container killed at a time,
+and a proxy to freeze.
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
@@ -33,6 +35,7 @@ import httpx
 from experiments.common import add_target_arguments, say, where_from
 from experiments.reporting.report import publish
 from experiments.reporting.tables import markdown_table
+from experiments.traffic import Traffic
 from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout
 from harness.stacks import StackSpec, open_stack
@@ -42,6 +45,7 @@ from shared.services import SIDES
 from shared.verdict import Judgement, Verdict, judge
 
 NAME = "soak"
+PARTITION = "partition"  # the fault that cuts a worker off its broker, not a service
 TARGETS = {"faults": 20, "accepted": 2000}
 
 
@@ -52,57 +56,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=6, help="requests per second to each API (6)")
     parser.add_argument("--delay", type=float, default=0.5, help="NOTIFICATION_DELAY_SECONDS")
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
+    parser.add_argument(
+        "--cut",
+        type=float,
+        default=5,
+        help="seconds a partition lasts (5: past the soak's visibility timeout)",
+    )
     parser.add_argument("--quick", action="store_true", help="30 s, a fault every 5 s")
-
-
-@dataclass
-class Traffic:
-    """One side's requests, sent at a steady rate from a thread of its own."""
-
-    side: str
-    url: str
-    rate: float
-    accepted: list[str] = field(default_factory=list)
-    refused: int = 0
-    # (time, task ids) of every accepted request.
-    log: list[tuple[float, list[str]]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    started: float = 0.0
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=3) as client:
-            for i in itertools.count():
-                due = self.started + i / self.rate
-                if self.stop.wait(max(0.0, due - time.monotonic())):
-                    return
-                try:
-                    r = client.post(f"/send-notification/soak{i}@example.com")
-                except httpx.HTTPError:
-                    self.refused += 1
-                    continue
-                if r.status_code == 202:
-                    ids = list(r.json()["task_ids"])
-                    self.accepted += ids
-                    self.log.append((time.time(), ids))
-                else:
-                    self.refused += 1
-
-    def start(self) -> threading.Thread:
-        self.started = time.monotonic()
-        thread = threading.Thread(target=self.run, name=f"soak-{self.side}", daemon=True)
-        thread.start()
-        return thread
 
 
 def faults_for(broker: str) -> list[str]:
     """What the faults hit, in turn: each side's API and what runs its work (the
-    table's), then the broker; on RabbitMQ, Redis too (the ledger's store)."""
+    table's), then the broker; on RabbitMQ, Redis too (the ledger's store); then a
+    worker's way to its broker (a partition)."""
     cycle = list(
         dict.fromkeys(s for side in SIDES.values() for s in (side.api, side.runs_the_work))
     )
     cycle.append("broker")
     if broker != "redis":
         cycle.append("redis")
+    cycle.append(PARTITION)
     return cycle
 
 
@@ -126,11 +99,21 @@ def in_flight_now(target: Target, since: float, traffic: dict[str, Traffic]) -> 
 
 
 def inject(
-    target: Target, service: str, since: float, traffic: dict[str, Traffic]
+    target: Target,
+    service: str,
+    since: float,
+    traffic: dict[str, Traffic],
+    cut: float | None = None,
 ) -> dict[str, Any]:
-    """One fault: SIGKILL, then start again; with what was in flight at that moment."""
+    """One fault: SIGKILL, then start again (or, with ``cut``, a partition of that
+    long, then healed); with what was in flight at that moment."""
     now = in_flight_now(target, since, traffic)
-    fault: dict[str, Any] = {"at": time.time(), "service": service, "in_flight": {}}
+    fault: dict[str, Any] = {
+        "at": time.time(),
+        "service": service,
+        "kind": "kill" if cut is None else PARTITION,
+        "in_flight": {},
+    }
     held: list[str] = []
     if now is not None:
         for side in ("bg", "celery"):
@@ -149,8 +132,15 @@ def inject(
         except (httpx.HTTPError, ValueError, KeyError):
             fault["runner"] = None
     t = time.monotonic()
-    target.kill(service)
-    target.start(service, timeout=90)
+    if cut is not None:
+        target.cut(service)
+        try:
+            time.sleep(cut)  # the partition's length is the fault
+        finally:
+            target.heal(service)
+    else:
+        target.kill(service)
+        target.start(service, timeout=90)
     fault["down_s"] = time.monotonic() - t
     return fault
 
@@ -182,6 +172,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
         appendonly=True,
         workers=2,
         broker=args.broker,
+        partitioned=("worker", "worker-2"),
     )
     with open_stack(where, spec, label="soak") as target:
         since = time.time() - 1
@@ -190,6 +181,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
         faults: list[dict[str, Any]] = []
         cycle = itertools.cycle(faults_for(args.broker))
         workers = itertools.cycle(["worker", "worker-2"])
+        cut_off = itertools.cycle(["worker-2", "worker"])
         started = time.monotonic()
         say(
             f"soak: {duration:g} s of traffic ({args.rate:g} requests/s to each side), "
@@ -198,16 +190,20 @@ def soak(args: argparse.Namespace) -> SoakResult:
         while time.monotonic() - started + every <= duration:
             time.sleep(max(0.0, started + (len(faults) + 1) * every - time.monotonic()))
             kind = next(cycle)
+            cut = None
             if kind == "worker":
                 service = next(workers)
             elif kind == "broker":
                 service = target.broker_service
+            elif kind == PARTITION:
+                service, cut = next(cut_off), args.cut
             else:
                 service = kind
-            fault = inject(target, service, since, traffic)
+            fault = inject(target, service, since, traffic, cut)
             faults.append(fault)
+            what = f"SIGKILL {service}" if cut is None else f"{service} cut off for {cut:g}s"
             say(
-                f"  [{time.monotonic() - started:5.0f}s] fault {len(faults)}: SIGKILL {service}; "
+                f"  [{time.monotonic() - started:5.0f}s] fault {len(faults)}: {what}; "
                 f"in flight: {fault['in_flight']}; back after {fault['down_s']:.1f}s"
             )
         time.sleep(max(0.0, started + duration - time.monotonic()))
@@ -287,6 +283,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
             "broker": args.broker,
             "workers": 2,
             "fault_cycle": faults_for(args.broker),
+            "cut_s": args.cut,
         },
         bg=sides["bg"],
         celery=celery,
@@ -319,10 +316,11 @@ def render(data: dict[str, Any]) -> str:
     )
     by_service: dict[str, list[dict[str, Any]]] = {}
     for f in data["faults"]:
-        by_service.setdefault(f["service"], []).append(f)
+        name = f["service"] if f.get("kind", "kill") == "kill" else f"{f['service']} cut off"
+        by_service.setdefault(name, []).append(f)
     table += "\n\n" + markdown_table(
         [
-            "fault (SIGKILL + restart)",
+            "fault (SIGKILL + restart; or cut off its broker, healed)",
             "times",
             "BackgroundTasks in flight then",
             "Celery in flight then",
@@ -348,7 +346,9 @@ def render(data: dict[str, Any]) -> str:
         f"{c['duration_s']:g} s of traffic, {c['rate_per_side']:g} notification requests per "
         f"second to each side (each: the {c['delay']:g} s notification and a log line), a fault "
         f"every {c['fault_every_s']:g} s in turn ({', '.join(c['fault_cycle'])}); Celery on "
-        f"{c['broker']} with two workers (each fault on a worker kills one, in turn), Redis "
+        f"{c['broker']} with two workers (each fault on a worker kills one, in turn; each "
+        f"partition cuts one off its broker for {c.get('cut_s', 0):g} s, its connections "
+        "open, then heals it), Redis "
         "with its append-only file on. Counted by `shared/verdict.py` once every task had a "
         f"final verdict ({data['settle']}). BackgroundTasks lost {bg['lost']}: "
         f"{bg['lost_held_by_a_killed_process']} held by a bg-api process at the moment it "

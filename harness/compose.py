@@ -324,6 +324,15 @@ class ComposeTarget:
     def rabbitmq_ui(self) -> str | None:
         return self.urls.get("rabbitmq")
 
+    def broker_primary(self) -> str:
+        return self.broker_service
+
+    def cut(self, service: str) -> None:
+        raise Unsupported("a partition: local target only (a proxy it can freeze)")
+
+    def heal(self, service: str) -> None:
+        raise Unsupported("a partition: local target only")
+
     def kill_runner(self, runner: str) -> None:
         raise Unsupported("one process of a service: compose runs one per container")
 

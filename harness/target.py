@@ -131,6 +131,19 @@ class Target(Protocol):
         """SIGKILL: it dies at once, with whatever it was running."""
         ...
 
+    def broker_primary(self) -> str:
+        """The broker's process that leads now (Sentinel's primary, the node that
+        leads Celery's queue; a single broker: itself)."""
+        ...
+
+    def cut(self, service: str) -> None:
+        """Cut ``service`` off its broker, its connections left open (a partition)."""
+        ...
+
+    def heal(self, service: str) -> None:
+        """End the partition ``cut`` began."""
+        ...
+
     def terminate(self, service: str, timeout: float = 60) -> int | None:
         """SIGTERM, SIGKILL after ``timeout``: a graceful stop. The exit code, if known."""
         ...

@@ -27,8 +27,12 @@
 # 3. The production override (+ docker-compose.prod.yml): compose refuses to start
 #    without REDIS_PASSWORD; healthy, every container restarts unless stopped; the
 #    development credentials are refused (Redis, Flower); a task runs.
+# 4. The broker on a Sentinel group (+ docker-compose.ha.yml): healthy; a
+#    notification is accepted and running when the primary is SIGKILLed for good;
+#    the sentinels promote the replica; a notification accepted after the
+#    promotion and the one from before both complete.
 #
-# Settings (environment): SMOKE_BROKERS (the stacks: "redis rabbitmq prod", the
+# Settings (environment): SMOKE_BROKERS (the stacks: "redis rabbitmq prod ha", the
 # default, or some of them); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
 # CELERY_API_PORT, FLOWER_PORT (default: free ports); SMOKE_DELAY,
 # SMOKE_VISIBILITY_TIMEOUT, SMOKE_RESTORE_INTERVAL, SMOKE_BEAT_INTERVAL (the demo
@@ -41,7 +45,7 @@ BASE_PROJECT=${SMOKE_PROJECT:-bgcelery-smoke}
 PROJECT=$BASE_PROJECT
 FILES=(-f docker-compose.yml)
 WAIT_TIMEOUT=${SMOKE_WAIT_TIMEOUT:-300}
-BROKERS=${SMOKE_BROKERS:-redis rabbitmq prod}
+BROKERS=${SMOKE_BROKERS:-redis rabbitmq prod ha}
 
 say() { printf '%s\n' "$*"; }
 ok() { CHECKS=$((CHECKS + 1)); printf 'ok   %s\n' "$*"; }
@@ -470,11 +474,51 @@ prod_stack() {
   compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
 }
 
+# --- 4. The broker's machine lost: a Sentinel group ---------------------------------------
+
+ha_stack() {
+  PROJECT=$BASE_PROJECT-ha
+  FILES=(-f docker-compose.yml -f docker-compose.ha.yml)
+  say "== compose smoke, Celery on a Redis Sentinel group: project $PROJECT"
+  up_stack "ha stack" 11
+  for s in broker-primary broker-replica sentinel-1; do
+    [ -z "$(compose port "$s" 6379 2>/dev/null || true)$(compose port "$s" 26379 2>/dev/null || true)" ] \
+      || fail "ha: $s is published on the host"
+  done
+  out=$(compose exec -T sentinel-1 env -u REDISCLI_AUTH redis-cli -p 26379 sentinel masters 2>&1 || true)
+  case "$out" in *NOAUTH*) ;; *) fail "ha: a sentinel answered a client without the password: '$out'" ;; esac
+  ok "ha: nothing published on the host; a sentinel refuses a client without the password (NOAUTH)"
+  primary=$(compose exec -T sentinel-1 redis-cli -p 26379 sentinel get-master-addr-by-name broker | head -1 | tr -d '\r')
+  out=$(probe start-notification celery) || fail "ha: notification did not start: $out"
+  read -r before _ <<<"$out"
+  compose kill -s SIGKILL broker-primary >/dev/null 2>&1
+  t1=$(date +%s)
+  ok "ha: notification $before accepted and running; SIGKILL broker-primary ($primary), for good"
+  promoted=""
+  for _ in $(seq 60); do
+    promoted=$(compose exec -T sentinel-1 redis-cli -p 26379 sentinel get-master-addr-by-name broker | head -1 | tr -d '\r')
+    [ -n "$promoted" ] && [ "$promoted" != "$primary" ] && break
+    sleep 1  # the sentinels decide in seconds (down-after-milliseconds 2000)
+  done
+  if [ -z "$promoted" ] || [ "$promoted" = "$primary" ]; then
+    fail "ha: the sentinels promoted nobody in 60s (primary still $promoted)"
+  fi
+  ok "ha: the sentinels promoted $promoted $(($(date +%s) - t1))s after the kill"
+  out=$(probe post celery /send-notification/after-failover@example.com "" 90) || fail "ha: after the failover: $out"
+  ok "ha: a notification accepted after the failover -> $out succeeded $(($(date +%s) - t1))s after the kill"
+  deadline=$((CELERY_VISIBILITY_TIMEOUT + CELERY_RESTORE_INTERVAL + NOTIFICATION_DELAY_SECONDS + 90))
+  out=$(probe verdict celery "$before" "$deadline" completed) || fail "ha: the notification from before the kill: $out"
+  ok "ha: the notification accepted before the kill completed ($out)"
+  say "== docker compose -p $PROJECT down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
+}
+
 for broker in $BROKERS; do
   case "$broker" in
     redis) redis_stack ;;
     rabbitmq) rabbitmq_stack ;;
     prod) prod_stack ;;
+    ha) ha_stack ;;
     *) fail "unknown stack in SMOKE_BROKERS: $broker" ;;
   esac
 done

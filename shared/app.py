@@ -72,6 +72,7 @@ async def open_ledger(
             heartbeat_role,
             interval=settings.runner_heartbeat_seconds,
             activity=ledger.activity,
+            flush=ledger.flush,
         ).start()
     try:
         yield settings

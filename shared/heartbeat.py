@@ -58,11 +58,14 @@ class Heartbeat:
         *,
         interval: float = 1.0,
         activity: Callable[[], tuple[int, float]] | None = None,
+        flush: Callable[[], object] | None = None,
     ) -> None:
         self.client = client
         # The runs this process has going and since when it has had none
         # (``Ledger.activity``): written with each beat.
         self.activity = activity
+        # Called after a beat Redis took (``Ledger.flush``: the ends it missed).
+        self.flush = flush
         self.implementation = implementation
         self.role = role
         self.interval = interval
@@ -103,6 +106,8 @@ class Heartbeat:
             pipe.zremrangebyscore(RUNNERS_KEY, "-inf", now - RUNNER_TTL)
             pipe.execute()
             self._failing = False
+            if self.flush is not None:
+                self.flush()
         except redis.RedisError as exc:
             if not self._failing:
                 logger.warning("heartbeat of %s skipped, Redis unavailable: %s", self.runner, exc)

@@ -291,6 +291,8 @@ class Ledger:
         self._lock = threading.Lock()
         self._busy = 0
         self._free_since = time.time()
+        # Ends of runs Redis did not take when they happened (``flush``).
+        self._pending: list[Callable[[redis.Redis], None]] = []
 
     def activity(self) -> tuple[int, float]:
         """The runs this process has started and not ended, and since when it has had none."""
@@ -437,9 +439,13 @@ class Ledger:
         countdown: float | None = None,
         detail: Mapping[str, str] | None = None,
     ) -> None:
-        """Record the end of run ``attempt``: succeeded, failed, or retrying."""
+        """Record the end of run ``attempt``: succeeded, failed, or retrying. Should
+        Redis not answer, the end is kept and written once it does (``flush``): the
+        run has ended whatever the ledger heard, and a run left open on a process
+        that lives on would read as going for ever."""
         keys = [TASK_KEY.format(task_id), RUNNER_KEY.format("")]
         grace = 1.5 * self.heartbeat_interval
+        ended = time.time()
         extra: list[str] = []
         for k, v in (detail or {}).items():
             extra += [k, v]
@@ -454,7 +460,7 @@ class Ledger:
                 args = [
                     attempt,
                     outcome.value,
-                    time.time(),
+                    ended,
                     (error or "")[:500],
                     f"{countdown:.3f}" if countdown is not None else "",
                     -1 if late else grace,
@@ -468,8 +474,34 @@ class Ledger:
 
         try:
             self._do(outcome.value, op)
+        except LedgerUnavailable as exc:
+            logger.error(
+                "the end of task %s attempt %d (%s) is not recorded yet, written when Redis "
+                "answers: %s",
+                task_id,
+                attempt,
+                outcome.value,
+                exc,
+            )
+            with self._lock:
+                self._pending.append(op)
         finally:
             self._track(-1)
+
+    def flush(self) -> int:
+        """Write the ends of runs that Redis did not take when they happened (in order,
+        until one fails again); how many are left."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for i, op in enumerate(pending):
+            try:
+                self._do("a pending end", op)
+            except LedgerUnavailable:
+                with self._lock:
+                    self._pending[:0] = pending[i:]
+                break
+        with self._lock:
+            return len(self._pending)
 
     # --- reads ------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ BROKER_LABELS = {
     "redis": "Redis",
     "rabbitmq": "RabbitMQ (quorum)",
     "rabbitmq-classic": "RabbitMQ (classic)",
+    "sentinel": "Redis Sentinel (a primary, a replica, 3 sentinels)",
+    "rabbitmq-cluster": "RabbitMQ cluster of 3 (quorum)",
 }
 # What a classic queue's row must differ in from the quorum queue's to be shown.
 RESULT = (
@@ -155,6 +157,31 @@ def notes(data: Mapping[str, Any]) -> str:
             )
         if o.get("gave_up"):
             extra.append(f"{o['gave_up']} given up")
+        if o.get("cut_seconds") is not None:
+            again = o.get("consumed_again_after")
+            extra.append(
+                f"cut off its broker for {o['cut_seconds']:g} s; "
+                + (
+                    f"it ran a task again {again:.1f} s after the heal"
+                    if again is not None
+                    else "it ran no task again after the heal"
+                )
+            )
+        if o.get("killed"):
+            extra.append(
+                f"{o['killed']} SIGKILLed for good; a new leader after "
+                f"{_secs(o.get('promoted_after'))}, the API published again after "
+                f"{_secs(o.get('publishing_again_after'))} ({o.get('refused', 0)} requests "
+                f"refused meanwhile), a worker consumed again after "
+                f"{_secs(o.get('consumed_again_after'))}"
+            )
+            exits = o.get("worker_exits") or []
+            if exits:
+                at = ", ".join(f"{x:.1f} s" for x in exits)
+                extra.append(
+                    f"a worker exited by itself {len(exits)} time(s), at {at} (a kombu error "
+                    "on its reconnect), and was started again, as a restart policy would"
+                )
         if o["redelivered_after"] is not None:
             by = ", ".join(o.get("rerun_by") or [])
             extra.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from experiments.crash.scenarios import Params, Scenario
+from experiments.traffic import Traffic
 from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
@@ -89,6 +91,21 @@ class Outcome:
     rerun_by: list[str] = field(default_factory=list)  # which services ran the reruns
     # One of several processes killed: the tasks it held at the kill.
     held_by_killed: list[str] = field(default_factory=list)
+    # A partition: how long the cut lasted, when it healed (from the cut), and how
+    # long after the heal the cut worker started a task again (None: it did not).
+    cut_seconds: float | None = None
+    healed_after: float | None = None
+    consumed_again_after: float | None = None
+    # A failover (the broker's leading process killed for good, under steady traffic):
+    # seconds from the kill until a new leader, until the API publishes again, until a
+    # worker starts a task again; the requests refused meanwhile (503s).
+    killed: str | None = None
+    promoted_after: float | None = None
+    publishing_again_after: float | None = None
+    refused: int = 0
+    # Seconds from the kill at which a worker was found exited by itself (and was
+    # started again, as a restart policy would).
+    worker_exits: list[float] = field(default_factory=list)
     last_completed_after: float | None = None  # None: never (something was lost)
     settle: str = ""
     running_ids_at_kill: list[str] = field(default_factory=list)
@@ -205,7 +222,9 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
     since = time.time() - 1
     t_submit = time.time()
     requests = sc.requests(p)
-    pairs = submit(target, sc.side, requests)
+    # A failover sends steady traffic of its own instead.
+    pairs = submit(target, sc.side, requests) if sc.action != "failover" else []
+    after_kill: list[str] = []
     if sc.bg_workers > 1:
         pairs += spread(target, pairs, sc.bg_workers, limit=3 * requests)
     submitted = time.monotonic()
@@ -230,6 +249,19 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
                 say(f"the worker exited by itself {out.stopped_after:.1f}s in; starting it again")
                 target.start("worker")
                 out.restarted_after = time.time() - t0
+    elif sc.action == "failover":
+        t0, accepted, after_kill = _failover(sc, p, target, out, say)
+        pairs = [accepted[i : i + 2] for i in range(0, len(accepted), 2)]
+        ids = accepted
+        notifications = [pair[0] for pair in pairs]
+        expected = expected_of(ids, sc.side)
+        out.submitted = len(ids)
+    elif sc.action == "partition":
+        t0 = _partition(sc, p, target, since, pairs, out, say)
+        ids = [task_id for pair in pairs for task_id in pair]
+        notifications = [pair[0] for pair in pairs]
+        expected = expected_of(ids, sc.side)
+        out.submitted = len(ids)
     else:
         # Every BackgroundTasks request runs its tasks at once (thread pool); a
         # Celery worker runs as many as it has processes, the rest wait in the broker.
@@ -313,7 +345,11 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
             target.settings.celery_visibility_timeout + 2 * target.settings.celery_restore_interval
         )
         cap = time.monotonic() + horizon + rounds * delay * 3 + 60
-        final, out.settle = settle(target, since, expected, quiet=p.margin, cap=cap)
+        # A failover: the workers may still be reconnecting while the verdict, which
+        # sees a live, free worker, already calls the queued tasks lost; a longer
+        # quiet lets a late reconnect show (``Scenario.quiet``).
+        quiet = max(p.margin, sc.quiet)
+        final, out.settle = settle(target, since, expected, quiet=quiet, cap=cap + quiet)
     side = final.side(sc.side)
     out.summary = side.to_dict()
     out.completed, out.failed, out.lost, out.skipped, out.gave_up = (
@@ -361,6 +397,31 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
     out.rerun_by = sorted(
         {target.service_of(run.runner) or "?" for run in later_runs if run.runner}
     )
+    if sc.action == "failover":
+        # A task accepted after the kill came through the new leader: its first run
+        # is the workers consuming again (a task they held from before is not).
+        new = set(after_kill)
+        started = [
+            run.started_at
+            for r in records
+            if r.task_id in new
+            for run in r.runs
+            if run.started_at is not None
+        ]
+        out.consumed_again_after = min(started) - t0 if started else None
+    if sc.action == "partition" and out.healed_after is not None and sc.service:
+        # When the cut worker ran a task again after the heal (its processes' runs).
+        healed = t0 + out.healed_after
+        again = [
+            run.started_at
+            for r in records
+            for run in r.runs
+            if run.started_at is not None
+            and run.started_at >= healed
+            and run.runner
+            and target.service_of(run.runner) == sc.service
+        ]
+        out.consumed_again_after = min(again) - healed if again else None
     if reruns and sc.action is not None:
         out.redelivered_after = (min(reruns), max(reruns))
     if out.lost == 0 and ends:
@@ -371,6 +432,132 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         f"{out.skipped_writes} repeat writes skipped, "
         f"{out.duplicate_effects} made ({out.settle})"
     )
+
+
+def _partition(
+    sc: Scenario,
+    p: Params,
+    target: Target,
+    since: float,
+    pairs: list[list[str]],
+    out: Outcome,
+    say: Say,
+) -> float:
+    """Cut the service off its broker while it runs a notification; submit as many
+    requests again during the cut and after the heal (into ``pairs``); the cut's time."""
+    assert sc.service is not None
+    service = sc.service
+    notifications = [pair[0] for pair in pairs]
+
+    def cut_one_runs() -> list[TaskRecord] | None:
+        records = read_records(target, notifications, since)
+        mine = [
+            r
+            for r in records
+            if r.state == TaskState.running and r.runner and target.service_of(r.runner) == service
+        ]
+        return mine or None
+
+    delay = target.settings.notification_delay_seconds
+    running = wait_until(cut_one_runs, 15 + 3 * delay, f"{service} running a notification", 0.05)
+    out.running_ids_at_kill = [r.task_id for r in running]
+    out.running_at_kill = len(running)
+    broker = target.settings.broker
+    seconds = sc.cut(p, "redis" if broker == "redis" else "rabbitmq")
+    out.cut_seconds = seconds
+    say(f"{service} runs {len(running)} notification(s): cut off the broker for {seconds:g}s")
+    t0 = time.time()
+    target.cut(service)
+    try:
+        pairs += submit(target, sc.side, sc.requests(p))
+        time.sleep(max(0.0, t0 + seconds - time.time()))  # the cut's length is the scenario
+    finally:
+        target.heal(service)
+    out.healed_after = time.time() - t0
+    say(f"healed after {out.healed_after:.1f}s; {sc.requests(p)} more requests")
+    pairs += submit(target, sc.side, sc.requests(p))
+    return t0
+
+
+def _failover(
+    sc: Scenario, p: Params, target: Target, out: Outcome, say: Say
+) -> tuple[float, list[str], list[str]]:
+    """Steady traffic; the broker's leading process SIGKILLed for good after
+    ``p.steady`` seconds; ``p.steady`` seconds more of it after the new leader. The
+    kill's time, every task the API accepted, and those it accepted after the kill."""
+    traffic = Traffic("celery", target.url("celery"), p.rate, prefix="failover")
+    thread = traffic.start()
+    supervisor = Supervisor(target, [s for s in target.services if s.startswith("worker")])
+    try:
+        time.sleep(p.steady)  # the scenario's steady state, before the kill
+        victim = target.broker_primary()
+        out.killed = victim
+        say(f"{len(traffic.accepted)} tasks accepted so far; SIGKILL {victim}, for good")
+        t0 = time.time()
+        target.kill(victim)
+        out.stopped_after = time.time() - t0
+
+        def promoted() -> str | None:
+            try:
+                found = target.broker_primary()
+            except (RuntimeError, OSError):
+                return None
+            return found if found != victim else None
+
+        supervisor.start()
+        new = wait_until(promoted, 90, "a new leader", 0.1)
+        out.promoted_after = time.time() - t0
+        say(f"{new} leads {out.promoted_after:.1f}s after the kill; traffic goes on")
+        time.sleep(p.steady)  # as long again, after the failover
+    finally:
+        traffic.stop.set()
+        thread.join(15)
+        supervisor.stop()
+    out.worker_exits = [at - t0 for at in supervisor.exits]
+    if supervisor.exits:
+        say(
+            f"a worker exited by itself {len(supervisor.exits)} time(s); "
+            "the supervisor started it again"
+        )
+    answered = [(sent, status) for sent, status in traffic.answers if sent >= t0]
+    out.refused = sum(1 for _, status in answered if status != 202)
+    # From the kill to the first request accepted after the first one refused (none
+    # refused: publishing never stopped).
+    first_refused = min((sent for sent, status in answered if status != 202), default=t0)
+    ok = [sent for sent, status in answered if status == 202 and sent >= first_refused]
+    out.publishing_again_after = min(ok) - t0 if ok else None
+    after_kill = [task_id for at, ids in traffic.log if at >= t0 for task_id in ids]
+    return t0, list(traffic.accepted), after_kill
+
+
+class Supervisor:
+    """What a restart policy does (compose's ``restart: unless-stopped``, systemd's
+    ``Restart=always``): a worker that exits by itself is started again. The times it
+    found one gone (``exits``)."""
+
+    def __init__(self, target: Target, services: list[str], every: float = 0.2) -> None:
+        self.target, self.services, self.every = target, services, every
+        self.exits: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for service in self.services:
+                if not self.target.is_up(service):
+                    self.exits.append(time.time())
+                    try:
+                        self.target.start(service, timeout=60)
+                    except (Timeout, RuntimeError, OSError) as exc:
+                        logger.warning("the supervisor could not start %s: %s", service, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(90)
 
 
 def adapt(params: Params, target: Target) -> Params:

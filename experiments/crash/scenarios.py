@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.stacks import BROKER_VARIANTS, SIDE_SERVICES, StackSpec
+from harness.stacks import SIDE_SERVICES, SINGLE_NODE, StackSpec
 from shared.settings import Settings, explicit_settings
 
-Action = Literal["kill", "terminate"]
+Action = Literal["kill", "terminate", "partition", "failover"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class Params:
     grace: int = 1  # the short graceful-shutdown timeout of scenario 2b (whole seconds: uvicorn)
     margin: float = 3.0  # slack on every settle deadline (a loaded machine is slow)
     loop_window: float = 30.0  # how long a crash loop is watched (scenarios 12, 12b)
+    heartbeat: float = 4.0  # RabbitMQ's AMQP heartbeat in the partition scenarios
+    rate: float = 8.0  # notification requests per second in the failover scenarios
+    steady: float = 8.0  # seconds of traffic before the kill, and again after it
 
     def settings(self) -> Settings:
         """The settings every process of a (local) scenario runs with."""
@@ -81,7 +84,7 @@ class Scenario:
     # second of writes, so the kill waits until the broker has them on disk.
     wait_for_fsync: bool = False
     # The Celery brokers it means something on (BackgroundTasks needs none).
-    brokers: tuple[str, ...] = tuple(BROKER_VARIANTS)
+    brokers: tuple[str, ...] = SINGLE_NODE
     # Start the service again after the kill (two workers: the survivor is the point).
     restart: bool = True
     # Celery worker processes (services worker, worker-2, ...) and each one's pool.
@@ -98,6 +101,15 @@ class Scenario:
     consumer_timeout_ms: Callable[[Params], int | None] = lambda p: None
     # Nothing is killed, but the worker may exit by itself: wait for that, start it again.
     revive_worker: bool = False
+    # A Sentinel group: its replicas, and how many must have a write (min-replicas).
+    sentinel_replicas: int = 1
+    min_replicas: int = 0
+    # Seconds of no change in the verdicts before the settle ends (at least the
+    # margin): a failover's workers may take a while to consume again.
+    quiet: float = 0.0
+    # A partition: how long the service is cut off its broker (the detection horizon
+    # per broker: Redis's visibility timeout, RabbitMQ's heartbeat).
+    cut: Callable[[Params, str], float] = lambda p, broker: 0.0
     # Watch a fixed window (seconds, from the first submission) instead of waiting
     # for every task to settle: a task that loops for ever never does. What is
     # counted at its end: how often the broker handed each notification out.
@@ -122,6 +134,9 @@ class Scenario:
             broker=broker,
             consumer_timeout_ms=self.consumer_timeout_ms(p),
             own_broker=self.service == "broker",
+            partitioned=(self.service,) if self.action == "partition" and self.service else (),
+            sentinel_replicas=self.sentinel_replicas,
+            min_replicas=self.min_replicas,
         )
 
 
@@ -377,6 +392,99 @@ SCENARIOS += (
         settings=lambda p: {**BOUND, "notification_crash_first_attempts": 99},
         tasks=lambda p: 1,
         window=loop_window,
+    ),
+)
+
+
+def horizon(p: Params, broker: str) -> float:
+    """How long a silent worker goes unnoticed: Redis's visibility timeout (its unacked
+    task is then handed out again); RabbitMQ's heartbeat (the connection is then dead)."""
+    return p.visibility if broker == "redis" else p.heartbeat
+
+
+SCENARIOS += (
+    Scenario(
+        number="13",
+        key="partition-short",
+        title="one of two workers cut off its broker, shorter than the horizon",
+        side="celery",
+        action="partition",
+        service="worker-2",
+        expected="nothing lost; nothing notices a cut shorter than the visibility timeout "
+        "(Redis) or the heartbeat (RabbitMQ): the cut worker's tasks wait for it, and it "
+        "goes on after the heal",
+        settings=lambda p: {"celery_broker_heartbeat": p.heartbeat},
+        workers=2,
+        concurrency=lambda p: 1,
+        cut=lambda p, broker: horizon(p, broker) / 2,
+    ),
+    Scenario(
+        number="13b",
+        key="partition-long",
+        title="one of two workers cut off its broker, longer than the horizon",
+        side="celery",
+        action="partition",
+        service="worker-2",
+        expected="nothing lost; past the horizon the other worker takes what the cut one "
+        "held (Redis: after the visibility timeout, and the cut one may finish it too: it "
+        "runs twice, written once; RabbitMQ: once the heartbeat declares the connection "
+        "dead); the cut worker consumes again after the heal",
+        settings=lambda p: {"celery_broker_heartbeat": p.heartbeat},
+        workers=2,
+        concurrency=lambda p: 1,
+        cut=lambda p, broker: 5 * horizon(p, broker),
+    ),
+)
+
+
+FAILOVER_SETTINGS = {"notification_delay_seconds": 0.1}
+FAILOVER_QUIET = 30.0  # a worker's reconnect after a failover may take that long
+
+SCENARIOS += (
+    Scenario(
+        number="14",
+        key="sentinel-failover",
+        title="Redis Sentinel: the primary SIGKILLed for good, under steady traffic",
+        side="celery",
+        action="failover",
+        service="broker-primary",
+        expected="the sentinels promote the replica; the API publishes again and the workers "
+        "consume again; a write the old primary acknowledged but had not replicated is lost",
+        settings=lambda p: FAILOVER_SETTINGS,
+        brokers=("sentinel",),
+        restart=False,
+        quiet=FAILOVER_QUIET,
+    ),
+    Scenario(
+        number="14b",
+        key="sentinel-failover-min-replicas",
+        title="Redis Sentinel with min-replicas-to-write 1 (two replicas)",
+        side="celery",
+        action="failover",
+        service="broker-primary",
+        expected="the primary refuses a write while no replica is in sync (none acknowledged "
+        "within 3 s): "
+        "nothing acknowledged is lost; the promoted replica still has one replica to write to",
+        settings=lambda p: FAILOVER_SETTINGS,
+        brokers=("sentinel",),
+        restart=False,
+        sentinel_replicas=2,
+        min_replicas=1,
+        quiet=FAILOVER_QUIET,
+    ),
+    Scenario(
+        number="15",
+        key="cluster-leader-kill",
+        title="RabbitMQ cluster of three: the queue's leader SIGKILLed for good",
+        side="celery",
+        action="failover",
+        service="broker-primary",
+        expected="nothing lost: a quorum queue's confirmed publishes are on a majority; a new "
+        "leader is elected, clients on the dead node reconnect to another",
+        settings=lambda p: FAILOVER_SETTINGS,
+        brokers=("rabbitmq-cluster",),
+        restart=False,
+        quiet=FAILOVER_QUIET,
     ),
 )
 BY_KEY = {s.key: s for s in SCENARIOS}

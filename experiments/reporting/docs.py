@@ -39,6 +39,7 @@ RENDERERS: dict[str, str] = {
 COMPOSITE: dict[str, str] = {
     "brokers": "experiments.reporting.brokers",
     "decision": "experiments.reporting.decision",
+    "machine-lost": "experiments.reporting.machine_lost",
     "settings": "experiments.reporting.settings_doc",
 }
 

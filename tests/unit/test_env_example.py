@@ -22,7 +22,10 @@ def env_example() -> tuple[dict[str, str], set[str]]:
     return active, set(found) - set(active)
 
 
-@pytest.mark.parametrize("path", ["docker-compose.yml", "docker-compose.rabbitmq.yml", "Procfile"])
+@pytest.mark.parametrize(
+    "path",
+    ["docker-compose.yml", "docker-compose.rabbitmq.yml", "docker-compose.ha.yml", "Procfile"],
+)
 def test_env_example_has_the_same_defaults(path: str) -> None:
     active, _ = env_example()
     defaults = DEFAULT.findall((REPO / path).read_text(encoding="utf-8"))

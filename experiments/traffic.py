@@ -1,0 +1,56 @@
+"""Steady traffic to one API, from a thread of its own: what the soak and the
+failover scenarios send while their faults come."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class Traffic:
+    """One side's requests, sent at a steady rate from a thread of its own."""
+
+    side: str
+    url: str
+    rate: float
+    accepted: list[str] = field(default_factory=list)
+    refused: int = 0
+    # (time sent, task ids) of every accepted request.
+    log: list[tuple[float, list[str]]] = field(default_factory=list)
+    # (time sent, status; 0: no answer) of every request.
+    answers: list[tuple[float, int]] = field(default_factory=list)
+    prefix: str = "soak"
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=3) as client:
+            for i in itertools.count():
+                due = self.started + i / self.rate
+                if self.stop.wait(max(0.0, due - time.monotonic())):
+                    return
+                sent = time.time()
+                try:
+                    r = client.post(f"/send-notification/{self.prefix}{i}@example.com")
+                except httpx.HTTPError:
+                    self.refused += 1
+                    self.answers.append((sent, 0))
+                    continue
+                self.answers.append((sent, r.status_code))
+                if r.status_code == 202:
+                    ids = list(r.json()["task_ids"])
+                    self.accepted += ids
+                    self.log.append((sent, ids))
+                else:
+                    self.refused += 1
+
+    def start(self) -> threading.Thread:
+        self.started = time.monotonic()
+        thread = threading.Thread(target=self.run, name=f"soak-{self.side}", daemon=True)
+        thread.start()
+        return thread
