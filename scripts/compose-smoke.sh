@@ -8,8 +8,8 @@
 # It uses a compose project of its own (-p) on free host ports, so it can run
 # next to a stack you already have up, and it always ends with `down -v`.
 #
-# Three stacks, one after the other, each in a project of its own, each ended with
-# `down -v`:
+# Four stacks, side by side (SMOKE_PARALLEL), each in a project of its own, each
+# ended with `down -v`:
 #
 # 1. Celery on Redis (docker-compose.yml): `up -d --build --wait`; the published
 #    ports answer, Redis is not published and refuses a client without its
@@ -30,10 +30,12 @@
 # 4. The broker on a Sentinel group (+ docker-compose.ha.yml): healthy; a
 #    notification is accepted and running when the primary is SIGKILLed for good;
 #    the sentinels promote the replica; a notification accepted after the
-#    promotion and the one from before both complete.
+#    promotion and the one from before both complete (the worker under its restart
+#    policy: it may exit on the failover).
 #
 # Settings (environment): SMOKE_BROKERS (the stacks: "redis rabbitmq prod ha", the
-# default, or some of them); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
+# default, or some of them); SMOKE_PARALLEL (1, the default: the stacks side by
+# side; 0: one after the other); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
 # CELERY_API_PORT, FLOWER_PORT (default: free ports); SMOKE_DELAY,
 # SMOKE_VISIBILITY_TIMEOUT, SMOKE_RESTORE_INTERVAL, SMOKE_BEAT_INTERVAL (the demo
 # values, shortened so the run takes about a minute after the build);
@@ -56,6 +58,41 @@ command -v docker >/dev/null || fail "docker not found"
 docker compose version >/dev/null 2>&1 || fail "Docker Compose v2 (docker compose) not found"
 docker info >/dev/null 2>&1 || fail "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset})"
 
+# --- the stacks side by side --------------------------------------------------------
+#
+# Each stack is a project of its own on ports of its own, and most of a stack's
+# time is waiting (healthchecks, a redelivery, a failover): with SMOKE_PARALLEL=1
+# (the default) the image is built once, then each stack runs in a child of this
+# script at the same time, in a port range of its own; their outputs are printed in
+# order, and the run fails if any of them failed.
+if [ "${SMOKE_PARALLEL:-1}" = 1 ] && [ "$(wc -w <<<"$BROKERS")" -gt 1 ]; then
+  say "== docker compose build (once, for every stack)"
+  docker compose -p "$BASE_PROJECT" -f docker-compose.yml build >"${TMPDIR:-/tmp}/$BASE_PROJECT-build.log" 2>&1 \
+    || { tail -40 "${TMPDIR:-/tmp}/$BASE_PROJECT-build.log"; fail "docker compose build failed"; }
+  STARTED=$(date +%s)
+  logs=() pids=() i=0
+  for broker in $BROKERS; do
+    logs+=("$(mktemp "${TMPDIR:-/tmp}/smoke-$broker.XXXXXX")")
+    SMOKE_PARALLEL=0 SMOKE_BROKERS=$broker SMOKE_PORT_BASE=$((20000 + i * 7000)) \
+      bash "$0" >"${logs[$i]}" 2>&1 &
+    pids+=($!)
+    i=$((i + 1))
+  done
+  failed=0 i=0
+  for broker in $BROKERS; do
+    rc=0
+    wait "${pids[$i]}" || rc=$?
+    say "== stack $broker (exit $rc)"
+    cat "${logs[$i]}"
+    rm -f "${logs[$i]}"
+    [ "$rc" = 0 ] || failed=$((failed + 1))
+    i=$((i + 1))
+  done
+  [ "$failed" = 0 ] || fail "$failed of $i stacks failed"
+  say "== PASS: $i stacks side by side in $(($(date +%s) - STARTED))s after the build"
+  exit 0
+fi
+
 # --- ports ----------------------------------------------------------------------
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -63,7 +100,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_port() {  # a port nothing listens on, and not one already picked
   local p _
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((${SMOKE_PORT_BASE:-20000} + RANDOM % ${SMOKE_PORT_SPAN:-7000}))
     case " ${PICKED:-} " in *" $p "*) continue ;; esac
     if ! port_in_use "$p"; then PICKED="${PICKED:-} $p"; echo "$p"; return 0; fi
   done
@@ -509,6 +546,8 @@ ha_stack() {
   deadline=$((CELERY_VISIBILITY_TIMEOUT + CELERY_RESTORE_INTERVAL + NOTIFICATION_DELAY_SECONDS + 90))
   out=$(probe verdict celery "$before" "$deadline" completed) || fail "ha: the notification from before the kill: $out"
   ok "ha: the notification accepted before the kill completed ($out)"
+  restarts=$(docker inspect --format '{{.RestartCount}}' "$(compose ps -q worker)")
+  ok "ha: the worker's restart policy started it again $restarts time(s) (a worker may exit on the failover: docs/brokers.md)"
   say "== docker compose -p $PROJECT down -v"
   compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
 }
