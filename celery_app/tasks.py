@@ -88,7 +88,10 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
     except LedgerUnavailable as exc:
         # A run the ledger cannot see is a run the verdict cannot count: the task
         # waits for the ledger (a new message, this one acknowledged), and is not
-        # failed, which would acknowledge it for good.
+        # failed, which would acknowledge it for good. The wait is one of Celery's
+        # retries (request.retries), so it spends one of the work's
+        # NOTIFICATION_MAX_RETRIES too: a long ledger outage shortens a failing
+        # notification's retries.
         logger.warning("task %s waits for the ledger: %s", task_id, exc)
         raise task.retry(exc=exc, countdown=backoff(0, settings), max_retries=None) from exc
     attempt = start.attempt

@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cut",
         type=float,
-        default=5,
-        help="seconds a partition lasts (5: past the soak's visibility timeout)",
+        default=None,
+        help="seconds a partition lasts (default: past the soak's visibility timeout and "
+        "a scan, so that the other worker takes what the cut one held)",
     )
     parser.add_argument("--quick", action="store_true", help="30 s, a fault every 5 s")
 
@@ -162,12 +163,16 @@ def soak(args: argparse.Namespace) -> SoakResult:
     where = where_from(args)
     if where.kind != "local":
         raise Unsupported("soak kills one of two worker containers at a time: local target only")
+    visibility, scan = max(5.0, 4 * args.delay), 0.5
+    # Past the horizon: the visibility timeout, then a scan (on RabbitMQ the cut may end
+    # before its heartbeat notices; the cut worker's tasks then wait for it).
+    cut_s = args.cut if args.cut is not None else visibility + 2 * scan + 1
     spec = StackSpec(
         ("redis", "broker", "bg-api", "celery-api", "worker"),
         settings={
             "notification_delay_seconds": args.delay,
-            "celery_visibility_timeout": max(5.0, 4 * args.delay),
-            "celery_restore_interval": 0.5,
+            "celery_visibility_timeout": visibility,
+            "celery_restore_interval": scan,
         },
         appendonly=True,
         workers=2,
@@ -196,7 +201,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
             elif kind == "broker":
                 service = target.broker_service
             elif kind == PARTITION:
-                service, cut = next(cut_off), args.cut
+                service, cut = next(cut_off), cut_s
             else:
                 service = kind
             fault = inject(target, service, since, traffic, cut)
@@ -283,7 +288,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
             "broker": args.broker,
             "workers": 2,
             "fault_cycle": faults_for(args.broker),
-            "cut_s": args.cut,
+            "cut_s": cut_s,
         },
         bg=sides["bg"],
         celery=celery,

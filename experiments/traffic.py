@@ -22,8 +22,8 @@ class Traffic:
     refused: int = 0
     # (time sent, task ids) of every accepted request.
     log: list[tuple[float, list[str]]] = field(default_factory=list)
-    # (time sent, status; 0: no answer) of every request.
-    answers: list[tuple[float, int]] = field(default_factory=list)
+    # (time sent, time answered, status; 0: no answer) of every request.
+    answers: list[tuple[float, float, int]] = field(default_factory=list)
     prefix: str = "soak"
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = 0.0
@@ -39,9 +39,9 @@ class Traffic:
                     r = client.post(f"/send-notification/{self.prefix}{i}@example.com")
                 except httpx.HTTPError:
                     self.refused += 1
-                    self.answers.append((sent, 0))
+                    self.answers.append((sent, time.time(), 0))
                     continue
-                self.answers.append((sent, r.status_code))
+                self.answers.append((sent, time.time(), r.status_code))
                 if r.status_code == 202:
                     ids = list(r.json()["task_ids"])
                     self.accepted += ids

@@ -184,6 +184,8 @@ class LocalStack:
         """``service`` reaches its broker through a ``Partition``; on Redis its ledger
         goes the same way (one server: a cut machine loses both)."""
         s = self._settings
+        if self.sentinel is not None or self.cluster is not None:
+            raise ValueError("a partition: on a single-node broker only (redis or rabbitmq)")
         if s.broker == "redis":
             port, key = self.redis_server.port, "redis_url"
         else:

@@ -64,8 +64,10 @@ class Heartbeat:
         # The runs this process has going and since when it has had none
         # (``Ledger.activity``): written with each beat.
         self.activity = activity
-        # Called after a beat Redis took (``Ledger.flush``: the ends it missed).
+        # Called after a beat Redis took (``Ledger.flush``: the ends it missed), in a
+        # thread of its own: a write that waits must not hold the next beat back.
         self.flush = flush
+        self._flushing: threading.Thread | None = None
         self.implementation = implementation
         self.role = role
         self.interval = interval
@@ -106,8 +108,11 @@ class Heartbeat:
             pipe.zremrangebyscore(RUNNERS_KEY, "-inf", now - RUNNER_TTL)
             pipe.execute()
             self._failing = False
-            if self.flush is not None:
-                self.flush()
+            if self.flush is not None and not (self._flushing and self._flushing.is_alive()):
+                self._flushing = threading.Thread(
+                    target=self.flush, name=f"flush-{self.runner}", daemon=True
+                )
+                self._flushing.start()
         except redis.RedisError as exc:
             if not self._failing:
                 logger.warning("heartbeat of %s skipped, Redis unavailable: %s", self.runner, exc)

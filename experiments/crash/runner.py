@@ -519,12 +519,15 @@ def _failover(
             f"a worker exited by itself {len(supervisor.exits)} time(s); "
             "the supervisor started it again"
         )
-    answered = [(sent, status) for sent, status in traffic.answers if sent >= t0]
+    answered = [(at, status) for sent, at, status in traffic.answers if sent >= t0]
+    # Refused (a 503) or not answered in time: every request sent after the kill
+    # that the API did not accept.
     out.refused = sum(1 for _, status in answered if status != 202)
-    # From the kill to the first request accepted after the first one refused (none
-    # refused: publishing never stopped).
-    first_refused = min((sent for sent, status in answered if status != 202), default=t0)
-    ok = [sent for sent, status in answered if status == 202 and sent >= first_refused]
+    # From the kill until the API accepted a request again after it first failed one
+    # (by the answers' times: a request that waits out the failover is accepted when
+    # it is answered); none failed: publishing never stopped.
+    first_failed = min((at for at, status in answered if status != 202), default=t0)
+    ok = [at for at, status in answered if status == 202 and at >= first_failed]
     out.publishing_again_after = min(ok) - t0 if ok else None
     after_kill = [task_id for at, ids in traffic.log if at >= t0 for task_id in ids]
     return t0, list(traffic.accepted), after_kill
@@ -533,7 +536,7 @@ def _failover(
 class Supervisor:
     """What a restart policy does (compose's ``restart: unless-stopped``, systemd's
     ``Restart=always``): a worker that exits by itself is started again. The times it
-    found one gone (``exits``)."""
+    found one gone (``exits``: once per exit, not per attempt to start it)."""
 
     def __init__(self, target: Target, services: list[str], every: float = 0.2) -> None:
         self.target, self.services, self.every = target, services, every
@@ -545,19 +548,28 @@ class Supervisor:
         self._thread.start()
 
     def _run(self) -> None:
+        down: set[str] = set()
         while not self._stop.wait(self.every):
             for service in self.services:
-                if not self.target.is_up(service):
+                if self._stop.is_set():
+                    return  # never a start after stop(): the stack is closing
+                if self.target.is_up(service):
+                    down.discard(service)
+                    continue
+                if service not in down:
+                    down.add(service)
                     self.exits.append(time.time())
-                    try:
-                        self.target.start(service, timeout=60)
-                    except (Timeout, RuntimeError, OSError) as exc:
-                        logger.warning("the supervisor could not start %s: %s", service, exc)
+                try:
+                    self.target.start(service, timeout=60)
+                    down.discard(service)
+                except (Timeout, RuntimeError, OSError) as exc:
+                    logger.warning("the supervisor could not start %s: %s", service, exc)
 
     def stop(self) -> None:
+        """Stop it, waiting out a start in progress (each is bounded: 60 s)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(90)
+            self._thread.join()
 
 
 def adapt(params: Params, target: Target) -> Params:

@@ -410,9 +410,10 @@ SCENARIOS += (
         side="celery",
         action="partition",
         service="worker-2",
-        expected="nothing lost; nothing notices a cut shorter than the visibility timeout "
-        "(Redis) or the heartbeat (RabbitMQ): the cut worker's tasks wait for it, and it "
-        "goes on after the heal",
+        expected="nothing lost; the broker hands nothing out again for a cut shorter than "
+        "the visibility timeout (Redis) or the heartbeat (RabbitMQ): the cut worker's tasks "
+        "wait for it (it may time out its own reads and reconnect), and it goes on after "
+        "the heal",
         settings=lambda p: {"celery_broker_heartbeat": p.heartbeat},
         workers=2,
         concurrency=lambda p: 1,
@@ -462,9 +463,10 @@ SCENARIOS += (
         side="celery",
         action="failover",
         service="broker-primary",
-        expected="the primary refuses a write while no replica is in sync (none acknowledged "
-        "within 3 s): "
-        "nothing acknowledged is lost; the promoted replica still has one replica to write to",
+        expected="the primary refuses writes while no replica has acknowledged within 3 s "
+        "(min-replicas-max-lag): that narrows the window in which an acknowledged write can "
+        "be lost, it does not close it (replication stays asynchronous); the promoted replica "
+        "has the other replica to write to",
         settings=lambda p: FAILOVER_SETTINGS,
         brokers=("sentinel",),
         restart=False,

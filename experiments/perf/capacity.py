@@ -147,8 +147,18 @@ def _drain(target: Target, service: str, timeout: float = 60.0) -> float:
 def _slice(
     target: Target, side: str, path: str, concurrency: int, seconds: float
 ) -> dict[str, Any]:
-    before = _cpu(target, API[side])
-    s = asyncio.run(closed_loop(target.url(side), path, concurrency=concurrency, seconds=seconds))
+    # The API's CPU from the moment the counted window opens (after the warm-up).
+    readings: list[float | None] = []
+    s = asyncio.run(
+        closed_loop(
+            target.url(side),
+            path,
+            concurrency=concurrency,
+            seconds=seconds,
+            on_counting=lambda: readings.append(_cpu(target, API[side])),
+        )
+    )
+    before = readings[0] if readings else None
     # The BackgroundTasks API also does the work: the slice lasts until it is done.
     drained = _drain(target, API[side]) if side == "bg" else 0.0
     after = _cpu(target, API[side])
@@ -168,8 +178,8 @@ def _summarize(slices: list[dict[str, Any]]) -> dict[str, Any]:
     seconds = sum(x["seconds"] for x in slices)
     latencies = [v for x in slices for v in x["latencies_ms"]]
     cpus = [x["cpu_s"] for x in slices]
-    # The API's CPU per answered request (the warm-up's requests are in the CPU too:
-    # a fraction, the same for every rung).
+    # The API's CPU per answered request, from the end of the warm-up to the end of
+    # the slice (its drain included).
     cpu_us = sum(cpus) / requests * 1e6 if requests and None not in cpus else None
     return {
         "requests": requests,

@@ -306,13 +306,21 @@ class Saturation:
 
 
 async def closed_loop(
-    base_url: str, path: str, *, concurrency: int, seconds: float, warmup: float = 0.3
+    base_url: str,
+    path: str,
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 0.3,
+    on_counting: Callable[[], object] | None = None,
 ) -> Saturation:
     """``concurrency`` keep-alive connections, each sending ``POST path`` again as soon
     as its last one is answered, for ``seconds`` (after ``warmup`` seconds not
-    counted): what the server takes at that concurrency. The raw client
-    (``ProbePool``): tens of microseconds of CPU per request here, not httpx's
-    millisecond, so that the client takes little of the CPU the server measures."""
+    counted): what the server takes at that concurrency. ``on_counting`` is called
+    once, as the counted window opens (the caller's CPU reading); the window lasts
+    until the last request sent in it is answered. The raw client (``ProbePool``):
+    tens of microseconds of CPU per request here, not httpx's millisecond, so that
+    the client takes little of the CPU the server measures."""
     answered = 0
     errors = 0
     latencies: list[float] = []
@@ -320,10 +328,20 @@ async def closed_loop(
         start = time.perf_counter()
         counted_from = start + warmup
         deadline = counted_from + seconds
+        opened = asyncio.Event()
+
+        async def window() -> None:
+            await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
+            if on_counting is not None:
+                on_counting()
+            opened.set()
 
         async def loop() -> None:
             nonlocal answered, errors
             while (sent := time.perf_counter()) < deadline:
+                if sent >= counted_from and not opened.is_set():
+                    await opened.wait()  # the window's reading first
+                    sent = time.perf_counter()
                 status = await pool.request("POST", path)
                 if sent < counted_from:
                     continue
@@ -333,5 +351,6 @@ async def closed_loop(
                 else:
                     errors += 1
 
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return Saturation(answered, errors, seconds, latencies)
+        await asyncio.gather(window(), *(loop() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - counted_from
+    return Saturation(answered, errors, elapsed, latencies)
