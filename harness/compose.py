@@ -241,6 +241,10 @@ class ApiLedger:
         return [RunnerRecord.model_validate(x) for x in self._get("/runners", {})]
 
 
+# docker-compose.partition.yml: the worker whose way to Redis can be cut, and the proxy.
+PARTITIONED, LINK = "worker-2", "broker-link"
+
+
 @dataclass
 class ComposeTarget:
     """A running ``docker compose`` project, as it is."""
@@ -328,10 +332,20 @@ class ComposeTarget:
         return self.broker_service
 
     def cut(self, service: str) -> None:
-        raise Unsupported("a partition: local target only (a proxy it can freeze)")
+        """Freeze the proxy ``service`` reaches Redis through (docker-compose.partition.yml:
+        worker-2 through broker-link): ``docker compose pause``, the cgroup freezer."""
+        self.compose.run("pause", self._link(service))
 
     def heal(self, service: str) -> None:
-        raise Unsupported("a partition: local target only")
+        self.compose.run("unpause", self._link(service))
+
+    def _link(self, service: str) -> str:
+        if service != PARTITIONED or LINK not in self.services:
+            raise Unsupported(
+                f"a partition of {service}: compose cuts {PARTITIONED} only, through "
+                f"{LINK} (-f docker-compose.yml -f docker-compose.partition.yml)"
+            )
+        return LINK
 
     def kill_runner(self, runner: str) -> None:
         raise Unsupported("one process of a service: compose runs one per container")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.compose import ComposeTarget
+from harness.compose import LINK, PARTITIONED, ComposeTarget
 from harness.local import LocalStack
 from harness.servers import RabbitServer
 from harness.target import Target, Unsupported
@@ -208,14 +208,22 @@ def _compose(where: Where, spec: StackSpec) -> Iterator[Target]:
         )
     if spec.consumer_timeout_ms is not None:
         raise Unsupported("needs RabbitMQ with a short consumer_timeout: local target only")
-    if spec.partitioned:
-        raise Unsupported("a partition: local target only (a proxy it can freeze)")
+    if spec.partitioned and (
+        set(spec.partitioned) != {PARTITIONED}
+        or LINK not in target.services
+        or variant_of(target.settings) != "redis"  # broker-link forwards to Redis only
+    ):
+        raise Unsupported(
+            f"a partition on compose: {PARTITIONED} through {LINK} only "
+            "(-f docker-compose.yml -f docker-compose.partition.yml)"
+        )
     if spec.broker in ("sentinel", "rabbitmq-cluster"):
         raise Unsupported(
             "a failover scenario: local target only (scripts/compose-smoke.sh runs the "
             "Sentinel failover on docker-compose.ha.yml)"
         )
-    running = [r for r in target.compose.ps() if r.get("Service") == "worker"]
+    # Worker containers: the worker service's, and worker-2 (docker-compose.partition.yml).
+    running = [r for r in target.compose.ps() if r.get("Service") in ("worker", PARTITIONED)]
     if spec.workers > len(running):
         raise Unsupported(
             f"needs {spec.workers} workers; the compose stack runs {len(running)} "

@@ -24,7 +24,13 @@ def env_example() -> tuple[dict[str, str], set[str]]:
 
 @pytest.mark.parametrize(
     "path",
-    ["docker-compose.yml", "docker-compose.rabbitmq.yml", "docker-compose.ha.yml", "Procfile"],
+    [
+        "docker-compose.yml",
+        "docker-compose.rabbitmq.yml",
+        "docker-compose.ha.yml",
+        "docker-compose.partition.yml",
+        "Procfile",
+    ],
 )
 def test_env_example_has_the_same_defaults(path: str) -> None:
     active, _ = env_example()

@@ -62,3 +62,25 @@ def test_every_celery_service_is_on_the_sentinels_and_the_ledger_stays_on_redis(
     assert "@redis:6379" in base["celery-api"]["environment"]["REDIS_URL"]
     # The settings the override names exist.
     assert {"celery_sentinel_master", "celery_sentinel_password"} <= set(Settings.model_fields)
+
+
+def test_the_partition_override_routes_worker_2_through_a_proxy_it_can_pause() -> None:
+    from harness.compose import LINK, PARTITIONED
+
+    part = load("docker-compose.partition.yml")
+    assert set(part) == {LINK, PARTITIONED}
+    link = part[LINK]
+    assert "ports" not in link
+    assert link["command"][-2:] == ["--target", "redis:6379"]
+    assert "./harness/proxy.py:/opt/proxy/proxy.py:ro" in link["volumes"]
+    worker = part[PARTITIONED]
+    assert worker["extends"] == {"file": "docker-compose.yml", "service": "worker"}
+    # Its broker and its ledger (one Redis) through the link, the password as the base has it.
+    assert worker["environment"]["REDIS_URL"] == (
+        "redis://:${REDIS_PASSWORD:-change-me}@broker-link:6379/0"
+    )
+    assert worker["depends_on"][LINK]["condition"] == "service_healthy"
+    # The proxy runs from this checkout's file as it is: the standard library only.
+    text = (REPO / "harness" / "proxy.py").read_text(encoding="utf-8")
+    imports = [line for line in text.splitlines() if line.startswith(("import ", "from "))]
+    assert all(not line.startswith("from harness") for line in imports), imports
