@@ -13,6 +13,8 @@ TESTS = "tests/integration"
 HEAVY = "docs/measured.md#heavy-work-cpu-bound-tasks-in-the-api-process"
 FOOTPRINT = "docs/measured.md#footprint-resident-memory"
 BROKERS = "docs/brokers.md#measured-side-by-side"
+CAPACITY = "docs/measured.md#capacity-requests-a-second-at-saturation"
+LOST_MACHINE = "docs/brokers.md#when-the-brokers-machine-is-lost"
 
 
 def _scenario(crash: Mapping[str, Any], key: str, broker: str = "") -> Mapping[str, Any]:
@@ -30,6 +32,59 @@ def _lost(o: Mapping[str, Any]) -> str:
 def _rerun(o: Mapping[str, Any]) -> str:
     after = o.get("redelivered_after")
     return f"{after[0]:.1f} s" if after else "?"
+
+
+def _capacity(reports: Path) -> str:
+    """What the hand-over costs the API per task, and what one process takes."""
+    data = load_if_any("capacity", reports) or {}
+    runs = [r for r in data.get("runs", []) if r["processes"] == 1]
+    default = [r for r in runs if not r["sent_event"]] or runs
+    if not default:
+        return ""
+
+    def at(run: Mapping[str, Any], side: str) -> Mapping[str, Any]:
+        level = str(max(int(c) for c in run["levels"]))
+        found: Mapping[str, Any] = run["levels"][level].get(side, {})
+        return found
+
+    def per_task(rungs: Mapping[str, Any]) -> str:
+        cpu = rungs.get("default", {}).get("cpu_us"), rungs.get("bare", {}).get("cpu_us")
+        if cpu[0] is None or cpu[1] is None:
+            return "?"
+        return f"{(cpu[0] - cpu[1]) / 2:,.0f} µs"
+
+    by = {r["broker"]: r for r in default}
+    bg = next((at(r, "bg") for r in default if at(r, "bg")), {})
+    redis = at(by["redis"], "celery") if "redis" in by else {}
+    rabbit = at(by["rabbitmq"], "celery") if "rabbitmq" in by else {}
+    rate = "{:,.0f}".format
+    return (
+        f"- **What the hand-over costs the API**, per task: {per_task(bg)} of its CPU on "
+        f"BackgroundTasks (the work included), {per_task(redis)} for a Celery publish on "
+        f"Redis, {per_task(rabbit)} on RabbitMQ; [one process takes]({CAPACITY}) "
+        f"{rate(bg.get('default', {}).get('per_s', 0))} requests a second on BackgroundTasks, "
+        f"{rate(redis.get('default', {}).get('per_s', 0))} on Celery."
+    )
+
+
+def _machine_lost(crash: Mapping[str, Any]) -> str:
+    """The failover rows: Sentinel and a RabbitMQ cluster, when the leader dies."""
+    sentinel = _scenario(crash, "sentinel-failover", "sentinel")
+    cluster = _scenario(crash, "cluster-leader-kill", "rabbitmq-cluster")
+    if not sentinel or not cluster:
+        return ""
+
+    def secs(o: Mapping[str, Any], key: str) -> str:
+        v = o.get(key)
+        return "never" if v is None else f"{v:.0f} s"
+
+    return (
+        "- **When the broker's machine is lost**: on Redis Sentinel the API publishes again "
+        f"[{secs(sentinel, 'publishing_again_after')} after the primary dies]({LOST_MACHINE}), "
+        f"the workers consume after {secs(sentinel, 'consumed_again_after')} (under a restart "
+        f"policy: one may exit), {_lost(sentinel)} lost; a RabbitMQ cluster of three loses "
+        f"[{_lost(cluster)}]({TESTS}/test_ha.py) when the queue's leader dies."
+    )
 
 
 def lines(reports: Path) -> list[str]:
@@ -63,6 +118,8 @@ def lines(reports: Path) -> list[str]:
         f"{slow.get('submitted', '?')} here, written once). RabbitMQ hands the task back when "
         f"the worker's connection drops ([{_rerun(on_rabbitmq)}]({BROKERS})), and no timeout "
         "reruns a slow task.",
+        *([lost] if (lost := _machine_lost(crash)) else []),
+        *([capacity] if (capacity := _capacity(reports)) else []),
     ]
 
 

@@ -59,3 +59,12 @@ def test_the_time_limits_the_countdowns_and_the_visibility_timeout_fit_together(
     assert any(str(a).startswith("--max-memory-per-child") for a in worker["command"])
     # A warm shutdown lets a task run to its hard limit.
     assert float(worker["stop_grace_period"].rstrip("s")) > hard
+
+
+def test_the_sent_event_is_off_and_the_heartbeat_short_in_production() -> None:
+    text = (REPO / "docker-compose.prod.yml").read_text(encoding="utf-8")
+    assert "${CELERY_SEND_SENT_EVENT:-false}" in text
+    # Not overridden: the setting's own default, which docs/production.md names.
+    assert "CELERY_BROKER_HEARTBEAT" not in text
+    assert Settings.model_fields["celery_broker_heartbeat"].default == 10.0
+    assert Settings.model_fields["celery_send_sent_event"].default is False
