@@ -26,8 +26,8 @@ from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
 from harness.target import Target, Unsupported, read_records
-from shared.models import IN_FLIGHT, TaskRecord, TaskState
-from shared.verdict import Verdict, judge
+from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
+from shared.verdict import Judgement, Verdict, judge
 
 # The worker's line for a message it was handed ("Task <name>[<id>] received").
 RECEIVED = re.compile(r"Task \S+\[([0-9a-f-]{36})\] received")
@@ -183,6 +183,41 @@ def wait_running(
     return snapshot
 
 
+def _until(
+    target: Target,
+    since: float,
+    expected: dict[str, Implementation],
+    notifications: list[str],
+    verdict: str,
+    *,
+    quiet: float,
+    deadline: float,
+) -> tuple[Judgement, str]:
+    """Poll until every notification has ``verdict`` and its deliveries have not
+    changed for ``quiet`` seconds, or until ``deadline`` (wall clock): the last
+    reading, and how the watch ended."""
+    start = time.time()
+    steady_since: float | None = None
+    last: tuple[int, ...] = ()
+    while True:
+        final = judge(observe(target, since=since, expected=expected))
+        received = received_counts(target.output("worker"))
+        now = time.time()
+        seen = tuple(received.get(n, 0) for n in notifications)
+        done = all(
+            (v := final.tasks.get(n)) is not None and v.verdict.value == verdict
+            for n in notifications
+        )
+        if not done or seen != last:
+            steady_since = now if done else None
+            last = seen
+        elif steady_since is not None and now - steady_since >= quiet:
+            return final, f"until {verdict} ({now - start:.1f}s), {quiet:g}s without a delivery"
+        if now >= deadline:
+            return final, f"not {verdict} by the deadline ({now - start:.1f}s), then one reading"
+        time.sleep(0.5)
+
+
 def run_scenario(
     scenario: Scenario,
     params: Params,
@@ -331,9 +366,13 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         # A fixed window, the scenario's measure (a task that loops for ever never
         # settles): then one reading, whatever it shows.
         out.window = window
-        time.sleep(max(0.0, t_submit + window - time.time()))
-        final = judge(observe(target, since=since, expected=expected))
-        out.settle = f"a fixed window of {window:g}s, then one reading"
+        if sc.ends_with is None:
+            time.sleep(max(0.0, t_submit + window - time.time()))
+            final = judge(observe(target, since=since, expected=expected))
+            out.settle = f"a fixed window of {window:g}s, then one reading"
+        else:
+            final, out.settle = _until(target, since, expected, notifications, sc.ends_with,
+                                       quiet=p.margin, deadline=t_submit + window + 60)  # fmt: skip
         received = received_counts(target.output("worker"))
         out.handed_out = sum(received.get(n, 0) for n in notifications)
         out.most_runs = max((len(r.runs) for r in read_records(target, notifications, since)),
