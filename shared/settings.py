@@ -84,7 +84,7 @@ class Settings(BaseSettings):
 
     # Celery: the task-sent event (Flower shows a task from the moment it is sent; without
     # it, from the moment a worker receives it). A publish of its own per task, under a
-    # lock every publishing thread shares: a quarter of the API's capacity, measured
+    # lock every publishing thread shares: its cost to the API's capacity is measured
     # (docs/measured.md, Capacity), for what the ledger shows anyway. Off; the compose
     # demo turns it on, for Flower.
     celery_send_sent_event: bool = False
