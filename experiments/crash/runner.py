@@ -208,11 +208,14 @@ def _until(
             (v := final.tasks.get(n)) is not None and v.verdict.value == verdict
             for n in notifications
         )
-        if not done or seen != last:
-            steady_since = now if done else None
-            last = seen
-        elif steady_since is not None and now - steady_since >= quiet:
+        logger.debug("until %s: reached %s, deliveries %s", verdict, done, seen)
+        if not done:
+            steady_since = None
+        elif steady_since is None or seen != last:
+            steady_since = now
+        elif now - steady_since >= quiet:
             return final, f"until {verdict} ({now - start:.1f}s), {quiet:g}s without a delivery"
+        last = seen
         if now >= deadline:
             return final, f"not {verdict} by the deadline ({now - start:.1f}s), then one reading"
         time.sleep(0.5)
