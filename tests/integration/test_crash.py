@@ -93,10 +93,17 @@ def test_5_worker_sigkill_with_stock_acks_loses_the_running_tasks(tmp_path: Path
     o = run("worker-kill-stock-acks", tmp_path)
     assert o.running_at_kill >= 1
     assert o.lost >= 1
-    # Exactly the ones that were running: acked as they started, gone with the worker.
-    # (Reserved but unstarted ones are unacked, so they came back.)
-    assert set(o.lost_ids) == set(o.running_ids_at_kill)
-    assert o.executed_more_than_once == 0
+    # The ones that were running: acked as they started, gone with the worker.
+    # (Reserved but unstarted ones are unacked, so they came back.) A run starts in
+    # the pool process a moment before the worker's main process sends its ack: a
+    # task killed in that moment is still unacked in Redis and is handed out again
+    # (seen once in CI, under load). Each running task is one or the other, and
+    # nothing else runs twice.
+    running, lost = set(o.running_ids_at_kill), set(o.lost_ids)
+    assert lost <= running
+    again = running - lost
+    assert all(t["executions"] >= 2 for t in o.tasks if t["task_id"] in again)
+    assert o.executed_more_than_once == len(again)
 
 
 def test_6_worker_sigterm_finishes_running_and_keeps_queued(tmp_path: Path) -> None:
