@@ -7,11 +7,14 @@ stopped sending. Exit 0: healthy; 1: not, with the reason on stderr.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
 
 from shared.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 SLACK = 30.0  # seconds: a start, a slow write
 
@@ -40,7 +43,9 @@ def main(argv: list[str]) -> int:
     schedule = Path(argv[0]) if argv else Path("celerybeat-schedule")
     why = healthy(schedule, get_settings().beat_interval_seconds, age(schedule))
     if why:
-        print(why, file=sys.stderr)
+        # The healthcheck's reason, on stderr, where docker keeps it.
+        logging.basicConfig(format="%(message)s", stream=sys.stderr)
+        logger.error(why)
         return 1
     return 0
 
