@@ -17,7 +17,8 @@ from typing import Any
 
 import redis
 
-from harness.procs import Proc, free_port, wait_until
+from harness.ports import free_port
+from harness.procs import Proc, wait_until
 from harness.servers import RabbitServer, RedisServer, binary
 
 MASTER = "broker"  # the name the sentinels know the primary by

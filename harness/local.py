@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from harness.ha import MASTER, RabbitCluster, SentinelGroup
-from harness.procs import Proc, free_port, wait_http
+from harness.ports import free_port
+from harness.procs import Proc, wait_http
 from harness.proxy import Partition
 from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, Side

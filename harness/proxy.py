@@ -55,7 +55,8 @@ class Partition:
     the cut-off side connects; ``cut`` and ``heal`` freeze and release it."""
 
     def __init__(self, directory: Path, host: str, port: int) -> None:
-        from harness.procs import Proc, free_port
+        from harness.ports import free_port
+        from harness.procs import Proc
 
         self.port = free_port()
         self.target = (host, port)

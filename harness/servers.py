@@ -16,7 +16,8 @@ from pathlib import Path
 
 import redis
 
-from harness.procs import Proc, free_port
+from harness.ports import free_port
+from harness.procs import Proc
 
 
 def binary(name: str, hint: str) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.procs import Proc, free_port, group_members, kill_groups, wait_http
+from harness.ports import free_port
+from harness.procs import Proc, group_members, kill_groups, wait_http
 
 SERVICES = {"bg-api", "celery-api", "worker", "beat", "flower"}
 

@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from harness.procs import free_port, wait_until
+from harness.ports import free_port
+from harness.procs import wait_until
 from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 FLAKY = {

@@ -23,7 +23,8 @@ import httpx
 import psutil
 import pytest
 
-from harness.procs import REPO_ROOT, Proc, free_port, kill_groups, wait_until
+from harness.ports import free_port
+from harness.procs import REPO_ROOT, Proc, kill_groups, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab")]
 

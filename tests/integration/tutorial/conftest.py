@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.procs import REPO_ROOT, Proc, free_port, wait_http
+from harness.ports import free_port
+from harness.procs import REPO_ROOT, Proc, wait_http
 
 BIN = Path(sys.executable).parent
 

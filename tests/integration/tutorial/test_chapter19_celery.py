@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from harness.procs import free_port, wait_until
+from harness.ports import free_port
+from harness.procs import wait_until
 from harness.servers import RedisServer
 from tests.integration.tutorial.conftest import BIN, Example
 
