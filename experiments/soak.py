@@ -2,8 +2,10 @@
 come every few seconds; at the end, one accounting per side from the verdict.
 
 Traffic: ``--rate`` notification requests per second to each API, for
-``--duration`` seconds (each request schedules two tasks: the notification, then
-its log line). Faults, every ``--fault-every`` seconds, in turn: SIGKILL and
+``--duration`` seconds, or until the last fault is back (each request schedules two
+tasks: the notification, then its log line). Faults, one at every multiple of
+``--fault-every`` seconds inside the duration (late, never dropped, when a restart
+takes longer), in turn: SIGKILL and
 restart of bg-api, of one of the Celery workers (two run), of celery-api, and of
 the broker (Redis with its append-only file on; or RabbitMQ, and then Redis, the
 ledger, too), and a partition: one of the workers, in turn, cut off its broker
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -78,6 +81,14 @@ def faults_for(broker: str) -> list[str]:
         cycle.append("redis")
     cycle.append(PARTITION)
     return cycle
+
+
+def planned_faults(duration: float, every: float) -> int:
+    """One fault at every multiple of ``every`` strictly inside the traffic. Each comes
+    at its time or, on a loaded machine, as soon as the one before is back, so the
+    count does not depend on how fast services restart; the traffic runs on until the
+    last fault is back, and its real length is reported."""
+    return max(0, math.ceil(duration / every) - 1)
 
 
 def expected(traffic: dict[str, Traffic]) -> dict[str, Implementation]:
@@ -192,7 +203,8 @@ def soak(args: argparse.Namespace) -> SoakResult:
             f"soak: {duration:g} s of traffic ({args.rate:g} requests/s to each side), "
             f"a fault every {every:g} s, Celery on {args.broker}"
         )
-        while time.monotonic() - started + every <= duration:
+        planned = planned_faults(duration, every)
+        while len(faults) < planned:
             time.sleep(max(0.0, started + (len(faults) + 1) * every - time.monotonic()))
             kind = next(cycle)
             cut = None
@@ -214,6 +226,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
         time.sleep(max(0.0, started + duration - time.monotonic()))
         for tr in traffic.values():
             tr.stop.set()
+        traffic_s = time.monotonic() - started
         for thread in threads:
             thread.join(10)
         for service in target.services:
@@ -282,6 +295,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
     return SoakResult(
         config={
             "duration_s": duration,
+            "traffic_s": round(traffic_s, 1),
             "fault_every_s": every,
             "rate_per_side": args.rate,
             "delay": args.delay,
@@ -348,7 +362,8 @@ def render(data: dict[str, Any]) -> str:
     )
     c, bg = data["config"], data["bg"]
     notes = (
-        f"{c['duration_s']:g} s of traffic, {c['rate_per_side']:g} notification requests per "
+        f"{c.get('traffic_s', c['duration_s']):g} s of traffic, {c['rate_per_side']:g} "
+        "notification requests per "
         f"second to each side (each: the {c['delay']:g} s notification and a log line), a fault "
         f"every {c['fault_every_s']:g} s in turn ({', '.join(c['fault_cycle'])}); Celery on "
         f"{c['broker']} with two workers (each fault on a worker kills one, in turn; each "
