@@ -1,7 +1,6 @@
 """The task ledger: the life of every task, for both implementations, in Redis.
 
-One hash per task (``ledger:task:<id>``) and one sorted set per implementation
-(``ledger:index:<impl>``, scored by the time the task was first seen). The API
+Its keys, fields and scripts are ``shared.ledger_layout``'s. The API
 writes ``queued`` before it answers, every task of the request in one round
 trip; whatever runs the task records each run (``attempt.<n>.*``: every run is
 an attempt, a redelivery after a crash included) and its outcome.
@@ -23,9 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar, cast
 
 import redis
@@ -33,22 +30,27 @@ import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.typing import EncodableT, FieldT
 
 from shared.heartbeat import RUNNER_KEY, RUNNER_TTL, RUNNERS_KEY, runner_id
-from shared.models import Implementation, Run, RunnerRecord, TaskRecord, TaskState
-from shared.services import Delivery, delivery_of
+from shared.ledger_layout import (
+    FINISH,
+    INDEX_KEY,
+    START,
+    TASK_KEY,
+    NewTask,
+    forget_commands,
+    new_tasks,
+    owner_of,
+    parse_record,
+    parse_runner,
+    queue_commands,
+)
+from shared.models import Implementation, RunnerRecord, TaskRecord, TaskState
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# A hash's fields as redis-py takes them.
-Fields = dict[FieldT, EncodableT]
-
-TASK_KEY = "ledger:task:{}"
-INDEX_KEY = "ledger:index:{}"
 
 
 class LedgerUnavailable(RuntimeError):
@@ -111,158 +113,6 @@ class RunStart(NamedTuple):
     executions: int
 
 
-@dataclass(frozen=True)
-class NewTask:
-    """A task an API hands over, as the ledger first records it."""
-
-    task_id: str
-    kind: str
-    detail: Mapping[str, str] | None = None
-    # The task scheduled just before it by the same request.
-    after: str | None = None
-
-
-def new_tasks(kinds: Sequence[str], detail: Mapping[str, str] | None = None) -> list[NewTask]:
-    """A request's tasks, in the order scheduled, as the ledger first records them:
-    a new id each, each naming the one scheduled before it."""
-    ids = [str(uuid.uuid4()) for _ in kinds]
-    return [
-        NewTask(task_id, str(kind), detail, after=ids[i - 1] if i else None)
-        for i, (task_id, kind) in enumerate(zip(ids, kinds, strict=True))
-    ]
-
-
-def _owner(implementation: Implementation) -> str | None:
-    """Who holds a task until it runs: the API process itself, where tasks are
-    held in process memory (if it dies first, the ledger shows who lost them)."""
-    return runner_id() if delivery_of(implementation) == Delivery.in_process else None
-
-
-def _queued_fields(
-    implementation: Implementation, task: NewTask, now: float, owner: str | None
-) -> Fields:
-    fields: Fields = {
-        "task_id": task.task_id,
-        "implementation": implementation.value,
-        "kind": task.kind,
-        "state": TaskState.queued.value,
-        "attempts": 0,
-        "retries": 0,
-        "running": 0,
-        "queued_at": now,
-        "updated_at": now,
-    }
-    if owner is not None:
-        fields["runner"] = owner
-    if task.after is not None:
-        fields["after"] = task.after
-    fields.update({f"detail.{k}": v for k, v in (task.detail or {}).items()})
-    return fields
-
-
-def _queue(
-    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline,
-    implementation: Implementation,
-    tasks: Sequence[NewTask],
-    owner: str | None,
-    now: float,
-) -> None:
-    """The commands that record tasks as queued: one pipeline, one round trip."""
-    for task in tasks:
-        pipe.hset(
-            TASK_KEY.format(task.task_id),
-            mapping=_queued_fields(implementation, task, now, owner),
-        )
-    pipe.zadd(INDEX_KEY.format(implementation.value), {t.task_id: now for t in tasks})
-
-
-def _forget(
-    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline,
-    implementation: Implementation,
-    task_ids: Sequence[str],
-) -> None:
-    for task_id in task_ids:
-        pipe.delete(TASK_KEY.format(task_id))
-    pipe.zrem(INDEX_KEY.format(implementation.value), *task_ids)
-
-
-# One round trip for the start of a run, atomic: the attempt number and the run's
-# record come from the same increment. A task the ledger does not know (Beat's,
-# never queued through an API; or one Redis forgot) is created by its first run.
-_START = """
-local key, index = KEYS[1], KEYS[2]
-local task_id, impl, kind, now, runner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if redis.call('EXISTS', key) == 0 then
-  redis.call('HSET', key, 'task_id', task_id, 'implementation', impl, 'kind', kind,
-             'queued_at', now, 'attempts', 0, 'retries', 0, 'running', 0)
-  redis.call('ZADD', index, now, task_id)
-end
-local n = redis.call('HINCRBY', key, 'attempts', 1)
-redis.call('HINCRBY', key, 'running', 1)
-redis.call('HSETNX', key, 'first_started_at', now)
-local a = 'attempt.' .. n .. '.'
-redis.call('HSET', key, 'state', 'running', 'started_at', now, 'updated_at', now,
-           'runner', runner, a .. 'started_at', now, a .. 'runner', runner)
-return {n, tonumber(redis.call('HGET', key, 'retries') or 0)}
-"""
-
-# The end of run n. The runs still going are counted afresh: another run that has
-# not ended is still going if its process has been seen alive (a heartbeat) since
-# run n started; gone if it has not been seen for ``grace`` seconds (a heartbeat
-# would have come by now); unsure otherwise: then nothing is written and -2 comes
-# back, and the caller asks again a moment later (at most a heartbeat). A process
-# that died before run n began (the crash that caused a redelivery) cannot have
-# been seen since; one that runs a duplicate will be within one heartbeat. The
-# dead runs are closed as "abandoned". The state becomes final (succeeded if any
-# run succeeded) once no run is left. If Redis forgot the task meanwhile, nothing
-# is recreated. The runner keys are read by name (not declared in KEYS): fine on
-# one Redis, not on a cluster.
-_FINISH = """
-local key, runner_prefix = KEYS[1], KEYS[2]
-local n, outcome, now, err, retry_in, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('EXISTS', key) == 0 then return -1 end
-local a = 'attempt.' .. n .. '.'
-local my_start = tonumber(redis.call('HGET', key, a .. 'started_at') or now)
-local attempts = tonumber(redis.call('HGET', key, 'attempts') or 0)
-local left, gone = 0, {}
-for k = 1, attempts do
-  local b = 'attempt.' .. k .. '.'
-  if k ~= tonumber(n) and redis.call('HEXISTS', key, b .. 'started_at') == 1
-     and redis.call('HEXISTS', key, b .. 'ended_at') == 0 then
-    local runner = redis.call('HGET', key, b .. 'runner') or ''
-    local seen = tonumber(redis.call('HGET', runner_prefix .. runner, 'seen_at') or 0)
-    local stopped = redis.call('HEXISTS', runner_prefix .. runner, 'stopped_at')
-    if stopped == 0 and seen > my_start then
-      left = left + 1
-    elseif stopped == 1 or tonumber(now) - seen > tonumber(grace) then
-      table.insert(gone, {b, seen})
-    else
-      return -2
-    end
-  end
-end
-for _, g in ipairs(gone) do
-  redis.call('HSET', key, g[1] .. 'ended_at', math.max(g[2], 0), g[1] .. 'outcome', 'abandoned')
-end
-redis.call('HSET', key, a .. 'ended_at', now, a .. 'outcome', outcome, 'updated_at', now)
-redis.call('HSET', key, 'running', left)
-if err ~= '' then redis.call('HSET', key, 'error', err) end
-if outcome == 'retrying' then
-  redis.call('HINCRBY', key, 'retries', 1)
-  redis.call('HSET', key, 'detail.retry_in', retry_in)
-end
-if outcome == 'succeeded' then redis.call('HSET', key, 'outcome', 'succeeded') end
-for i = 7, #ARGV, 2 do redis.call('HSET', key, 'detail.' .. ARGV[i], ARGV[i + 1]) end
-if left == 0 then
-  local final = outcome
-  if redis.call('HGET', key, 'outcome') == 'succeeded' then final = 'succeeded' end
-  redis.call('HSET', key, 'state', final)
-  if final == 'succeeded' or final == 'failed' then redis.call('HSET', key, 'finished_at', now) end
-end
-return left
-"""
-
-
 class Ledger:
     """The ledger through a synchronous client: the tasks, the worker, the readers."""
 
@@ -285,8 +135,8 @@ class Ledger:
         # How often the processes that run tasks beat (``Heartbeat``): a run's end
         # may wait up to about this long to learn whether another run still goes.
         self.heartbeat_interval = heartbeat_interval
-        self._start = client.register_script(_START) if client is not None else None
-        self._finish = client.register_script(_FINISH) if client is not None else None
+        self._start = client.register_script(START) if client is not None else None
+        self._finish = client.register_script(FINISH) if client is not None else None
         # The runs this process has going (its heartbeat reports them).
         self._lock = threading.Lock()
         self._busy = 0
@@ -336,11 +186,11 @@ class Ledger:
     def record_queued(self, tasks: Sequence[NewTask]) -> None:
         """Record tasks handed over, in one round trip."""
         now = time.time()
-        owner = _owner(self.implementation)
+        owner = owner_of(self.implementation)
 
         def op(r: redis.Redis) -> None:
             pipe = r.pipeline(transaction=False)
-            _queue(pipe, self.implementation, tasks, owner, now)
+            queue_commands(pipe, self.implementation, tasks, owner, now)
             pipe.execute()
 
         self._do("queued", op)
@@ -353,7 +203,7 @@ class Ledger:
 
         def op(r: redis.Redis) -> None:
             pipe = r.pipeline(transaction=False)
-            _forget(pipe, self.implementation, ids)
+            forget_commands(pipe, self.implementation, ids)
             pipe.execute()
 
         self._do("forget", op)
@@ -605,7 +455,7 @@ class AsyncLedger:
                 return [t.task_id for t in tasks]
             raise LedgerUnavailable(f"the ledger is off: {self.off}")
         pipe = self.client.pipeline(transaction=False)
-        _queue(pipe, self.implementation, tasks, _owner(self.implementation), time.time())
+        queue_commands(pipe, self.implementation, tasks, owner_of(self.implementation), time.time())
         try:
             await pipe.execute()
         except redis.RedisError as exc:
@@ -613,31 +463,3 @@ class AsyncLedger:
                 raise LedgerUnavailable(f"the ledger is unavailable (Redis: {exc})") from exc
             logger.warning("ledger queued skipped, Redis unavailable: %s", exc)
         return [t.task_id for t in tasks]
-
-
-# --- parsing -------------------------------------------------------------------------
-
-
-def parse_record(raw: Mapping[str, str]) -> TaskRecord:
-    detail: dict[str, str] = {}
-    runs: dict[int, dict[str, Any]] = {}
-    fields: dict[str, Any] = {}
-    for k, v in raw.items():
-        if k.startswith("detail."):
-            detail[k.removeprefix("detail.")] = v
-        elif k.startswith("attempt."):
-            _, n, name = k.split(".", 2)
-            runs.setdefault(int(n), {"attempt": int(n)})[name] = v
-        elif k != "outcome":  # the sticky "some run succeeded" flag: in the state already
-            fields[k] = v
-    return TaskRecord.model_validate(
-        {
-            **fields,
-            "detail": detail,
-            "runs": [Run.model_validate(runs[n]) for n in sorted(runs)],
-        }
-    )
-
-
-def parse_runner(raw: Mapping[str, str]) -> RunnerRecord:
-    return RunnerRecord.model_validate(raw)
