@@ -1,5 +1,6 @@
-"""Steady traffic to one API, from a thread of its own: what the soak and the
-failover scenarios send while their faults come."""
+"""Requests to one API: steady traffic from a thread of its own (what the soak and
+the failover scenarios send while their faults come), and a batch sent one by one
+(``submit``: a crash scenario's)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from harness.target import Target
 
 
 @dataclass
@@ -54,3 +59,19 @@ class Traffic:
         thread = threading.Thread(target=self.run, name=f"soak-{self.side}", daemon=True)
         thread.start()
         return thread
+
+
+def submit(target: Target, side: str, n: int) -> list[list[str]]:
+    """POST n notification requests; return each one's task ids (notification, log).
+
+    A new connection per request: with several API processes sharing a socket, each
+    request lands on whichever one accepts it."""
+    out: list[list[str]] = []
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    base = target.url(side)
+    with httpx.Client(base_url=base, timeout=10, limits=no_keepalive) as c:
+        for i in range(n):
+            r = c.post(f"/send-notification/crash{i}@example.com")
+            r.raise_for_status()
+            out.append(list(r.json()["task_ids"]))
+    return out

@@ -12,7 +12,8 @@ from dataclasses import asdict, replace
 
 from experiments.common import add_target_arguments, where_from
 from experiments.crash import report
-from experiments.crash.runner import Say, adapt, run_scenario
+from experiments.crash.outcome import Say
+from experiments.crash.runner import adapt, run_scenario
 from experiments.crash.scenarios import SCENARIOS, Params, Scenario, pick
 from experiments.reporting.report import publish
 from harness.stacks import BROKER_VARIANTS, variant_of

@@ -12,16 +12,16 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 
 import httpx
 
+from experiments.crash.broker_faults import cut_while_running, fail_over
+from experiments.crash.outcome import Outcome, Say
 from experiments.crash.scenarios import Params, Scenario
-from experiments.traffic import Traffic
+from experiments.traffic import submit
 from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
@@ -42,97 +42,6 @@ def received_counts(output: str) -> dict[str, int]:
 
 
 logger = logging.getLogger(__name__)
-
-Say = Callable[[str], None]
-
-
-@dataclass
-class Outcome:
-    number: str
-    key: str
-    title: str
-    side: str
-    expected: str
-    # The Celery side's broker ("" for BackgroundTasks, which has none).
-    broker: str = ""
-    status: Literal["ok", "skipped", "error"] = "ok"
-    reason: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    submitted: int = 0
-    # The ledger just before the kill (verified, not assumed).
-    running_at_kill: int = 0
-    queued_at_kill: int = 0
-    done_at_kill: int = 0
-    # The verdicts, at the end.
-    completed: int = 0
-    failed: int = 0
-    lost: int = 0
-    skipped: int = 0
-    lost_notifications: int = 0
-    gave_up: int = 0
-    # A scenario with a fixed window: how often the broker handed each notification
-    # out in it (the worker's "received" lines), and the most runs one had.
-    window: float | None = None
-    handed_out: int | None = None
-    most_runs: int | None = None
-    missing_from_ledger: int = 0
-    executed_more_than_once: int = 0
-    retried: int = 0
-    duplicate_effects: int | None = None
-    extra_effect_lines: int | None = None
-    # Runs that found their effect already written and did not write it again.
-    skipped_writes: int = 0
-    # Seconds from the kill (or, without one, the first submission).
-    stopped_after: float | None = None  # the service was down
-    restarted_after: float | None = None  # ...and answering again
-    finished_while_stopping: int = 0  # tasks that completed between the signal and the exit
-    finished_after_stop: int = 0  # ...and after it was down (run by the restarted one)
-    redelivered_after: tuple[float, float] | None = None  # min, max start of a rerun
-    rerun_by: list[str] = field(default_factory=list)  # which services ran the reruns
-    # One of several processes killed: the tasks it held at the kill.
-    held_by_killed: list[str] = field(default_factory=list)
-    # A partition: how long the cut lasted, when it healed (from the cut), and how
-    # long after the heal the cut worker started a task again (None: it did not).
-    cut_seconds: float | None = None
-    healed_after: float | None = None
-    consumed_again_after: float | None = None
-    # A failover (the broker's leading process killed for good, under steady traffic):
-    # seconds from the kill until a new leader, until the API publishes again, until a
-    # worker starts a task again; the requests refused meanwhile (503s).
-    killed: str | None = None
-    promoted_after: float | None = None
-    publishing_again_after: float | None = None
-    refused: int = 0
-    # Seconds from the kill at which a worker was found exited by itself (and was
-    # started again, as a restart policy would).
-    worker_exits: list[float] = field(default_factory=list)
-    last_completed_after: float | None = None  # None: never (something was lost)
-    settle: str = ""
-    running_ids_at_kill: list[str] = field(default_factory=list)
-    lost_ids: list[str] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    # Every task's verdict and runs, for drill-down in the JSON report.
-    tasks: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def submit(target: Target, side: str, n: int) -> list[list[str]]:
-    """POST n notification requests; return each one's task ids (notification, log).
-
-    A new connection per request: with several API processes sharing a socket, each
-    request lands on whichever one accepts it."""
-    out: list[list[str]] = []
-    no_keepalive = httpx.Limits(max_keepalive_connections=0)
-    base = target.url(side)
-    with httpx.Client(base_url=base, timeout=10, limits=no_keepalive) as c:
-        for i in range(n):
-            r = c.post(f"/send-notification/crash{i}@example.com")
-            r.raise_for_status()
-            out.append(list(r.json()["task_ids"]))
-    return out
 
 
 def spread(
@@ -288,14 +197,14 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
                 target.start("worker")
                 out.restarted_after = time.time() - t0
     elif sc.action == "failover":
-        t0, accepted, after_kill = _failover(sc, p, target, out, say)
+        t0, accepted, after_kill = fail_over(sc, p, target, out, say)
         pairs = [accepted[i : i + 2] for i in range(0, len(accepted), 2)]
         ids = accepted
         notifications = [pair[0] for pair in pairs]
         expected = expected_of(ids, sc.side)
         out.submitted = len(ids)
     elif sc.action == "partition":
-        t0 = _partition(sc, p, target, since, pairs, out, say)
+        t0 = cut_while_running(sc, p, target, since, pairs, out, say)
         ids = [task_id for pair in pairs for task_id in pair]
         notifications = [pair[0] for pair in pairs]
         expected = expected_of(ids, sc.side)
@@ -474,144 +383,6 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         f"{out.skipped_writes} repeat writes skipped, "
         f"{out.duplicate_effects} made ({out.settle})"
     )
-
-
-def _partition(
-    sc: Scenario,
-    p: Params,
-    target: Target,
-    since: float,
-    pairs: list[list[str]],
-    out: Outcome,
-    say: Say,
-) -> float:
-    """Cut the service off its broker while it runs a notification; submit as many
-    requests again during the cut and after the heal (into ``pairs``); the cut's time."""
-    assert sc.service is not None
-    service = sc.service
-    notifications = [pair[0] for pair in pairs]
-
-    def cut_one_runs() -> list[TaskRecord] | None:
-        records = read_records(target, notifications, since)
-        mine = [
-            r
-            for r in records
-            if r.state == TaskState.running and r.runner and target.service_of(r.runner) == service
-        ]
-        return mine or None
-
-    delay = target.settings.notification_delay_seconds
-    running = wait_until(cut_one_runs, 15 + 3 * delay, f"{service} running a notification", 0.05)
-    out.running_ids_at_kill = [r.task_id for r in running]
-    out.running_at_kill = len(running)
-    broker = target.settings.broker
-    seconds = sc.cut(p, "redis" if broker == "redis" else "rabbitmq")
-    out.cut_seconds = seconds
-    say(f"{service} runs {len(running)} notification(s): cut off the broker for {seconds:g}s")
-    t0 = time.time()
-    target.cut(service)
-    try:
-        pairs += submit(target, sc.side, sc.requests(p))
-        time.sleep(max(0.0, t0 + seconds - time.time()))  # the cut's length is the scenario
-    finally:
-        target.heal(service)
-    out.healed_after = time.time() - t0
-    say(f"healed after {out.healed_after:.1f}s; {sc.requests(p)} more requests")
-    pairs += submit(target, sc.side, sc.requests(p))
-    return t0
-
-
-def _failover(
-    sc: Scenario, p: Params, target: Target, out: Outcome, say: Say
-) -> tuple[float, list[str], list[str]]:
-    """Steady traffic; the broker's leading process SIGKILLed for good after
-    ``p.steady`` seconds; ``p.steady`` seconds more of it after the new leader. The
-    kill's time, every task the API accepted, and those it accepted after the kill."""
-    traffic = Traffic("celery", target.url("celery"), p.rate, prefix="failover")
-    thread = traffic.start()
-    supervisor = Supervisor(target, [s for s in target.services if s.startswith("worker")])
-    try:
-        time.sleep(p.steady)  # the scenario's steady state, before the kill
-        victim = target.broker_primary()
-        out.killed = victim
-        say(f"{len(traffic.accepted)} tasks accepted so far; SIGKILL {victim}, for good")
-        t0 = time.time()
-        target.kill(victim)
-        out.stopped_after = time.time() - t0
-
-        def promoted() -> str | None:
-            try:
-                found = target.broker_primary()
-            except (RuntimeError, OSError):
-                return None
-            return found if found != victim else None
-
-        supervisor.start()
-        new = wait_until(promoted, 90, "a new leader", 0.1)
-        out.promoted_after = time.time() - t0
-        say(f"{new} leads {out.promoted_after:.1f}s after the kill; traffic goes on")
-        time.sleep(p.steady)  # as long again, after the failover
-    finally:
-        traffic.stop.set()
-        thread.join(15)
-        supervisor.stop()
-    out.worker_exits = [at - t0 for at in supervisor.exits]
-    if supervisor.exits:
-        say(
-            f"a worker exited by itself {len(supervisor.exits)} time(s); "
-            "the supervisor started it again"
-        )
-    answered = [(at, status) for sent, at, status in traffic.answers if sent >= t0]
-    # Refused (a 503) or not answered in time: every request sent after the kill
-    # that the API did not accept.
-    out.refused = sum(1 for _, status in answered if status != 202)
-    # From the kill until the API accepted a request again after it first failed one
-    # (by the answers' times: a request that waits out the failover is accepted when
-    # it is answered); none failed: publishing never stopped.
-    first_failed = min((at for at, status in answered if status != 202), default=t0)
-    ok = [at for at, status in answered if status == 202 and at >= first_failed]
-    out.publishing_again_after = min(ok) - t0 if ok else None
-    after_kill = [task_id for at, ids in traffic.log if at >= t0 for task_id in ids]
-    return t0, list(traffic.accepted), after_kill
-
-
-class Supervisor:
-    """What a restart policy does (compose's ``restart: unless-stopped``, systemd's
-    ``Restart=always``): a worker that exits by itself is started again. The times it
-    found one gone (``exits``: once per exit, not per attempt to start it)."""
-
-    def __init__(self, target: Target, services: list[str], every: float = 0.2) -> None:
-        self.target, self.services, self.every = target, services, every
-        self.exits: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        down: set[str] = set()
-        while not self._stop.wait(self.every):
-            for service in self.services:
-                if self._stop.is_set():
-                    return  # never a start after stop(): the stack is closing
-                if self.target.is_up(service):
-                    down.discard(service)
-                    continue
-                if service not in down:
-                    down.add(service)
-                    self.exits.append(time.time())
-                try:
-                    self.target.start(service, timeout=60)
-                    down.discard(service)
-                except (Timeout, RuntimeError, OSError) as exc:
-                    logger.warning("the supervisor could not start %s: %s", service, exc)
-
-    def stop(self) -> None:
-        """Stop it, waiting out a start in progress (each is bounded: 60 s)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
 
 def adapt(params: Params, target: Target) -> Params:

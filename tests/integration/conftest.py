@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from experiments.__main__ import main
-from experiments.crash.runner import Outcome, run_scenario
+from experiments.crash.outcome import Outcome
+from experiments.crash.runner import run_scenario
 from experiments.crash.scenarios import BY_KEY, Params
 from harness.local import LocalStack
 from harness.procs import Proc, kill_groups, wait_until

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from experiments.crash.runner import Outcome
+from experiments.crash.outcome import Outcome
 from experiments.crash.scenarios import Params
 from harness.procs import wait_until
 from harness.stacks import Where

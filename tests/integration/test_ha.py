@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.crash.runner import Outcome
+from experiments.crash.outcome import Outcome
 from experiments.crash.scenarios import Params
 from harness.servers import RabbitServer
 from harness.stacks import Where

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.crash.runner import Outcome
+from experiments.crash.outcome import Outcome
 from experiments.crash.scenarios import Params
 from harness.procs import Timeout, wait_until
 from harness.servers import RabbitServer

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
-from experiments.crash.runner import Outcome
+from experiments.crash.outcome import Outcome
 from experiments.crash.scenarios import Params
 from harness.procs import wait_until
 from harness.servers import RabbitServer
