@@ -1,6 +1,7 @@
 """Starting, stopping and observing a stack: what the tests and the experiments share.
 
-- ``procs``: one child process in a process group of its own, bounded waits, free ports.
+- ``procs``: one child process in a process group of its own, bounded waits.
+- ``ports``: free TCP ports below the kernel's ephemeral range, a slice per xdist worker.
 - ``servers``: a redis-server (and a rabbitmq-server) of its own on free ports in a directory.
 - ``target``: the ``Target`` interface every caller drives, whatever runs the stack.
 - ``local``: ``LocalStack``, the stack as local processes (the default target).

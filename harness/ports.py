@@ -6,13 +6,17 @@ chosen and the moment the server binds it, a client connection elsewhere on the
 machine (a RabbitMQ node dialling its peers, a worker dialling Redis) may take it:
 the server then fails with EADDRINUSE (``dist_port_already_used`` on RabbitMQ). So
 ports here come from below the ephemeral range, where no connection's local port
-lands, each process from a slice of its own (an xdist worker by its number), in
-turn from a random start, and each is checked by a bind before it is handed out.
+lands. Each xdist worker draws from a slice of its own (any other process by its
+PID); within it, the first process to draw takes the lower half and the processes
+it starts (a lab under test, which inherits the worker's environment) the upper
+half, so a port a test chose for its child is not the one the child draws next.
+Each port is checked by a bind before it is handed out.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import re
@@ -21,8 +25,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
+
 LOWEST = 10_000  # above the well-known and most registered servers' ports
-SLICES = 16  # processes that draw ports at once: xdist's workers and an experiment
+SLICES = 16  # xdist's workers (and any other process, by its PID)
+OWNER = "HARNESS_PORTS_OWNER"  # the PID of the process that drew first in this slice
 
 _lock = threading.Lock()
 _ports: Iterator[int] | None = None
@@ -46,16 +53,32 @@ def my_slice(low: int, high: int, worker: str | None, pid: int) -> range:
     return range(start, start + size)
 
 
+def my_half(share: range, owner: str | None, pid: int) -> range:
+    """The lower half for the slice's first process, the upper for those it starts."""
+    half = len(share) // 2
+    return share[:half] if owner in (None, str(pid)) else share[half:]
+
+
 def _candidates() -> Iterator[int]:
     high = ephemeral_range().start
-    if high - LOWEST < SLICES * 64:  # no room below the ephemeral range: the kernel's pick
+    if high - LOWEST < SLICES * 64:
+        logger.warning(
+            "no room for ports below the ephemeral range (it starts at %d): the kernel picks "
+            "them, and a connection may take one before its server binds it",
+            high,
+        )
         return iter(())
-    share = my_slice(LOWEST, high, os.environ.get("PYTEST_XDIST_WORKER"), os.getpid())
+    pid = os.getpid()
+    share = my_slice(LOWEST, high, os.environ.get("PYTEST_XDIST_WORKER"), pid)
+    share = my_half(share, os.environ.get(OWNER), pid)
+    os.environ.setdefault(OWNER, str(pid))  # what this process starts inherits it
     first = random.randrange(len(share))
     return itertools.cycle([*share[first:], *share[:first]])
 
 
 def _bindable(port: int) -> bool:
+    # 0.0.0.0 is the stricter check: it fails if any IPv4 socket holds the port,
+    # a server on 127.0.0.1 included.
     with socket.socket() as s:
         try:
             s.bind(("0.0.0.0", port))
@@ -69,9 +92,10 @@ def free_port() -> int:
     with _lock:
         if _ports is None:
             _ports = _candidates()
-        for port, _ in zip(_ports, range(1000), strict=False):
+        for port in itertools.islice(_ports, 1000):
             if _bindable(port):
                 return port
-    with socket.socket() as s:  # nothing free in the slice: the kernel's pick
+    logger.warning("no free port in this process's share: the kernel picks one")
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
