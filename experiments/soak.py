@@ -1,17 +1,16 @@
 """``python -m experiments soak``: continuous traffic to both sides while faults
 come every few seconds; at the end, one accounting per side from the verdict.
 
-Traffic: ``--rate`` notification requests per second to each API, for
-``--duration`` seconds, or until the last fault is back (each request schedules two
-tasks: the notification, then its log line). Faults, one at every multiple of
-``--fault-every`` seconds inside the duration (late, never dropped, when a restart
-takes longer), in turn: SIGKILL and
-restart of bg-api, of one of the Celery workers (two run), of celery-api, and of
-the broker (Redis with its append-only file on; or RabbitMQ, and then Redis, the
-ledger, too), and a partition: one of the workers, in turn, cut off its broker
-(and, on Redis, its ledger: the same server) for ``--cut`` seconds, its
-connections left open, then healed (``harness.proxy``). Each fault records the
-tasks in flight at that moment.
+Traffic: ``--rate`` notification requests per second to each API, for ``--duration``
+seconds, or until the last fault is back (each request schedules two tasks: the
+notification, then its log line). Faults, one at every multiple of ``--fault-every``
+seconds inside the duration (late, never dropped, when a restart takes longer; each
+is bounded), in turn: SIGKILL and restart of bg-api, of one of the Celery workers
+(two run), of celery-api, and of the broker (Redis with its append-only file on; or
+RabbitMQ, and then Redis, the ledger, too), and a partition: one of the workers, in
+turn, cut off its broker (and, on Redis, its ledger: the same server) for ``--cut``
+seconds, its connections left open, then healed (``harness.proxy``). Each fault
+records the tasks in flight at that moment.
 
 At the end the traffic stops, every service is up again, and the stack is
 watched until every accepted task has a final verdict (``shared.verdict``); then,
@@ -52,10 +51,19 @@ PARTITION = "partition"  # the fault that cuts a worker off its broker, not a se
 TARGETS = {"faults": 20, "accepted": 2000}
 
 
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be more than 0")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
-    parser.add_argument("--duration", type=float, default=180, help="seconds of traffic (180)")
-    parser.add_argument("--fault-every", type=float, default=6, help="seconds between faults (6)")
+    parser.add_argument("--duration", type=positive, default=180, help="seconds of traffic (180)")
+    parser.add_argument(
+        "--fault-every", type=positive, default=6, help="seconds between faults (6)"
+    )
     parser.add_argument("--rate", type=float, default=6, help="requests per second to each API (6)")
     parser.add_argument("--delay", type=float, default=0.5, help="NOTIFICATION_DELAY_SECONDS")
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from experiments.__main__ import command_parser
 from experiments.soak import faults_for, planned_faults
 
 
@@ -15,3 +18,11 @@ def test_a_fault_at_every_multiple_strictly_inside_the_traffic() -> None:
 def test_the_cycle_hits_both_apis_the_work_the_broker_and_a_partition() -> None:
     assert faults_for("redis") == ["bg-api", "celery-api", "worker", "broker", "partition"]
     assert faults_for("rabbitmq")[-2:] == ["redis", "partition"]
+
+
+@pytest.mark.parametrize("flag", ["--fault-every", "--duration"])
+def test_a_period_or_duration_of_zero_is_refused_at_the_command_line(flag: str) -> None:
+    parser, _ = command_parser("soak")
+    with pytest.raises(SystemExit):
+        parser.parse_args([flag, "0"])
+    assert parser.parse_args([flag, "2.5"]) is not None
