@@ -8,12 +8,10 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import httpx
 
-if TYPE_CHECKING:
-    from harness.target import Target
+from harness.target import Target
 
 
 @dataclass

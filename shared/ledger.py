@@ -1,6 +1,7 @@
 """The task ledger: the life of every task, for both implementations, in Redis.
 
-Its keys, fields and scripts are ``shared.ledger_layout``'s. The API
+Its keys, the fields a task starts with and the scripts of a run are
+``shared.ledger_layout``'s. The API
 writes ``queued`` before it answers, every task of the request in one round
 trip; whatever runs the task records each run (``attempt.<n>.*``: every run is
 an attempt, a redelivery after a crash included) and its outcome.

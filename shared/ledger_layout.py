@@ -4,7 +4,7 @@ that start and end a run, and how a hash reads back as a record.
 One hash per task (``ledger:task:<id>``) and one sorted set per implementation
 (``ledger:index:<impl>``, scored by the time the task was first seen). A run's
 fields are ``attempt.<n>.*``; a task's detail is ``detail.*``. ``shared.ledger``
-writes and reads through these; nothing else knows them.
+writes and reads through these (giving a task up writes its fields itself).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def owner_of(implementation: Implementation) -> str | None:
     return runner_id() if delivery_of(implementation) == Delivery.in_process else None
 
 
-def queued_fields(
+def _queued_fields(
     implementation: Implementation, task: NewTask, now: float, owner: str | None
 ) -> Fields:
     fields: Fields = {
@@ -89,7 +89,7 @@ def queue_commands(
     for task in tasks:
         pipe.hset(
             TASK_KEY.format(task.task_id),
-            mapping=queued_fields(implementation, task, now, owner),
+            mapping=_queued_fields(implementation, task, now, owner),
         )
     pipe.zadd(INDEX_KEY.format(implementation.value), {t.task_id: now for t in tasks})
 

@@ -1,7 +1,7 @@
-"""The broker's own failures in a crash scenario: a worker cut off its broker while it
-runs a task (``cut_while_running``), and the broker's leading process killed for good
-under steady traffic (``fail_over``), with a ``Supervisor`` doing what a restart
-policy does for a worker that exits by itself meanwhile."""
+"""Faults between the workers and their broker in a crash scenario: a worker cut off
+its broker while it runs a task (``cut_while_running``), and the broker's leading
+process killed for good under steady traffic (``fail_over``), with a ``Supervisor``
+doing what a restart policy does for a worker that exits by itself meanwhile."""
 
 from __future__ import annotations
 
