@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from harness.ha import MASTER, RabbitCluster, SentinelGroup
 from harness.ports import free_port
-from harness.procs import Proc, wait_http
+from harness.procs import Proc, stop_all, wait_http
 from harness.proxy import Partition
 from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, Side
@@ -581,12 +581,17 @@ class LocalStack:
         self._ledger.close()
         for part in self.partitions.values():
             part.stop()
-        # Reverse order: the producers and consumers go before their broker.
-        for name in reversed(list(self.procs)):
+        # The producers and consumers first, side by side, then their brokers: a
+        # worker's warm shutdown still reaches its broker.
+        python: list[Proc] = []
+        servers: list[Proc] = []
+        for proc in reversed(self.procs.values()):
+            (python if proc.argv[:1] == [sys.executable] else servers).append(proc)
+        for batch in (python, servers):
             try:
-                self.procs[name].stop()
+                stop_all(batch)
             except Exception:  # teardown must reach every process
-                logger.exception("stopping %s", name)
+                logger.exception("stopping %s", ", ".join(p.name for p in batch))
 
     def __enter__(self) -> LocalStack:
         return self

@@ -155,6 +155,22 @@ class Proc:
         )
 
 
+def stop_all(procs: list[Proc], grace: float = 5) -> None:
+    """``Proc.stop`` for several at once: SIGTERM to each, one grace period for them
+    all (a Celery worker's warm shutdown takes seconds of its own; the others need
+    not wait for it), then SIGKILL to every group, always."""
+    alive = [p for p in procs if p.alive]
+    for proc in alive:
+        proc.send(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in alive:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.popen is not None:
+            proc.send(signal.SIGKILL, group=True)  # leftovers in the group, if any
+            proc.wait(10)
+
+
 def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
     """Until ``url`` answers 200 (or ``proc`` exits, which raises at once)."""
 
