@@ -10,6 +10,7 @@ is killed by process group like any other, and shows in the stack's status.
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ import redis
 from harness.ports import free_port
 from harness.procs import Proc, wait_until
 from harness.servers import RabbitServer, RedisServer, binary
+
+logger = logging.getLogger(__name__)
 
 MASTER = "broker"  # the name the sentinels know the primary by
 # min-replicas-max-lag: a replica counts if it acknowledged within this many seconds
@@ -245,8 +248,12 @@ class RabbitCluster:
         """The node that leads ``queue`` now (a quorum queue), as a node that is up says."""
         for node in self.nodes:
             try:
-                out = node.ctl("list_queues", "-p", vhost, "name", "leader", "-q", timeout=20)
-            except Exception:  # that node is down: ask the next
+                # rabbitmqctl boots an Erlang VM of its own: seconds of CPU, and many
+                # more on a machine the other tests keep busy (a CI run saw three
+                # calls in a row outlast 20 s).
+                out = node.ctl("list_queues", "-p", vhost, "name", "leader", "-q", timeout=45)
+            except Exception as exc:  # that node is down (or slow): ask the next
+                logger.info("list_queues on %s: %s", node.node, exc)
                 continue
             for line in out.splitlines():
                 name, _, leader = line.partition("\t")

@@ -64,6 +64,15 @@ def cut_while_running(
     return t0
 
 
+def _primary(target: Target) -> str | None:
+    """The broker's leading process now; None while no process says so (an election,
+    or a query that did not get through)."""
+    try:
+        return target.broker_primary()
+    except (RuntimeError, OSError):
+        return None
+
+
 def fail_over(
     sc: Scenario, p: Params, target: Target, out: Outcome, say: Say
 ) -> tuple[float, list[str], list[str]]:
@@ -75,7 +84,7 @@ def fail_over(
     supervisor = Supervisor(target, [s for s in target.services if s.startswith("worker")])
     try:
         time.sleep(p.steady)  # the scenario's steady state, before the kill
-        victim = target.broker_primary()
+        victim = wait_until(lambda: _primary(target), 120, "the broker's leading process", 0.5)
         out.killed = victim
         say(f"{len(traffic.accepted)} tasks accepted so far; SIGKILL {victim}, for good")
         t0 = time.time()
@@ -83,10 +92,7 @@ def fail_over(
         out.stopped_after = time.time() - t0
 
         def promoted() -> str | None:
-            try:
-                found = target.broker_primary()
-            except (RuntimeError, OSError):
-                return None
+            found = _primary(target)
             return found if found != victim else None
 
         supervisor.start()
