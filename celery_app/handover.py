@@ -17,7 +17,8 @@ connected) before the first message, so a broker that cannot be reached is
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from kombu.transport.redis import Channel as RedisChannel
 from kombu.transport.redis import Transport as RedisTransport
 from redis.exceptions import RedisError
 
-from shared.app import SchedulerUnavailable
+from shared.errors import SchedulerUnavailable
 from shared.ledger import Ledger
 from shared.models import TaskKind
 
@@ -171,9 +172,24 @@ class Handover:
             self.ledger.forget(unsent)
         except Exception:  # the ledger may live on the same dead Redis: best effort
             logger.debug("could not forget %s", unsent, exc_info=True)
-        return SchedulerUnavailable(
-            f"broker unavailable, {_what_was_queued(sent, maybe, unsent)}: {reason}"
-        )
+        what = f"broker unavailable, {_what_was_queued(sent, maybe, unsent)}"
+        return SchedulerUnavailable(what, f"{what}: {reason}")
+
+
+def broker_check(celery: Celery, timeout: float) -> Callable[[], None]:
+    """GET /ready's question to the broker: a fresh connection, one retry, within
+    ``timeout`` (a pooled one may look alive after the broker went away)."""
+
+    def check() -> None:
+        try:
+            with celery.connection_for_write() as connection:
+                connection.ensure_connection(
+                    max_retries=1, interval_start=0, interval_step=0, timeout=math.ceil(timeout)
+                )
+        except PUBLISH_ERRORS as exc:
+            raise SchedulerUnavailable("the broker cannot be reached", f"broker: {exc!r}") from exc
+
+    return check
 
 
 async def get_handover(request: Request) -> Handover:

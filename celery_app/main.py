@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from celery_app import experiment_routes, tasks
 from celery_app.config import create_celery
-from celery_app.handover import Handover, HandoverCelery, HandoverDep
+from celery_app.handover import Handover, HandoverCelery, HandoverDep, broker_check
 from shared.app import create_api, open_ledger
 from shared.http import BODY_ERRORS, TOO_LARGE, UNAVAILABLE, EmailPath, SettingsDep, ledger_router
 from shared.models import (
@@ -26,6 +26,7 @@ from shared.models import (
     NotificationAccepted,
     TaskKind,
 )
+from shared.settings import Settings, get_settings
 
 DELIVERY = (
     "Celery: published to the broker and run by a separate worker. A notification that "
@@ -47,11 +48,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The tasks' .apply_async() publishes through this app, from any thread.
         celery.set_default()
         app.state.handover = Handover(app.state.ledger)
+        app.state.readiness["broker"] = broker_check(celery, settings.redis_socket_timeout)
         yield
         celery.close()
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; its experiment-only routes only where ``EXPERIMENT_ROUTES`` says so
+    (``settings``, else the environment's)."""
     app = create_api("Celery implementation", DELIVERY, lifespan)
 
     # Plain ``def`` routes: a publish is blocking I/O, so FastAPI runs them in
@@ -103,7 +107,8 @@ def create_app() -> FastAPI:
         return HeavyAccepted(rounds=rounds, message="heavy job scheduled", task_ids=[heavy_id])
 
     app.include_router(ledger_router())
-    app.include_router(experiment_routes.router)
+    if (settings or get_settings()).experiment_routes:
+        app.include_router(experiment_routes.router)
     return app
 
 

@@ -16,8 +16,9 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from celery.worker.request import Request
 
 from celery_app.config import TASK_NAMES
+from shared.errors import LedgerUnavailable
 from shared.heartbeat import Heartbeat, process_nonce
-from shared.ledger import Ledger, LedgerUnavailable, ledger_for
+from shared.ledger import Ledger, ledger_for
 from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import Settings, get_settings
 from shared.work import TransientNotificationError, perform

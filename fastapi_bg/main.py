@@ -34,7 +34,7 @@ from shared.models import (
     NotificationAccepted,
     TaskKind,
 )
-from shared.settings import redact
+from shared.settings import Settings, get_settings, redact
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; its experiment-only routes only where ``EXPERIMENT_ROUTES`` says so
+    (``settings``, else the environment's)."""
     app = create_api("BackgroundTasks implementation", DELIVERY, lifespan)
 
     @app.post(
@@ -123,7 +125,8 @@ def create_app() -> FastAPI:
         return HeavyAccepted(rounds=rounds, message="heavy job scheduled", task_ids=[heavy_id])
 
     app.include_router(ledger_router())
-    app.include_router(experiment_routes.router)
+    if (settings or get_settings()).experiment_routes:
+        app.include_router(experiment_routes.router)
     return app
 
 

@@ -159,6 +159,8 @@ class LocalStack:
             )
         self._settings = base.replace(
             **{
+                # The experiments drive their own routes; a test may switch them off.
+                "experiment_routes": True,
                 "redis_url": self.redis_server.url,
                 "celery_broker_url": broker_url,
                 "log_file": str(self.log_file),

@@ -23,17 +23,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from shared.errors import RETRY_AFTER_SECONDS, DependencyUnavailable
 from shared.heartbeat import Heartbeat
-from shared.ledger import LedgerUnavailable, async_ledger_for, ledger_for
+from shared.ledger import async_ledger_for, ledger_for
 from shared.limits import BodyLimit
 from shared.logs import configure_logging
 from shared.models import Implementation
 from shared.settings import Settings, get_settings
-
-
-class SchedulerUnavailable(RuntimeError):
-    """The job could not be handed over (the broker is down): a 503 that says why."""
-
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +53,11 @@ async def open_ledger(
     ledger = ledger_for(settings, implementation, best_effort=best_effort)
     queue = async_ledger_for(settings, implementation, best_effort=best_effort)
     app.state.ledger, app.state.async_ledger = ledger, queue
+    # GET /ready asks each of these; an app adds its broker's. A ledger switched off
+    # is not a dependency.
+    app.state.readiness = {}
+    if ledger.enabled:
+        app.state.readiness["ledger"] = ledger.check
     logger.info(
         "%s API starting: ledger %s, body limit %d bytes, log level %s",
         implementation.value,
@@ -136,7 +137,15 @@ def create_api(title: str, description: str, lifespan: Any) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
+        # The client learns which dependency failed and when to try again; the
+        # detail (hosts, ports, the driver's message) goes to the log only.
+        assert isinstance(exc, DependencyUnavailable)
+        logger.warning("%s %s: 503, %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            status_code=503,
+            content={"detail": exc.public, "dependency": exc.dependency},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI's own handler echoes the refused input; json.dumps cannot write a
@@ -146,8 +155,7 @@ def create_api(title: str, description: str, lifespan: Any) -> FastAPI:
         return JSONResponse(status_code=422, content={"detail": errors})
 
     handler: Any = unavailable
-    app.add_exception_handler(LedgerUnavailable, handler)
-    app.add_exception_handler(SchedulerUnavailable, handler)
+    app.add_exception_handler(DependencyUnavailable, handler)
     validation: Any = invalid
     app.add_exception_handler(RequestValidationError, validation)
     return app

@@ -10,6 +10,7 @@ framework's idiom; a unit test compares the two OpenAPI documents.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -22,9 +23,11 @@ from shared.models import (
     Health,
     Implementation,
     Problem,
+    Ready,
     RunnerRecord,
     TaskRecord,
     TaskView,
+    Unavailable,
 )
 from shared.settings import Settings
 from shared.verdict import Observation, judge, rules
@@ -41,14 +44,36 @@ TOO_LARGE = problem(413, "The request body is over MAX_BODY_BYTES: refused befor
 MALFORMED = problem(400, "The request body could not be read (the client stopped sending it).")
 # A body's errors (the 422 is FastAPI's own, from the validation).
 BODY_ERRORS: Responses = {**TOO_LARGE, **MALFORMED}
-UNAVAILABLE = problem(
-    503,
+
+
+def unavailable(description: str) -> Responses:
+    """A 503: the body names the dependency; ``Retry-After`` says when to try again."""
+    return {
+        503: {
+            "model": Unavailable,
+            "description": description,
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    }
+
+
+UNAVAILABLE = unavailable(
     "The broker or the ledger (Redis) cannot be reached. The detail says which of the "
     "request's tasks were queued, may have been (the broker did not confirm in time), "
     "or were not; a task it does not name was not queued.",
 )
-NOT_FOUND = problem(404, "No such task in the ledger.")
-LEDGER_DOWN = problem(503, "The ledger (Redis) is off or cannot be reached.")
+NOT_FOUND = problem(
+    404,
+    "No such task in the ledger: never seen, or forgotten (a finished task's record "
+    "expires LEDGER_RETENTION_SECONDS after it finished).",
+)
+LEDGER_DOWN = unavailable("The ledger (Redis) is off or cannot be reached.")
+NOT_READY = unavailable("A dependency this API needs to accept work does not answer.")
 
 EmailPath = Annotated[
     str,
@@ -131,7 +156,12 @@ def ledger_router() -> APIRouter:
         completed, failed, in flight, awaiting redelivery, lost or skipped."""
         record = ledger.get(task_id)
         if record is None:
-            raise HTTPException(status_code=404, detail=f"no task {task_id!r} in the ledger")
+            raise HTTPException(
+                status_code=404,
+                detail=f"no task {task_id!r} in the ledger: never seen, or forgotten "
+                f"after the retention ({settings.ledger_retention_seconds:g} s after "
+                "it finished)",
+            )
         [view] = _views(ledger, settings, [record])
         return view
 
@@ -163,5 +193,17 @@ def ledger_router() -> APIRouter:
             ledger="on" if ledger.enabled else "off",
             runner=runner_id(),
         )
+
+    @router.get("/ready", tags=["health"], response_model=Ready, responses=NOT_READY)
+    def ready(request: Request) -> Ready:
+        """Readiness, for a load balancer: every dependency this API needs to accept
+        work answers (the ledger unless switched off; the broker, where there is one).
+        503 otherwise, naming it. ``/health`` stays liveness: restarting an API whose
+        broker is down helps nobody."""
+        checks: dict[str, Callable[[], None]] = request.app.state.readiness
+        for check in checks.values():
+            check()  # raises DependencyUnavailable: the 503
+        ledger: Ledger = request.app.state.ledger
+        return Ready(status="ready", implementation=ledger.implementation, checked=list(checks))
 
     return router

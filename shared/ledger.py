@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.errors import LedgerUnavailable
 from shared.heartbeat import RUNNER_KEY, RUNNER_TTL, RUNNERS_KEY, runner_id
 from shared.ledger_layout import (
     FINISH,
@@ -52,10 +53,6 @@ from shared.settings import Settings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class LedgerUnavailable(RuntimeError):
-    """Redis could not be reached (or is not configured)."""
 
 
 def _options(socket_timeout: float) -> dict[str, Any]:
@@ -167,14 +164,16 @@ class Ledger:
         if self.client is None:
             if lenient:
                 return None
-            raise LedgerUnavailable(f"the ledger is off: {self.off}")
+            raise LedgerUnavailable("the ledger is off", f"the ledger is off: {self.off}")
         try:
             return op(self.client)
         except redis.RedisError as exc:
             if lenient:
                 logger.warning("ledger %s skipped, Redis unavailable: %s", what, exc)
                 return None
-            raise LedgerUnavailable(f"the ledger is unavailable (Redis: {exc})") from exc
+            raise LedgerUnavailable(
+                "the ledger cannot be reached", f"the ledger is unavailable (Redis: {exc})"
+            ) from exc
 
     # --- writes -----------------------------------------------------------------
 
@@ -422,11 +421,16 @@ class Ledger:
 
         return self._do("runners", op, write=False) or []
 
+    def check(self) -> None:
+        """Raise ``LedgerUnavailable`` (with the reason, for the log) unless Redis answers."""
+        self._do("ping", lambda r: r.ping(), write=False)
+
     def ping(self) -> bool:
         try:
-            return bool(self._do("ping", lambda r: r.ping(), write=False))
+            self.check()
         except LedgerUnavailable:
             return False
+        return True
 
 
 class AsyncLedger:
@@ -454,13 +458,15 @@ class AsyncLedger:
         if self.client is None:
             if self.best_effort:
                 return [t.task_id for t in tasks]
-            raise LedgerUnavailable(f"the ledger is off: {self.off}")
+            raise LedgerUnavailable("the ledger is off", f"the ledger is off: {self.off}")
         pipe = self.client.pipeline(transaction=False)
         queue_commands(pipe, self.implementation, tasks, owner_of(self.implementation), time.time())
         try:
             await pipe.execute()
         except redis.RedisError as exc:
             if not self.best_effort:
-                raise LedgerUnavailable(f"the ledger is unavailable (Redis: {exc})") from exc
+                raise LedgerUnavailable(
+                    "the ledger cannot be reached", f"the ledger is unavailable (Redis: {exc})"
+                ) from exc
             logger.warning("ledger queued skipped, Redis unavailable: %s", exc)
         return [t.task_id for t in tasks]

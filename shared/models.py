@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,6 +83,20 @@ class Problem(BaseModel):
     """Every refusal that is not a validation error: what went wrong, in one sentence."""
 
     detail: str
+
+
+class Unavailable(Problem):
+    """A 503: the dependency that did not answer (its host, port and error stay in the
+    server's log); ``Retry-After`` says when to try again."""
+
+    dependency: Literal["broker", "ledger"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    implementation: Implementation
+    # The dependencies that answered: the ledger (unless switched off) and the broker.
+    checked: list[str]
 
 
 class Run(BaseModel):

@@ -13,9 +13,18 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# The development default every secret of the demo falls back to: production refuses it.
+PLACEHOLDER = "change-me"
+
+
+class SettingsRefused(RuntimeError):
+    """A setting production will not start with. Not a ValueError on purpose: pydantic
+    wraps those with the input, and the input holds the secrets."""
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # A refused value is never echoed: URLs here carry passwords.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     # The ledger for both sides, and Celery's broker unless CELERY_BROKER_URL names
     # another. The BackgroundTasks app treats it as optional: it serves without Redis
@@ -37,11 +46,26 @@ class Settings(BaseSettings):
     # Every process's log level (both APIs, the worker, beat): one logging setup.
     # Any case: "info" is INFO.
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    # text: one readable line per record; json: one JSON object per line (a log
+    # collector's input), with the task id where a record has one.
+    log_format: Literal["text", "json"] = "text"
+    # production: every process refuses to start with an empty secret or a
+    # development default (``PLACEHOLDER``), naming the variable.
+    environment: Literal["development", "production"] = "development"
+    # 1: the APIs mount their experiment-only routes (the harness and the lab set it).
+    # Off, an API's OpenAPI document holds the contract alone: some of those routes
+    # block the event loop or publish to queues no worker consumes.
+    experiment_routes: bool = False
     # Request bodies over this many bytes are refused with 413 before they are read.
     max_body_bytes: int = Field(default=16 * 1024, ge=1)
     # The experiments' switch: off, nothing writes to the ledger (the API's queued
     # record, the task's runs, the heartbeats), to measure what the ledger costs.
     ledger_enabled: bool = True
+    # How long a finished task's record (its hash, its index entry) and its effect's
+    # index marker are kept, seconds; 0: for ever. A task that has not finished is
+    # kept up to LEDGER_UNFINISHED_RETENTION_SECONDS after its last change.
+    ledger_retention_seconds: float = Field(default=86_400.0, ge=0)
+    ledger_unfinished_retention_seconds: float = Field(default=7 * 86_400.0, ge=0)
 
     # The chapter's time.sleep in send_notification: how long a notification takes.
     notification_delay_seconds: float = Field(default=3.0, ge=0)
@@ -110,6 +134,10 @@ class Settings(BaseSettings):
 
     beat_interval_seconds: float = Field(default=30.0, gt=0)
 
+    # Flower's users (user:password, comma-separated), which Flower reads itself: read
+    # here only so that production refuses an empty or placeholder password in it.
+    flower_basic_auth: str | None = Field(default=None, repr=False)
+
     # BackgroundTasks side: the tokens of AnyIO's default thread limiter, which sync
     # endpoints, sync dependencies and sync background tasks all share (None keeps
     # AnyIO's 40). experiments/perf/threadpool.py measures what raising it changes.
@@ -132,6 +160,12 @@ class Settings(BaseSettings):
                 f"TASK_SOFT_TIME_LIMIT ({soft:g}) must be below TASK_TIME_LIMIT ({hard:g}): "
                 "the soft limit lets a task clean up before the hard one kills it"
             )
+        if self.environment == "production":
+            refused = production_refusals(self)
+            if refused:
+                raise SettingsRefused(
+                    "ENVIRONMENT=production refuses to start: " + "; ".join(refused)
+                )
         return self
 
     @property
@@ -188,6 +222,32 @@ class Settings(BaseSettings):
             else:
                 env[name.upper()] = str(value)
         return env
+
+
+def _url_passwords(url: str) -> list[str | None]:
+    """The password of each URL in ``url`` (kombu takes several, ``;``-separated)."""
+    return [urlsplit(part).password for part in url.split(";") if part]
+
+
+def production_refusals(settings: Settings) -> list[str]:
+    """What production refuses in these settings, each naming its variable (never a
+    value): a development default anywhere, an empty password where one is needed."""
+    refused = [
+        f"{name.upper()} holds the development default {PLACEHOLDER!r}"
+        for name, value in settings.model_dump().items()
+        if isinstance(value, str) and PLACEHOLDER in value
+    ]
+    if not settings.redis_url:
+        refused.append("REDIS_URL is empty")
+    elif not all(_url_passwords(settings.redis_url)):
+        refused.append("REDIS_URL has no password (Redis must require one)")
+    if settings.celery_broker_url and not all(_url_passwords(settings.celery_broker_url)):
+        refused.append("CELERY_BROKER_URL has no password")
+    if settings.flower_basic_auth is not None:
+        users = [u.partition(":") for u in settings.flower_basic_auth.split(",")]
+        if not users or any(not user or not sep or not pw for user, sep, pw in users):
+            refused.append("FLOWER_BASIC_AUTH has an empty user or password")
+    return refused
 
 
 class _Explicit(Settings):

@@ -15,7 +15,7 @@ from celery_app.main import create_app as create_celery_api
 from fastapi_bg.main import create_app as create_bg_api
 from shared.app import version
 from shared.models import EMAIL_PATTERN
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, explicit_settings, get_settings
 
 SHARED_PATHS = [
     "/items/",
@@ -24,13 +24,19 @@ SHARED_PATHS = [
     "/tasks",
     "/runners",
     "/health",
+    "/ready",
 ]
 
 
-def openapi(app_factory: Callable[[], FastAPI]) -> dict[str, Any]:
-    app = app_factory()
+def openapi(
+    app_factory: Callable[[Settings], FastAPI], *, experiment_routes: bool = False
+) -> dict[str, Any]:
+    settings = explicit_settings(
+        redis_url="redis://127.0.0.1:1/0", experiment_routes=experiment_routes
+    )
+    app = app_factory(settings)
     # Only the schema is read: no request reaches a task.
-    app.dependency_overrides[get_settings] = lambda: Settings(redis_url="redis://127.0.0.1:1/0")
+    app.dependency_overrides[get_settings] = lambda: settings
     with TestClient(app) as client:
         schema: dict[str, Any] = client.get("/openapi.json").json()
     return schema
@@ -55,13 +61,15 @@ def test_both_apps_expose_the_same_contract() -> None:
         bg["components"]["schemas"]["ItemAccepted"]
         == celery["components"]["schemas"]["ItemAccepted"]
     )
-    # The mechanics and the inline variant are the BackgroundTasks side's own.
-    assert "/mechanics/blocking-async-task" in bg["paths"]
-    assert "/send-notification/{email}/inline" in bg["paths"]
+    # The mechanics and the inline variant are the BackgroundTasks side's own, and
+    # only mounted on request (EXPERIMENT_ROUTES=1).
+    for path in ("/mechanics/blocking-async-task", "/send-notification/{email}/inline"):
+        assert path not in bg["paths"]
+        assert path in openapi(create_bg_api, experiment_routes=True)["paths"]
 
 
 @pytest.mark.parametrize("factory", [create_bg_api, create_celery_api])
-def test_the_documents_tell_what_happens(factory: Callable[[], FastAPI]) -> None:
+def test_the_documents_tell_what_happens(factory: Callable[[Settings], FastAPI]) -> None:
     doc = openapi(factory)
     assert doc["info"]["version"] == version()
     ops = {(p, m): op for p, methods in doc["paths"].items() for m, op in methods.items()}
@@ -82,6 +90,11 @@ def test_the_documents_tell_what_happens(factory: Callable[[], FastAPI]) -> None
             assert "content" in response, (path, method, code)
     assert {"413", "400", "422"} <= set(ops[("/items/", "post")]["responses"])
     assert "404" in ops[("/tasks/{task_id}", "get")]["responses"]
+    # A 503 names its dependency, and says when to try again.
+    not_ready = ops[("/ready", "get")]["responses"]["503"]
+    assert "Retry-After" in not_ready["headers"]
+    schema = not_ready["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert "dependency" in doc["components"]["schemas"][schema]["required"]
     # The email rule is in the schema: the pattern the server applies.
     [email] = ops[("/send-notification/{email}", "post")]["parameters"]
     assert email["schema"]["pattern"] == EMAIL_PATTERN

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from celery_app.main import create_app as create_celery_api
 from fastapi_bg.main import create_app as create_bg_api
+from shared.settings import Settings, explicit_settings
 
 SHARED = [
     ("/items/", "post"),
@@ -23,13 +24,17 @@ SHARED = [
     ("/tasks", "get"),
     ("/runners", "get"),
     ("/health", "get"),
+    ("/ready", "get"),
 ]
 # Where the Celery side may answer 503 and the BackgroundTasks side cannot.
 PUBLISHING = {"/items/", "/send-notification/{email}", "/heavy"}
 
 
-def document(factory: Callable[[], FastAPI]) -> dict[str, Any]:
-    doc: dict[str, Any] = factory().openapi()  # no lifespan, no Redis: the schema only
+def document(
+    factory: Callable[[Settings], FastAPI], *, experiment_routes: bool = False
+) -> dict[str, Any]:
+    settings = explicit_settings(experiment_routes=experiment_routes)
+    doc: dict[str, Any] = factory(settings).openapi()  # no lifespan, no Redis: the schema only
     return doc
 
 
@@ -85,9 +90,22 @@ def test_only_publishing_can_be_refused_with_a_503() -> None:
         assert "503" not in bg["paths"][path]["post"]["responses"]
 
 
-def test_the_shared_operations_are_the_contract_and_the_rest_is_for_the_experiments() -> None:
-    for doc in (document(create_bg_api), document(create_celery_api)):
-        ops = {(p, m): op for p, methods in doc["paths"].items() for m, op in methods.items()}
-        extra = set(ops) - set(SHARED)
-        assert extra, "each app has its experiment routes"
-        assert all("experiments" in ops[key]["tags"] for key in extra), extra
+def operations(doc: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    return {(p, m): op for p, methods in doc["paths"].items() for m, op in methods.items()}
+
+
+@pytest.mark.parametrize("factory", [create_bg_api, create_celery_api])
+def test_by_default_the_document_holds_the_contract_alone(
+    factory: Callable[[Settings], FastAPI],
+) -> None:
+    assert set(operations(document(factory))) == set(SHARED)
+
+
+@pytest.mark.parametrize("factory", [create_bg_api, create_celery_api])
+def test_experiment_routes_are_mounted_on_request_and_tagged(
+    factory: Callable[[Settings], FastAPI],
+) -> None:
+    ops = operations(document(factory, experiment_routes=True))
+    extra = set(ops) - set(SHARED)
+    assert extra, "each app has its experiment routes"
+    assert all("experiments" in ops[key]["tags"] for key in extra), extra
