@@ -66,6 +66,7 @@ def observe(
         effects=target.effect_lines() if effects else None,
         skipped_writes=skips,
         broker_up_since=broker_up_since,
+        expected_since=since,
         **rules,
     )
 

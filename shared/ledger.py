@@ -46,9 +46,10 @@ from shared.ledger_layout import (
     parse_record,
     parse_runner,
     queue_commands,
+    ttl,
 )
 from shared.models import Implementation, RunnerRecord, TaskRecord, TaskState
-from shared.settings import Settings
+from shared.settings import Retention, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ def connect_async(url: str, socket_timeout: float = 1.0) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(url, **options)
 
 
+# What a ledger that is given none keeps: every record, for ever.
+KEEP_ALL = Retention(0.0, 0.0)
+
+
 def ledger_for(settings: Settings, implementation: Implementation, *, best_effort: bool) -> Ledger:
     """The synchronous ledger a process works with, as the settings say: off
     (recording nothing, failing nothing) when ``settings.ledger_on`` is false."""
@@ -89,6 +94,7 @@ def ledger_for(settings: Settings, implementation: Implementation, *, best_effor
         implementation,
         best_effort=best_effort,
         heartbeat_interval=settings.runner_heartbeat_seconds,
+        retention=settings.retention,
     )
 
 
@@ -102,6 +108,7 @@ def async_ledger_for(
         connect_async(settings.redis_url, settings.redis_socket_timeout),
         implementation,
         best_effort=best_effort,
+        retention=settings.retention,
     )
 
 
@@ -122,9 +129,11 @@ class Ledger:
         best_effort: bool = False,
         heartbeat_interval: float = 1.0,
         off: str = "no Redis client",
+        retention: Retention = KEEP_ALL,
     ) -> None:
         self.client = client
         self.implementation = implementation
+        self.retention = retention
         # Why there is no client: what a read answers (503) when there is none.
         self.off = off
         # The BackgroundTasks side keeps serving without Redis: it logs a failed
@@ -164,7 +173,7 @@ class Ledger:
         if self.client is None:
             if lenient:
                 return None
-            raise LedgerUnavailable("the ledger is off", f"the ledger is off: {self.off}")
+            raise LedgerUnavailable(f"the ledger is off: {self.off}")
         try:
             return op(self.client)
         except redis.RedisError as exc:
@@ -190,7 +199,7 @@ class Ledger:
 
         def op(r: redis.Redis) -> None:
             pipe = r.pipeline(transaction=False)
-            queue_commands(pipe, self.implementation, tasks, owner, now)
+            queue_commands(pipe, self.implementation, tasks, owner, now, self.retention)
             pipe.execute()
 
         self._do("queued", op)
@@ -218,7 +227,14 @@ class Ledger:
         """``running``, with how many times the task has been delivered and started
         (this run included; retries not counted): 0 when the ledger cannot say."""
         keys = [TASK_KEY.format(task_id), INDEX_KEY.format(self.implementation.value)]
-        args = [task_id, self.implementation.value, kind, time.time(), runner_id()]
+        args = [
+            task_id,
+            self.implementation.value,
+            kind,
+            time.time(),
+            runner_id(),
+            ttl(self.retention.unfinished),
+        ]
 
         def op(r: redis.Redis) -> RunStart:
             assert self._start is not None
@@ -273,6 +289,10 @@ class Ledger:
                     },
                 )
                 pipe.zadd(INDEX_KEY.format(self.implementation.value), {task_id: now}, nx=True)
+                if finished := ttl(self.retention.finished):
+                    pipe.expire(key, finished)
+                else:
+                    pipe.persist(key)
                 pipe.execute()
 
             self._do("gave up", op)
@@ -314,6 +334,8 @@ class Ledger:
                     (error or "")[:500],
                     f"{countdown:.3f}" if countdown is not None else "",
                     -1 if late else grace,
+                    ttl(self.retention.finished),
+                    ttl(self.retention.unfinished),
                     *extra,
                 ]
                 # -2: another run's process has not been seen since this run began,
@@ -446,11 +468,13 @@ class AsyncLedger:
         *,
         best_effort: bool = False,
         off: str = "no Redis client",
+        retention: Retention = KEEP_ALL,
     ) -> None:
         self.client = client
         self.implementation = implementation
         self.best_effort = best_effort
         self.off = off
+        self.retention = retention
 
     async def queued(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
         """Record a request's tasks as queued, in one round trip; their new ids, in order."""
@@ -458,9 +482,10 @@ class AsyncLedger:
         if self.client is None:
             if self.best_effort:
                 return [t.task_id for t in tasks]
-            raise LedgerUnavailable("the ledger is off", f"the ledger is off: {self.off}")
+            raise LedgerUnavailable(f"the ledger is off: {self.off}")
         pipe = self.client.pipeline(transaction=False)
-        queue_commands(pipe, self.implementation, tasks, owner_of(self.implementation), time.time())
+        owner = owner_of(self.implementation)
+        queue_commands(pipe, self.implementation, tasks, owner, time.time(), self.retention)
         try:
             await pipe.execute()
         except redis.RedisError as exc:

@@ -2,13 +2,17 @@
 that start and end a run, and how a hash reads back as a record.
 
 One hash per task (``ledger:task:<id>``) and one sorted set per implementation
-(``ledger:index:<impl>``, scored by the time the task was first seen). A run's
+(``ledger:index:<impl>``, scored by the time the task was first seen). A task's
+hash expires (``Retention``): ``unfinished`` seconds after its last change while it
+has not finished, ``finished`` seconds after it finished; the index drops entries
+older than both together on every hand-over, so neither grows without bound. A run's
 fields are ``attempt.<n>.*``; a task's detail is ``detail.*``. ``shared.ledger``
 writes and reads through these (giving a task up writes its fields itself).
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from redis.typing import EncodableT, FieldT
 from shared.heartbeat import runner_id
 from shared.models import Implementation, Run, RunnerRecord, TaskRecord, TaskState
 from shared.services import Delivery, delivery_of
+from shared.settings import Retention
 
 # A hash's fields as redis-py takes them.
 Fields = dict[FieldT, EncodableT]
@@ -78,20 +83,29 @@ def _queued_fields(
     return fields
 
 
+def ttl(seconds: float) -> int:
+    """A retention as Redis's EXPIRE takes it: whole seconds, 0 for ever."""
+    return math.ceil(seconds) if seconds > 0 else 0
+
+
 def queue_commands(
     pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline,
     implementation: Implementation,
     tasks: Sequence[NewTask],
     owner: str | None,
     now: float,
+    retention: Retention,
 ) -> None:
     """The commands that record tasks as queued: one pipeline, one round trip."""
+    index = INDEX_KEY.format(implementation.value)
     for task in tasks:
-        pipe.hset(
-            TASK_KEY.format(task.task_id),
-            mapping=_queued_fields(implementation, task, now, owner),
-        )
-    pipe.zadd(INDEX_KEY.format(implementation.value), {t.task_id: now for t in tasks})
+        key = TASK_KEY.format(task.task_id)
+        pipe.hset(key, mapping=_queued_fields(implementation, task, now, owner))
+        if unfinished := ttl(retention.unfinished):
+            pipe.expire(key, unfinished)
+    pipe.zadd(index, {t.task_id: now for t in tasks})
+    if (horizon := retention.index_horizon) is not None:
+        pipe.zremrangebyscore(index, "-inf", f"({now - horizon}")
 
 
 def forget_commands(
@@ -110,6 +124,7 @@ def forget_commands(
 START = """
 local key, index = KEYS[1], KEYS[2]
 local task_id, impl, kind, now, runner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local unfinished_ttl = tonumber(ARGV[6])
 if redis.call('EXISTS', key) == 0 then
   redis.call('HSET', key, 'task_id', task_id, 'implementation', impl, 'kind', kind,
              'queued_at', now, 'attempts', 0, 'retries', 0, 'running', 0)
@@ -121,6 +136,7 @@ redis.call('HSETNX', key, 'first_started_at', now)
 local a = 'attempt.' .. n .. '.'
 redis.call('HSET', key, 'state', 'running', 'started_at', now, 'updated_at', now,
            'runner', runner, a .. 'started_at', now, a .. 'runner', runner)
+if unfinished_ttl > 0 then redis.call('EXPIRE', key, unfinished_ttl) end
 return {n, tonumber(redis.call('HGET', key, 'retries') or 0)}
 """
 
@@ -133,11 +149,13 @@ return {n, tonumber(redis.call('HGET', key, 'retries') or 0)}
 # been seen since; one that runs a duplicate will be within one heartbeat. The
 # dead runs are closed as "abandoned". The state becomes final (succeeded if any
 # run succeeded) once no run is left. If Redis forgot the task meanwhile, nothing
-# is recreated. The runner keys are read by name (not declared in KEYS): fine on
-# one Redis, not on a cluster.
+# is recreated. The record then expires: ``finished_ttl`` once its state is final,
+# ``unfinished_ttl`` while it is not (0: kept for ever). The runner keys are read
+# by name (not declared in KEYS): fine on one Redis, not on a cluster.
 FINISH = """
 local key, runner_prefix = KEYS[1], KEYS[2]
 local n, outcome, now, err, retry_in, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local finished_ttl, unfinished_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
 if redis.call('EXISTS', key) == 0 then return -1 end
 local a = 'attempt.' .. n .. '.'
 local my_start = tonumber(redis.call('HGET', key, a .. 'started_at') or now)
@@ -170,13 +188,18 @@ if outcome == 'retrying' then
   redis.call('HSET', key, 'detail.retry_in', retry_in)
 end
 if outcome == 'succeeded' then redis.call('HSET', key, 'outcome', 'succeeded') end
-for i = 7, #ARGV, 2 do redis.call('HSET', key, 'detail.' .. ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', key, 'detail.' .. ARGV[i], ARGV[i + 1]) end
+local keep = unfinished_ttl
 if left == 0 then
   local final = outcome
   if redis.call('HGET', key, 'outcome') == 'succeeded' then final = 'succeeded' end
   redis.call('HSET', key, 'state', final)
-  if final == 'succeeded' or final == 'failed' then redis.call('HSET', key, 'finished_at', now) end
+  if final == 'succeeded' or final == 'failed' then
+    redis.call('HSET', key, 'finished_at', now)
+    keep = finished_ttl
+  end
 end
+if keep > 0 then redis.call('EXPIRE', key, keep) else redis.call('PERSIST', key) end
 return left
 """
 

@@ -6,6 +6,7 @@ Every field is read from an environment variable of the same name in upper case;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +21,29 @@ PLACEHOLDER = "change-me"
 class SettingsRefused(RuntimeError):
     """A setting production will not start with. Not a ValueError on purpose: pydantic
     wraps those with the input, and the input holds the secrets."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the ledger keeps a task's record, seconds (0: for ever): ``finished``
+    after it finished, ``unfinished`` after its last change while it has not."""
+
+    finished: float
+    unfinished: float
+
+    @property
+    def forgets_after(self) -> float | None:
+        """The soonest a record may expire, counted from the task's hand-over (None: never)."""
+        bounds = [b for b in (self.finished, self.unfinished) if b > 0]
+        return min(bounds) if bounds else None
+
+    @property
+    def index_horizon(self) -> float | None:
+        """How old an index entry (scored by hand-over) may get before its record has
+        expired either way, unless a task's changes went on past ``unfinished``."""
+        if self.finished <= 0 or self.unfinished <= 0:
+            return None
+        return self.finished + self.unfinished
 
 
 class Settings(BaseSettings):
@@ -176,6 +200,10 @@ class Settings(BaseSettings):
             and self.celery_queue_type == "quorum"
             and self.celery_delivery_limit > 0
         )
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(self.ledger_retention_seconds, self.ledger_unfinished_retention_seconds)
 
     @property
     def ledger_off(self) -> str | None:

@@ -22,6 +22,9 @@ What comes out, per task (``Verdict``):
 - **lost**: nothing will ever run or finish it;
 - **skipped** (BackgroundTasks): queued behind a task of the same request that
   failed: Starlette runs no more of that request's tasks;
+- **forgotten**: handed over long enough ago that the ledger may have expired its
+  record (``LEDGER_RETENTION_SECONDS`` after it finished), and its effect is not
+  written: its fate is not known any more, and it is not counted as lost;
 
 with how many times it was delivered and started (``executions``: runs that were
 not retries) and how many effect lines it wrote (``writes``).
@@ -72,11 +75,19 @@ class Verdict(StrEnum):
     awaiting_redelivery = "awaiting redelivery"
     lost = "lost"
     skipped = "skipped"
+    forgotten = "forgotten"
 
 
 # Nothing will change these any more (barring a task the ledger forgot coming back).
 FINAL = frozenset(
-    {Verdict.completed, Verdict.failed, Verdict.gave_up, Verdict.lost, Verdict.skipped}
+    {
+        Verdict.completed,
+        Verdict.failed,
+        Verdict.gave_up,
+        Verdict.lost,
+        Verdict.skipped,
+        Verdict.forgotten,
+    }
 )
 
 
@@ -115,6 +126,7 @@ class Rules(TypedDict):
     redelivery: Redelivery
     stale_after: float
     slack: float
+    forget_after: float | None
 
 
 def rules(settings: Settings) -> Rules:
@@ -126,6 +138,7 @@ def rules(settings: Settings) -> Rules:
         redelivery=Redelivery.of(settings),
         stale_after=3 * beat,
         slack=max(3.0, 3 * beat, 2 * settings.celery_restore_interval),
+        forget_after=settings.retention.forgets_after,
     )
 
 
@@ -148,6 +161,11 @@ class Observation:
     stale_after: float = 3.0
     # How long a free worker may take to pick up a task that is due.
     slack: float = 3.0
+    # The soonest the ledger may expire a task's record, counted from its hand-over
+    # (None: it keeps every record); and when the expected tasks were handed over, at
+    # the earliest (None: not known).
+    forget_after: float | None = None
+    expected_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +195,7 @@ class SideSummary:
     awaiting_redelivery: int = 0
     lost: int = 0
     skipped: int = 0
+    forgotten: int = 0
     # Tasks delivered and started more than once (a redelivery, or a visibility
     # timeout shorter than the task), and tasks retried after a transient error.
     executed_more_than_once: int = 0
@@ -405,21 +424,28 @@ def judge(obs: Observation) -> Judgement:
         # Judged for their successors' sake only: not part of what was asked.
         verdicts = {k: v for k, v in verdicts.items() if k in obs.expected}
     missing = set()
+    # A record the ledger expired is not a lost task: one gone before its retention
+    # could have run out is (Redis restarted without its data, say).
+    may_be_expired = obs.forget_after is not None and (
+        obs.expected_since is None or obs.now - obs.expected_since >= obs.forget_after
+    )
     for task_id, impl in (obs.expected or {}).items():
         if task_id in by_id:
             continue
         missing.add(task_id)
         writes = obs.effects.get(task_id, 0) if obs.effects is not None else None
-        done = bool(writes)
+        verdict, why = Verdict.lost, "gone from the ledger, and its effect never written"
+        if writes:
+            verdict, why = Verdict.completed, "gone from the ledger, its effect written"
+        elif may_be_expired:
+            verdict, why = Verdict.forgotten, "gone from the ledger past its retention"
         verdicts[task_id] = TaskVerdict(
             task_id=task_id,
             implementation=Implementation(impl),
             kind="?",
-            verdict=Verdict.completed if done else Verdict.lost,
-            why="gone from the ledger, its effect written"
-            if done
-            else "gone from the ledger, and its effect never written",
-            executions=1 if done else 0,
+            verdict=verdict,
+            why=why,
+            executions=1 if writes else 0,
             retries=0,
             writes=writes,
             skipped_writes=(obs.skipped_writes or {}).get(task_id, 0),
@@ -462,6 +488,7 @@ def summarize(
             awaiting_redelivery=c.get("awaiting_redelivery", 0),
             lost=c.get("lost", 0),
             skipped=c.get("skipped", 0),
+            forgotten=c.get("forgotten", 0),
             executed_more_than_once=c.get("executed_more_than_once", 0),
             retried=c.get("retried", 0),
             duplicate_effects=c.get("duplicate_effects", 0) if known else None,

@@ -15,10 +15,17 @@ process killed between the two leaves a marker whose offset holds no such line
 (or another task's line, written there later): the check finds no line, and a
 redelivery writes it. The log can be truncated or rotated: markers that point
 past its end simply read as "not written".
+
+Markers expire with the ledger's records (``LEDGER_RETENTION_SECONDS``): every
+write also sweeps one of the 256 marker directories, at most one every
+``retention / 256`` seconds per process, so each is visited within a retention
+and a sweep costs a 256th of the markers. A task delivered again after its
+marker expired (a day, by default) would write its line again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -75,8 +82,36 @@ def has_effect(log_file: str | Path, task_id: str) -> bool:
     return _tag(task_id).encode() in head
 
 
-def write_log(message: str, *, task_id: str, log_file: str | Path) -> bool:
-    """Append ``message`` to the log file once per task id. Return False if already there."""
+# Per log file, in this process: the next marker directory to sweep, and when.
+_sweeps: dict[Path, list[float]] = {}
+
+
+def _sweep_markers(log_file: Path, retention: float) -> None:
+    """Remove one marker directory's markers older than ``retention`` (0: keep all), if due.
+    Called under the log's lock: one sweeper at a time, whatever the thread."""
+    if retention <= 0:
+        return
+    now = time.time()
+    state = _sweeps.setdefault(log_file, [0, 0.0])
+    if now < state[1]:
+        return
+    bucket = int(state[0])
+    state[0], state[1] = (bucket + 1) % 256, now + retention / 256
+    directory = log_file.with_name(log_file.name + ".index") / f"{bucket:02x}"
+    try:
+        entries = os.scandir(directory)
+    except FileNotFoundError:
+        return
+    with entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < now - retention:
+                    os.unlink(entry.path)
+
+
+def write_log(message: str, *, task_id: str, log_file: str | Path, retention: float = 0.0) -> bool:
+    """Append ``message`` to the log file once per task id. Return False if already there.
+    ``retention``: markers older than this are swept (``LEDGER_RETENTION_SECONDS``)."""
     path = Path(log_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as f:
@@ -95,6 +130,7 @@ def write_log(message: str, *, task_id: str, log_file: str | Path) -> bool:
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
             f.write(f"{stamp} {_tag(task_id)} {message}\n".encode())
             f.flush()
+            _sweep_markers(path, retention)
             return True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
@@ -121,7 +157,12 @@ def send_notification(email: str, *, task_id: str, attempt: int, settings: Setti
             f"mail server timed out (attempt {attempt} of the first "
             f"{settings.notification_fail_first_attempts} that fail)"
         )
-    return write_log(f"notification sent to {email}", task_id=task_id, log_file=settings.log_file)
+    return write_log(
+        f"notification sent to {email}",
+        task_id=task_id,
+        log_file=settings.log_file,
+        retention=settings.ledger_retention_seconds,
+    )
 
 
 def _hang(task_id: str, attempt: int) -> None:
@@ -145,14 +186,17 @@ def compute(rounds: int) -> int:
     return x
 
 
-def heavy(rounds: int, *, task_id: str, log_file: str | Path) -> bool:
+def heavy(rounds: int, *, task_id: str, log_file: str | Path, retention: float = 0.0) -> bool:
     """The heavy job: compute, then record the result once (idempotent like the others)."""
     if has_effect(log_file, task_id):
         _skipping(task_id, "heavy result already written")
         return False
     result = compute(rounds)
     return write_log(
-        f"heavy: {rounds} rounds -> {result:#010x}", task_id=task_id, log_file=log_file
+        f"heavy: {rounds} rounds -> {result:#010x}",
+        task_id=task_id,
+        log_file=log_file,
+        retention=retention,
     )
 
 
@@ -164,8 +208,13 @@ def perform(
         return send_notification(
             payload["email"], task_id=task_id, attempt=attempt, settings=settings
         )
+    retention = settings.ledger_retention_seconds
     if kind in (TaskKind.log, TaskKind.beat):
-        return write_log(payload["message"], task_id=task_id, log_file=settings.log_file)
+        return write_log(
+            payload["message"], task_id=task_id, log_file=settings.log_file, retention=retention
+        )
     if kind == TaskKind.heavy:
-        return heavy(int(payload["rounds"]), task_id=task_id, log_file=settings.log_file)
+        return heavy(
+            int(payload["rounds"]), task_id=task_id, log_file=settings.log_file, retention=retention
+        )
     raise ValueError(f"unknown job kind {kind!r}")

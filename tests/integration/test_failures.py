@@ -109,7 +109,9 @@ def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
         r = httpx.post(f"{stack.celery_url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
         elapsed = time.monotonic() - started
         assert r.status_code == 503, r.text
-        assert "unavailable" in r.json()["detail"]
+        # It names the dependency and when to try again; the host stays in the log.
+        assert r.json() == {"detail": "the ledger cannot be reached", "dependency": "ledger"}
+        assert int(r.headers["Retry-After"]) > 0
         assert elapsed < 2.5, f"503 took {elapsed:.2f}s"
 
     # The BackgroundTasks side needs no broker: it still serves and does the work.
@@ -120,17 +122,27 @@ def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
     assert httpx.get(f"{stack.bg_url}/health").status_code == 200
     # Its ledger says clearly that it is unavailable (not a misleading 404).
     r = httpx.get(f"{stack.bg_url}/tasks/{task_id}")
-    assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+    assert r.status_code == 503 and r.json()["dependency"] == "ledger", r.text
+    assert "127.0.0.1" not in r.text and "Error" not in r.text
+    # Alive, not ready: a load balancer stops sending it work the ledger cannot record.
+    for url in (stack.bg_url, stack.celery_url):
+        assert httpx.get(f"{url}/health").status_code == 200
+        r = httpx.get(f"{url}/ready", timeout=10)
+        assert r.status_code == 503 and r.json()["dependency"] == "ledger", r.text
+        assert "Retry-After" in r.headers
+    assert "Connection refused" in stack.output("celery-api")  # the detail: in the log
 
     # Redis back: the Celery side accepts work again without a restart.
     stack.start("redis")
     r = httpx.post(f"{stack.celery_url}/items/", json={"name": "x", "price": 1}, timeout=10)
     assert r.status_code == 202, r.text
+    r = httpx.get(f"{stack.celery_url}/ready", timeout=10)
+    assert r.status_code == 200 and r.json()["checked"] == ["ledger", "broker"], r.text
 
 
 @pytest.mark.parametrize(
     ("redis_url", "says"),
-    [("", "REDIS_URL is not set"), ("unreachable", "unavailable")],
+    [("", "the ledger is off: REDIS_URL is not set"), ("unreachable", "cannot be reached")],
 )
 def test_bg_app_starts_and_serves_without_redis(
     make_stack: StackFactory, redis_url: str, says: str

@@ -344,3 +344,21 @@ def test_a_task_the_worker_gave_up_on_is_neither_lost_nor_completed() -> None:
     side = result.side(CELERY)
     assert (side.gave_up, side.failed, side.lost, side.completed) == (1, 1, 0, 0)
     assert side.balanced and side.settled
+
+
+def test_a_task_gone_past_the_retention_is_forgotten_not_lost() -> None:
+    expected = {"old": CELERY}
+    # Handed over a retention ago: the ledger may have expired its record.
+    late = judge(observe([], [], expected=expected, forget_after=60, expected_since=NOW - 61))
+    assert late.tasks["old"].verdict == Verdict.forgotten
+    assert late.sides[CELERY].lost == 0 and late.sides[CELERY].forgotten == 1
+    # Within the retention, a record that is gone was not expired: lost (a Redis
+    # restart without its data, say); with its effect written, completed.
+    early = judge(observe([], [], expected=expected, forget_after=60, expected_since=NOW - 30))
+    assert early.tasks["old"].verdict == Verdict.lost
+    kept = judge(observe([], [], expected=expected, forget_after=None, expected_since=0.0))
+    assert kept.tasks["old"].verdict == Verdict.lost
+    written = judge(
+        observe([], [], expected=expected, effects={"old": 1}, forget_after=60, expected_since=0)
+    )
+    assert written.tasks["old"].verdict == Verdict.completed

@@ -28,3 +28,36 @@ def test_the_idempotency_check_reads_the_marker_not_the_log(tmp_path: Path) -> N
     assert write_log("again", task_id="t-1", log_file=log) is True
     lines = log.read_text(encoding="utf-8").splitlines()
     assert [line.split()[1] for line in lines] == ["[t-2]", "[t-1]"]
+
+
+def test_markers_older_than_the_retention_are_swept_and_younger_ones_kept(
+    tmp_path: Path,
+) -> None:
+    import os
+    import time
+
+    from shared import work
+
+    log = tmp_path / "log.txt"
+    ids = [f"t-{i}" for i in range(600)]  # every one of the 256 marker directories
+    for task_id in ids:
+        write_log("x", task_id=task_id, log_file=log)
+    markers = [p for p in (tmp_path / "log.txt.index").rglob("*") if p.is_file()]
+    assert len(markers) == len(ids)
+    old = time.time() - 120
+    for marker in markers[:300]:
+        os.utime(marker, (old, old))
+    # 60 s of retention: one directory every 60/256 s; 256 writes, each one due.
+    work._sweeps.clear()
+    for i in range(256):
+        work._sweeps.setdefault(log, [0, 0.0])[1] = 0.0  # due now, as time would make it
+        write_log("y", task_id=f"new-{i}", log_file=log, retention=60)
+    left = {p for p in (tmp_path / "log.txt.index").rglob("*") if p.is_file()}
+    assert not left & set(markers[:300]), "an expired marker survived a full round"
+    assert set(markers[300:]) <= left, "a marker inside the retention was swept"
+    # A write with no retention (0: for ever) sweeps nothing.
+    marker = markers[300]
+    os.utime(marker, (old, old))
+    work._sweeps.clear()
+    write_log("z", task_id="keep", log_file=log)
+    assert marker.exists()
