@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from shared.ledger import Ledger
+from shared.logs import task_context
 from shared.models import TaskKind, TaskState
 from shared.settings import Settings
 from shared.work import perform
@@ -44,19 +45,24 @@ class Tasks:
         self.compute_heavy(rounds, task_id=task_id)
 
     def run(self, kind: TaskKind, payload: dict[str, str], task_id: str) -> None:
-        """Run one job and record it. Sync: Starlette runs it in the thread pool."""
-        attempt = self.ledger.running(task_id, kind)
-        try:
-            perform(kind, payload, task_id=task_id, attempt=attempt, settings=self.settings)
-        except Exception as exc:
-            # Never let it vanish: the client got its answer long ago, so the log and
-            # the ledger are the only places this failure can be seen.
-            logger.exception("background task %s (%s) failed", task_id, kind.value)
-            self.ledger.finished(
-                task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}"
-            )
-            raise  # Starlette's semantics: the remaining tasks are skipped
-        self.ledger.finished(task_id, attempt, TaskState.succeeded)
+        """Run one job and record it. Sync: Starlette runs it in the thread pool.
+        Everything logged meanwhile names the task (on the JSON lines)."""
+        with task_context(task_id):
+            attempt = self.ledger.running(task_id, kind)
+            try:
+                perform(kind, payload, task_id=task_id, attempt=attempt, settings=self.settings)
+            except Exception as exc:
+                # Never let it vanish: the client got its answer long ago, so the log
+                # and the ledger are the only places this failure can be seen.
+                logger.exception("background task %s (%s) failed", task_id, kind.value)
+                self.ledger.finished(
+                    task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}"
+                )
+                raise  # Starlette's semantics: the remaining tasks are skipped
+            self.ledger.finished(task_id, attempt, TaskState.succeeded)
+            # The worker's "Task ... succeeded", at DEBUG: the API's log at its
+            # default level stays as it was.
+            logger.debug("background task %s (%s) succeeded", task_id, kind.value)
 
 
 async def get_tasks(request: Request) -> Tasks:

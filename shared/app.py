@@ -47,7 +47,7 @@ async def open_ledger(
     and for tasks, an async one for the request path) and, where this process
     runs tasks (``heartbeat_role``), its heartbeat. Yields the settings."""
     settings: Settings = app.dependency_overrides.get(get_settings, get_settings)()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app.state.settings = settings
     # With the ledger switched off everything is best effort: writes do nothing.
     ledger = ledger_for(settings, implementation, best_effort=best_effort)
