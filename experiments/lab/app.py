@@ -1,10 +1,15 @@
 """The lab's web app: the page, the actions, and every new snapshot pushed over
-server-sent events. One poll loop per lab (not per browser tab)."""
+server-sent events. One poll loop per lab (not per browser tab).
+
+It answers only requests addressed to itself (``SameOrigin``): its actions kill
+processes, so neither another site's page (a form posted across origins) nor a
+DNS-rebound name may drive or read it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -15,12 +20,94 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from experiments.lab.state import ActionRefused, Lab
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# What a browser calls the lab when it listens on loopback.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def own_authorities(address: str, port: int) -> tuple[str, ...]:
+    """The ``host:port`` a request to the lab names in its Host header, for the local
+    address and port the connection reached: on loopback any of its names, else
+    that address itself (bound to a wildcard, the interface the client used)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # a name, not an address (a test client's server): itself only
+        hosts: tuple[str, ...] = (address.lower(),)
+    else:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # an IPv4 client on a dual-stack socket
+        if ip.is_loopback:
+            hosts = LOOPBACK_NAMES
+        elif isinstance(ip, ipaddress.IPv6Address):
+            hosts = (f"[{ip.compressed}]",)
+        else:
+            hosts = (str(ip),)
+    with_port = tuple(f"{h}:{port}" for h in hosts)
+    # On port 80 a browser leaves the port out.
+    return (*with_port, *hosts) if port == 80 else with_port
+
+
+class SameOrigin:
+    """Refuses (403) every request whose Host is not the lab's own address or whose
+    Origin, when sent, is not the lab's own origin; GETs included.
+
+    The Host check stops DNS rebinding (a foreign name resolved to 127.0.0.1 makes
+    the lab same-origin to another site, which could then read every snapshot and
+    post actions); the Origin check stops another origin's page from posting to
+    the lab (a form or a fetch: the browser sends the request even though it keeps
+    the answer from the page). The lab's own page sends its own origin, or none
+    (GETs and the event stream), and curl sends none."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refused = self.refusal(scope)
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "WEBSOCKET")
+        logger.warning("refused %s %s: %s", method, scope["path"], refused)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await JSONResponse({"detail": refused}, status_code=403)(scope, receive, send)
+
+    @staticmethod
+    def refusal(scope: Scope) -> str | None:
+        """Why this request is refused, or None when it is the lab's own."""
+        server = scope.get("server")
+        if not server or server[1] is None:
+            return "the lab cannot tell its own address on this connection"
+        authorities = own_authorities(server[0], server[1])
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value)  # the first one: what the client meant
+        host = headers.get(b"host", b"").decode("latin-1").strip().lower()
+        if host not in authorities:
+            return (
+                f"Host {host[:100]!r} is not this lab's address ({', '.join(authorities)}): "
+                "the lab answers only requests made to it by name"
+            )
+        origin = headers.get(b"origin")
+        if origin is not None:
+            sent = origin.decode("latin-1").strip().lower()
+            if sent not in {f"http://{a}" for a in authorities}:
+                return (
+                    f"Origin {sent[:100]!r} is not this lab's page (http://{authorities[0]}): "
+                    "the lab takes actions only from the page it serves"
+                )
+        return None
 
 
 class Publisher:
@@ -110,6 +197,7 @@ def create_app(lab: Lab) -> FastAPI:
             await poller
 
     app = FastAPI(title="BackgroundTasks vs Celery: the lab", lifespan=lifespan)
+    app.add_middleware(SameOrigin)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def publisher(request: Request) -> Publisher:

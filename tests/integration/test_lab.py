@@ -221,6 +221,27 @@ def test_actions_outside_the_controls_are_refused(lab: RunningLab) -> None:
     assert _all_up(lab.state())
 
 
+def test_requests_not_addressed_to_the_lab_are_refused(lab: RunningLab) -> None:
+    port = lab.url.rsplit(":", 1)[1]
+    before = len(lab.state()["events"])
+    body = {"side": "bg", "action": "item"}  # harmless, should the guard ever let it through
+    foreign = [
+        {"Origin": "http://evil.example"},  # another site's form or fetch
+        {"Host": f"evil.example:{port}"},  # DNS rebinding
+    ]
+    for headers in foreign:
+        r = httpx.post(lab.url + "/api/actions", json=body, headers=headers, timeout=10)
+        assert r.status_code == 403, (headers, r.text)
+        assert "this lab" in r.json()["detail"]
+    # A rebound page cannot read the snapshots either.
+    r = httpx.get(lab.url + "/api/state", headers={"Host": f"evil.example:{port}"}, timeout=10)
+    assert r.status_code == 403
+    assert len(lab.state()["events"]) == before
+    # The lab by any of its loopback names, with its own origin, as its page asks.
+    mine = {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}
+    assert httpx.get(lab.url + "/api/state", headers=mine, timeout=10).status_code == 200
+
+
 def test_graceful_stop_waits_for_running_background_tasks(lab: RunningLab) -> None:
     httpx.post(lab.url + "/api/reset", timeout=10).raise_for_status()
     assert lab.act("bg", "send", count=2).json()["status"] == "ok"
