@@ -4,12 +4,16 @@ is; Celery, Beat and Flower their broker)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 
+from harness.procs import group_members
 from tests.integration.conftest import StackFactory
 
 pytestmark = pytest.mark.slow
@@ -29,6 +33,20 @@ def test_redis_wants_its_password_and_no_log_line_shows_one(make_stack: StackFac
 
     r = httpx.post(f"{stack.celery_url}/send-notification/p@example.com", timeout=10)
     assert r.status_code == 202, r.text
+    # No process of the stack carries the password on its command line (`ps` shows
+    # every argv to every user): the servers read it from a file, the clients from
+    # their environment.
+    argvs = {}
+    for name, proc in stack.procs.items():
+        assert proc.pid is not None, name
+        for pid in group_members(os.getpgid(proc.pid)):
+            with contextlib.suppress(FileNotFoundError):
+                argvs[f"{name}/{pid}"] = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert any(k.startswith("redis/") for k in argvs) and any(
+        k.startswith("flower/") for k in argvs
+    )
+    shown = [k for k, argv in argvs.items() if password.encode() in argv]
+    assert not shown, f"the Redis password is on the command line of {shown}"
     # An API that cannot reach its ledger says where it looked, without the password.
     dead = f"redis://:{password}@127.0.0.1:1/0"
     with stack.extra_api("bg", redis_url=dead) as extra:
