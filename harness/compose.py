@@ -264,9 +264,11 @@ class ComposeTarget:
         bg_url: str | None = None,
         celery_url: str | None = None,
         flower_url: str | None = None,
+        experiment_routes: bool = True,
     ) -> ComposeTarget:
         """The running project; its URLs from the published ports unless given; its
-        compose files, unless given, from the labels compose put on its containers."""
+        compose files, unless given, from the labels compose put on its containers.
+        ``experiment_routes``: the APIs serve them (``ensure_experiment_routes``)."""
         compose = Compose(project, files)
         if not files:
             compose.files = compose.config_files()
@@ -282,7 +284,26 @@ class ComposeTarget:
         for side, service in API.items():
             if service not in target.urls:
                 raise RuntimeError(f"the compose project publishes no {service} ({side}) port")
+        if experiment_routes:
+            target.ensure_experiment_routes()
         return target
+
+    def ensure_experiment_routes(self, timeout: float = 90) -> None:
+        """The experiments drive routes docker-compose.yml leaves off (``EXPERIMENT_ROUTES``
+        defaults to 0): an API running without them is recreated with them on, that
+        one container (``reconfigure``), which keeps them on from then on."""
+        for service in API.values():
+            if self.settings_for(service).experiment_routes:
+                continue
+            logger.warning("recreating %s with EXPERIMENT_ROUTES=1 (the experiments')", service)
+            self.reconfigure(service, timeout, experiment_routes=True)
+            if not self.settings_for(service).experiment_routes:
+                # docker-compose.prod.yml says "0" whatever the environment says.
+                logger.warning(
+                    "%s still runs without the experiment routes: its compose files "
+                    "force EXPERIMENT_ROUTES off (docker-compose.prod.yml)",
+                    service,
+                )
 
     # --- what it runs ---------------------------------------------------------------
 
@@ -425,6 +446,9 @@ class ComposeTarget:
         return out
 
     def reconfigure(self, service: str, timeout: float = 90, **overrides: object) -> None:
+        if service in API.values():
+            # The compose target's APIs keep the experiments' routes, unless told otherwise.
+            overrides.setdefault("experiment_routes", True)
         current = self.settings_for(service)
         changed = current.replace(**overrides)
         container = self.compose.inspect(service)

@@ -8,11 +8,13 @@
 # It uses a compose project of its own (-p) on free host ports, so it can run
 # next to a stack you already have up, and it always ends with `down -v`.
 #
-# Five stacks, side by side (SMOKE_PARALLEL), each in a project of its own, each
-# ended with `down -v`:
+# Six stacks, side by side (SMOKE_PARALLEL), each in a project of its own, each
+# ended with `down -v`. On the Redis, RabbitMQ and both production stacks, no
+# process of any container has a password in its command line (/proc/*/cmdline).
 #
 # 1. Celery on Redis (docker-compose.yml): `up -d --build --wait`; the published
-#    ports answer, Redis is not published and refuses a client without its
+#    ports answer (/health, /ready), no experiment-only route is mounted, Redis is
+#    not published and refuses a client without its
 #    password; both APIs take the chapter's requests (202) and their tasks succeed;
 #    Flower lists the Celery task with basic auth and refuses the request without
 #    (its /metrics answers without); Beat's task shows up in the ledger; SIGKILL the
@@ -26,7 +28,14 @@
 #    redelivered, not lost.
 # 3. The production override (+ docker-compose.prod.yml): compose refuses to start
 #    without REDIS_PASSWORD; healthy, every container restarts unless stopped; the
-#    development credentials are refused (Redis, Flower); a task runs.
+#    development credentials are refused (Redis, Flower); Redis, bg-api and Flower
+#    each refuse to start with the development default (change-me), naming the
+#    variable; Redis has a maxmemory and noeviction; no experiment routes; a task runs.
+# 3b. Celery on RabbitMQ in production (+ docker-compose.rabbitmq.yml,
+#    docker-compose.prod.yml, docker-compose.rabbitmq.prod.yml): compose refuses to
+#    start without RABBITMQ_PASSWORD; healthy, restarting unless stopped; RabbitMQ
+#    refuses to start with the development default; its UI refuses the development
+#    credentials; its memory alarm is the absolute one; a task runs.
 # 4. The broker on a Sentinel group (+ docker-compose.ha.yml): healthy; a
 #    notification is accepted and running when the primary is SIGKILLed for good;
 #    the sentinels promote the replica; a notification accepted after the
@@ -37,8 +46,8 @@
 #    the visibility timeout; one line in log.txt; after the heal worker-2 runs a
 #    task again.
 #
-# Settings (environment): SMOKE_BROKERS (the stacks: "redis rabbitmq prod ha partition", the
-# default, or some of them); SMOKE_PARALLEL (1, the default: the stacks side by
+# Settings (environment): SMOKE_BROKERS (the stacks: "redis rabbitmq prod rabbitmq-prod ha
+# partition", the default, or some of them); SMOKE_PARALLEL (1, the default: the stacks side by
 # side; 0: one after the other); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
 # CELERY_API_PORT, FLOWER_PORT (default: free ports); SMOKE_DELAY,
 # SMOKE_VISIBILITY_TIMEOUT, SMOKE_RESTORE_INTERVAL, SMOKE_BEAT_INTERVAL (the demo
@@ -51,7 +60,7 @@ BASE_PROJECT=${SMOKE_PROJECT:-bgcelery-smoke}
 PROJECT=$BASE_PROJECT
 FILES=(-f docker-compose.yml)
 WAIT_TIMEOUT=${SMOKE_WAIT_TIMEOUT:-300}
-BROKERS=${SMOKE_BROKERS:-redis rabbitmq prod ha partition}
+BROKERS=${SMOKE_BROKERS:-redis rabbitmq prod rabbitmq-prod ha partition}
 
 say() { printf '%s\n' "$*"; }
 ok() { CHECKS=$((CHECKS + 1)); printf 'ok   %s\n' "$*"; }
@@ -331,6 +340,10 @@ elif cmd == "spread":  # n -> the worker containers that ran n log tasks
                  lambda t=t: (x := record("celery", t)) and x["state"] == "succeeded" and x, 0.1)
             for t in ids]
     print(" ".join(sorted({rec["runner"].split(":")[0] for rec in recs})))
+elif cmd == "routes":  # side -> the experiment-only paths in the app's OpenAPI (none: "")
+    doc = http("GET", URLS[args[0]] + "/openapi.json").json()
+    print(" ".join(path for path, ops in doc["paths"].items()
+                   if any("experiments" in (op.get("tags") or []) for op in ops.values())))
 elif cmd == "flower":  # task_id user password timeout -> the task as Flower shows it
     task_id, auth = args[0], (args[1], args[2])
     def seen():
@@ -357,11 +370,48 @@ up_stack() {  # what it is, how many services
   ok "$1: up --build --wait: $2 services up in ${UP_SECONDS}s, build included ($(printf '%s\n' "$healthy" | grep -c healthy) with a healthcheck, all healthy)"
 }
 
+no_experiment_routes() {  # the APIs' OpenAPI holds the contract alone
+  for side in bg celery; do
+    out=$(probe routes "$side") || fail "$side-api: GET /openapi.json: $out"
+    [ -z "$out" ] || fail "$side-api: experiment-only routes mounted: $out"
+  done
+  ok "no experiment-only route on either API (EXPERIMENT_ROUTES off)"
+}
+
+# No process of any running container of the project has a secret in its command line
+# (what `ps` shows anyone on the host, or in the container).
+no_secret_in_argv() {  # the secrets' values
+  local cid name out processes=0 containers=0 secret
+  for cid in $(compose ps -q); do
+    name=$(docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}}' "$cid")
+    out=$(docker exec "$cid" sh -c 'for f in /proc/[0-9]*/cmdline; do tr "\0" " " <"$f"; echo; done' 2>/dev/null) \
+      || fail "argv: could not read the processes of $name"
+    for secret in "$@"; do
+      case "$out" in *"$secret"*) fail "argv: a process of $name has a password on its command line" ;; esac
+    done
+    processes=$((processes + $(grep -c . <<<"$out")))
+    containers=$((containers + 1))
+  done
+  ok "argv: no password in the command line of any of $processes processes in $containers containers"
+}
+
+refused_at_start() {  # service variable [VAR=value...]: a one-off container with them exits, naming it
+  local service=$1 variable=$2 rc=0
+  shift 2
+  out=$(env "$@" timeout 120 docker compose -p "$PROJECT" "${FILES[@]}" run --rm --no-deps -T "$service" 2>&1) || rc=$?
+  [ "$rc" != 0 ] || fail "$service started with $*"
+  case "$out" in *"$variable"*) ;; *) fail "$service refused $* without naming $variable: $(tail -3 <<<"$out")" ;; esac
+  line=$(grep -m1 "$variable" <<<"$out")
+  ok "$service refuses to start with $* (exit $rc): ${line:0:160}"
+}
+
 both_apis() {
   for port in "$BG_API_PORT" "$CELERY_API_PORT"; do
     code=$(http_status "$port" /health)
     [ "$code" = 200 ] || fail "GET http://127.0.0.1:$port/health -> $code"
-    ok "GET http://127.0.0.1:$port/health -> 200 (published port)"
+    code=$(http_status "$port" /ready)
+    [ "$code" = 200 ] || fail "GET http://127.0.0.1:$port/ready -> $code"
+    ok "GET http://127.0.0.1:$port/health and /ready -> 200 (published port)"
   done
   item='{"name": "노트북", "price": 1500000}'
   for side in bg celery; do
@@ -413,6 +463,8 @@ redis_stack() {
   ok "redis: not published on the host"
   no_password_is_refused
   both_apis
+  no_experiment_routes
+  no_secret_in_argv "$REDIS_PASSWORD" "$FLOWER_PASSWORD"
   # One logging setup: bg-api's own INFO lines reach `docker compose logs`, with
   # time, level and logger.
   line=$(compose logs --no-color bg-api | grep -E '[0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]{3} INFO shared\.app: bg API starting' | head -1 || true)
@@ -490,6 +542,7 @@ rabbitmq_stack() {
   both_apis
   out=$(probe workers "$FLOWER_USER" "$FLOWER_PASSWORD" 1 60) || fail "flower on RabbitMQ: $out"
   ok "flower on RabbitMQ: lists $out"
+  no_secret_in_argv "$RABBITMQ_PASSWORD" "$REDIS_PASSWORD" "$FLOWER_PASSWORD"
   kill_the_worker
   say "== docker compose -p $PROJECT down -v"
   compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
@@ -517,8 +570,51 @@ prod_stack() {
   code=$(http_status "$FLOWER_PORT" /api/workers "$(printf '%s' "admin:change-me" | base64)")
   [ "$code" = 401 ] || fail "prod: flower took the development credentials -> $code"
   ok "prod: the development defaults are refused (redis: WRONGPASS; flower admin:change-me: 401)"
+  # ENVIRONMENT=production: each refuses to start with the development default.
+  refused_at_start redis REDIS_PASSWORD REDIS_PASSWORD=change-me
+  refused_at_start bg-api REDIS_URL REDIS_PASSWORD=change-me
+  refused_at_start flower FLOWER_BASIC_AUTH FLOWER_PASSWORD=change-me
+  no_secret_in_argv "$REDIS_PASSWORD" "$FLOWER_PASSWORD"
+  maxmemory=$(compose exec -T redis redis-cli config get maxmemory | sed -n 2p | tr -d '\r')
+  policy=$(compose exec -T redis redis-cli config get maxmemory-policy | sed -n 2p | tr -d '\r')
+  if [ "${maxmemory:-0}" -le 0 ] || [ "$policy" != noeviction ]; then
+    fail "prod: redis maxmemory '$maxmemory', policy '$policy' (expected > 0, noeviction)"
+  fi
+  ok "prod: redis maxmemory $maxmemory bytes, policy $policy"
+  no_experiment_routes
   out=$(probe post celery /items/ '{"name": "prod", "price": 1}') || fail "prod: $out"
   ok "prod: celery-api: POST /items/ -> $out succeeded"
+  say "== docker compose -p $PROJECT down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
+}
+
+# --- 3b. Celery on RabbitMQ, in production ----------------------------------------------
+
+rabbitmq_prod_stack() {
+  PROJECT=$BASE_PROJECT-rabbitmq-prod
+  FILES=(-f docker-compose.yml -f docker-compose.rabbitmq.yml -f docker-compose.prod.yml -f docker-compose.rabbitmq.prod.yml)
+  say "== compose smoke, Celery on RabbitMQ in production: project $PROJECT"
+  if out=$(env -u RABBITMQ_PASSWORD docker compose -p "$PROJECT" "${FILES[@]}" config -q 2>&1); then
+    fail "rabbitmq-prod: docker compose config without RABBITMQ_PASSWORD succeeded"
+  fi
+  case "$out" in *"RABBITMQ_PASSWORD must be set"*) ;; *) fail "rabbitmq-prod: without RABBITMQ_PASSWORD: $out" ;; esac
+  ok "rabbitmq-prod: without RABBITMQ_PASSWORD compose refuses to start: ${out##*: }"
+  up_stack "rabbitmq-prod stack" 7
+  restarts=$(compose ps -q | xargs docker inspect --format '{{.HostConfig.RestartPolicy.Name}}' | sort -u)
+  [ "$restarts" = unless-stopped ] || fail "rabbitmq-prod: restart policies: $restarts"
+  ok "rabbitmq-prod: every container restarts unless stopped"
+  code=$(http_status "$RABBITMQ_UI_PORT" /api/overview "$(printf '%s' "celery:change-me" | base64)")
+  [ "$code" = 401 ] || fail "rabbitmq-prod: the UI took the development credentials -> $code"
+  code=$(http_status "$RABBITMQ_UI_PORT" /api/overview "$(printf '%s' "$RABBITMQ_USER:$RABBITMQ_PASSWORD" | base64)")
+  [ "$code" = 200 ] || fail "rabbitmq-prod: the UI with the environment's credentials -> $code"
+  ok "rabbitmq-prod: the UI refuses celery:change-me (401), takes the environment's (200)"
+  refused_at_start rabbitmq RABBITMQ_PASSWORD RABBITMQ_PASSWORD=change-me
+  no_secret_in_argv "$RABBITMQ_PASSWORD" "$REDIS_PASSWORD" "$FLOWER_PASSWORD"
+  line=$(compose logs --no-color rabbitmq | grep -m1 'Memory high watermark set to' || true)
+  case "$line" in *"512 MiB"*) ;; *) fail "rabbitmq-prod: the memory alarm is not the absolute 512 MiB: '$line'" ;; esac
+  ok "rabbitmq-prod: ${line##*] }"
+  out=$(probe post celery /items/ '{"name": "rabbitmq-prod", "price": 1}') || fail "rabbitmq-prod: $out"
+  ok "rabbitmq-prod: celery-api: POST /items/ -> $out succeeded"
   say "== docker compose -p $PROJECT down -v"
   compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
 }
@@ -606,6 +702,7 @@ for broker in $BROKERS; do
     redis) redis_stack ;;
     rabbitmq) rabbitmq_stack ;;
     prod) prod_stack ;;
+    rabbitmq-prod) rabbitmq_prod_stack ;;
     ha) ha_stack ;;
     *) fail "unknown stack in SMOKE_BROKERS: $broker" ;;
   esac

@@ -37,9 +37,12 @@ def test_a_primary_a_replica_and_three_sentinels_none_published() -> None:
 
 def test_every_node_and_sentinel_wants_the_password() -> None:
     for name in ("broker-primary", "broker-replica"):
+        # docker-compose.yml's start script: requirepass and masterauth (a promoted
+        # replica, or a primary back as a replica, needs it) from the environment.
         command = HA[name]["command"]
-        for flag in ("--requirepass", "--masterauth"):
-            assert command[command.index(flag) + 1] == "${REDIS_PASSWORD:-change-me}", name
+        assert command[:2] == ["sh", "-c"] and "--requirepass" not in command, name
+        assert 'requirepass "$$pw"' in command[2] and 'masterauth "$$pw"' in command[2]
+        assert HA[name]["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD:-change-me}"
     for name in SENTINELS:
         script = HA[name]["command"][-1]
         assert "requirepass $$REDIS_PASSWORD" in script
