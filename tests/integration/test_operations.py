@@ -84,7 +84,6 @@ def test_the_index_drops_entries_whose_records_have_expired_either_way(
     assert 0 < r.ttl(TASK_KEY.format(new)) <= 3
 
 
-@pytest.mark.serial
 def test_a_full_redis_is_a_503_and_both_apis_keep_serving(make_stack: StackFactory) -> None:
     stack = make_stack()
     stack.start_all(("redis", "bg-api", "celery-api"))
