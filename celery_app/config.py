@@ -23,7 +23,7 @@ DEAD_LETTERS = "celery.dead"
 TASK_NAMES: dict[str, str] = {
     TaskKind.notification: "notifications.send",
     TaskKind.log: "logs.write",
-    TaskKind.beat: "beat.heartbeat",
+    TaskKind.beat: "beat.periodic_log",
     TaskKind.heavy: "heavy.compute",
 }
 
@@ -196,7 +196,7 @@ def create_celery(
         worker_send_task_events=True,
         task_send_sent_event=settings.celery_send_sent_event,
         beat_schedule={
-            "heartbeat": {
+            "periodic-log": {
                 "task": TASK_NAMES[TaskKind.beat],
                 "schedule": settings.beat_interval_seconds,
             }

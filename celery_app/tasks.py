@@ -176,6 +176,6 @@ def compute_heavy(self: BoundTask, rounds: int) -> None:
 
 
 @shared_task(bind=True, base=RecordedTask, name=TASK_NAMES[TaskKind.beat])
-def heartbeat(self: BoundTask, /, **_: Any) -> None:
+def periodic_log(self: BoundTask, /, **_: Any) -> None:
     # Beat's periodic task: recorded in the ledger like any other task.
-    execute(self, TaskKind.beat, {"message": "beat heartbeat"})
+    execute(self, TaskKind.beat, {"message": "periodic log line"})
