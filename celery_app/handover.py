@@ -33,7 +33,7 @@ from kombu.transport.redis import Channel as RedisChannel
 from kombu.transport.redis import Transport as RedisTransport
 from redis.exceptions import RedisError
 
-from shared.errors import SchedulerUnavailable
+from shared.errors import SchedulerUnavailable, what_was_queued
 from shared.ledger import Ledger
 from shared.models import TaskKind
 
@@ -120,20 +120,6 @@ def _maybe_sent(exc: BaseException) -> bool:
     return any(isinstance(e, TimeoutError) for e in _chain(exc))
 
 
-def _what_was_queued(sent: Sequence[str], maybe: Sequence[str], unsent: Sequence[str]) -> str:
-    """The 503's account of a request's tasks: a client must know what will still run."""
-    if not sent and not maybe:
-        return "nothing was queued"
-    parts = []
-    if sent:
-        parts.append(f"{', '.join(sent)} queued")
-    if maybe:
-        parts.append(f"{maybe[0]} may have been (the broker did not confirm it in time)")
-    if unsent:
-        parts.append(f"{', '.join(unsent)} not")
-    return "; ".join(parts)
-
-
 class Handover:
     """A request's tasks: queued in the ledger, then published by the route."""
 
@@ -172,7 +158,7 @@ class Handover:
             self.ledger.forget(unsent)
         except Exception:  # the ledger may live on the same dead Redis: best effort
             logger.debug("could not forget %s", unsent, exc_info=True)
-        what = f"broker unavailable, {_what_was_queued(sent, maybe, unsent)}"
+        what = f"broker unavailable, {what_was_queued(sent, maybe, unsent)}"
         return SchedulerUnavailable(what, f"{what}: {reason}")
 
 

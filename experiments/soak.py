@@ -43,7 +43,7 @@ from harness.procs import Timeout
 from harness.stacks import StackSpec, open_stack
 from harness.target import Target, Unsupported
 from shared.models import Implementation
-from shared.services import SIDES
+from shared.services import DEFAULT_IMPLEMENTATIONS, SIDES
 from shared.verdict import Judgement, Verdict, judge
 
 NAME = "soak"
@@ -82,7 +82,11 @@ def faults_for(broker: str) -> list[str]:
     table's), then the broker; on RabbitMQ, Redis too (the ledger's store); then a
     worker's way to its broker (a partition)."""
     cycle = list(
-        dict.fromkeys(s for side in SIDES.values() for s in (side.api, side.runs_the_work))
+        dict.fromkeys(
+            s
+            for side in (SIDES[impl] for impl in DEFAULT_IMPLEMENTATIONS)
+            for s in (side.api, side.runs_the_work)
+        )
     )
     cycle.append("broker")
     if broker != "redis":

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.models import Implementation, RunnerRecord, TaskRecord
+from shared.services import DEFAULT_IMPLEMENTATIONS
 from shared.services import SIDES as SIDE_TABLE
 from shared.services import side_of as _side_of
 from shared.settings import Settings
 
-Side = str  # an Implementation's value: "bg", "celery"
-SIDES: tuple[Side, ...] = tuple(impl.value for impl in SIDE_TABLE)
+Side = str  # an Implementation's value
+# The implementations a stack runs unless told otherwise (the chapter's two).
+SIDES: tuple[Side, ...] = tuple(impl.value for impl in DEFAULT_IMPLEMENTATIONS)
 API: dict[str, str] = {impl.value: s.api for impl, s in SIDE_TABLE.items()}
 # What runs the work on each side (the process a failure setting must reach).
 RUNS_THE_WORK: dict[str, str] = {impl.value: s.runs_the_work for impl, s in SIDE_TABLE.items()}

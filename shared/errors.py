@@ -4,6 +4,7 @@ own text: hosts, ports and the driver's message stay on the server)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 Dependency = Literal["broker", "ledger"]
@@ -33,3 +34,17 @@ class SchedulerUnavailable(DependencyUnavailable):
     """The job could not be handed over (the broker is down)."""
 
     dependency = "broker"
+
+
+def what_was_queued(sent: Sequence[str], maybe: Sequence[str], unsent: Sequence[str]) -> str:
+    """The 503's account of a request's tasks: a client must know what will still run."""
+    if not sent and not maybe:
+        return "nothing was queued"
+    parts = []
+    if sent:
+        parts.append(f"{', '.join(sent)} queued")
+    if maybe:
+        parts.append(f"{maybe[0]} may have been (the broker did not confirm it in time)")
+    if unsent:
+        parts.append(f"{', '.join(unsent)} not")
+    return "; ".join(parts)

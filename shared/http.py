@@ -9,11 +9,13 @@ framework's idiom; a unit test compares the two OpenAPI documents.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from shared.heartbeat import runner_id
 from shared.ledger import AsyncLedger, Ledger
@@ -195,14 +197,18 @@ def ledger_router() -> APIRouter:
         )
 
     @router.get("/ready", tags=["health"], response_model=Ready, responses=NOT_READY)
-    def ready(request: Request) -> Ready:
+    async def ready(request: Request) -> Ready:
         """Readiness, for a load balancer: every dependency this API needs to accept
         work answers (the ledger unless switched off; the broker, where there is one).
         503 otherwise, naming it. ``/health`` stays liveness: restarting an API whose
         broker is down helps nobody."""
-        checks: dict[str, Callable[[], None]] = request.app.state.readiness
+        checks: dict[str, Callable[[], Any]] = request.app.state.readiness
         for check in checks.values():
-            check()  # raises DependencyUnavailable: the 503
+            # Each raises DependencyUnavailable (the 503); a blocking one in the pool.
+            if inspect.iscoroutinefunction(check):
+                await check()
+            else:
+                await run_in_threadpool(check)
         ledger: Ledger = request.app.state.ledger
         return Ready(status="ready", implementation=ledger.implementation, checked=list(checks))
 

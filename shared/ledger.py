@@ -476,6 +476,14 @@ class AsyncLedger:
         self.off = off
         self.retention = retention
 
+    async def forget(self, task_ids: Sequence[str]) -> None:
+        """Remove tasks that were never handed over (their kick failed)."""
+        if self.client is None or not task_ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        forget_commands(pipe, self.implementation, task_ids)
+        await pipe.execute()
+
     async def queued(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
         """Record a request's tasks as queued, in one round trip; their new ids, in order."""
         tasks = new_tasks(kinds, detail)

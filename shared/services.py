@@ -24,6 +24,7 @@ from enum import StrEnum
 class Implementation(StrEnum):
     bg = "bg"
     celery = "celery"
+    taskiq = "taskiq"
 
 
 class Delivery(StrEnum):
@@ -47,12 +48,20 @@ class Side:
 
     implementation: Implementation
     title: str
+    package: str  # its own package: ``<package>.main`` holds its app's ``create_app``
     api: str  # the service that answers its HTTP requests
     runs_the_work: str  # the service whose processes run its tasks
     delivery: Delivery
     # The services it needs to take tasks and run them, beside the ledger's Redis
     # ("broker": its broker, Redis or RabbitMQ as the stack says).
     needs: tuple[str, ...]
+    # What it can do, which the conformance suite selects its tests by:
+    # the service that sends its periodic task (None: it has no schedule);
+    periodic: str | None = None
+    # a request's tasks run one after the other, in the order scheduled;
+    in_order: bool = False
+    # a transient failure is retried, a bounded number of times.
+    retries: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,20 +96,40 @@ SIDES: dict[Implementation, Side] = {
     Implementation.bg: Side(
         Implementation.bg,
         "BackgroundTasks",
+        package="fastapi_bg",
         api="bg-api",
         runs_the_work="bg-api",
         delivery=Delivery.in_process,
         needs=("bg-api",),
+        in_order=True,
     ),
     Implementation.celery: Side(
         Implementation.celery,
         "Celery",
+        package="celery_app",
         api="celery-api",
         runs_the_work="worker",
         delivery=Delivery.broker,
         needs=("broker", "celery-api", "worker"),
+        periodic="beat",
+        retries=True,
+    ),
+    Implementation.taskiq: Side(
+        Implementation.taskiq,
+        "taskiq",
+        package="taskiq_app",
+        api="taskiq-api",
+        runs_the_work="taskiq-worker",
+        delivery=Delivery.broker,
+        needs=("taskiq-api", "taskiq-worker"),
+        periodic="taskiq-scheduler",
+        retries=True,
     ),
 }
+
+# The chapter's two: what the default stack, the lab and the soak run unless told
+# otherwise (each further implementation is selected by name).
+DEFAULT_IMPLEMENTATIONS: tuple[Implementation, ...] = (Implementation.bg, Implementation.celery)
 
 SERVICES: dict[str, Service] = {
     s.name: s
@@ -185,6 +214,50 @@ SERVICES: dict[str, Service] = {
             ready="/healthcheck",
             optional=True,
             local=("--address=127.0.0.1", "--port={port}"),
+        ),
+        Service(
+            "taskiq-api",
+            Implementation.taskiq,
+            ("uvicorn", "taskiq_app.main:app"),
+            port=8003,
+            port_variable="TASKIQ_API_PORT",
+            probe=Probe.http,
+            ready="/health",
+            optional=True,
+            controls=PROCESS_CONTROLS,
+            local=UVICORN_LOCAL,
+        ),
+        Service(
+            "taskiq-worker",
+            Implementation.taskiq,
+            # taskiq's own logging setup off: each worker process sets up this one's.
+            ("taskiq", "worker", "taskiq_app.worker:broker", "taskiq_app.tasks"),
+            port=None,
+            port_variable=None,
+            probe=Probe.output,
+            ready=r"taskiq worker process \S+ ready",
+            runs_work=True,
+            optional=True,
+            controls=PROCESS_CONTROLS,
+            local=(
+                "--no-configure-logging",
+                "--workers",
+                "1",
+                "--max-async-tasks",
+                "{concurrency}",
+                "--max-threadpool-threads",
+                "{concurrency}",
+            ),
+        ),
+        Service(
+            "taskiq-scheduler",
+            Implementation.taskiq,
+            ("taskiq", "scheduler", "taskiq_app.worker:scheduler", "taskiq_app.tasks"),
+            port=None,
+            port_variable=None,
+            probe=Probe.running,
+            optional=True,
+            local=("--no-configure-logging",),
         ),
         Service(
             "rabbitmq",

@@ -158,6 +158,21 @@ class Settings(BaseSettings):
 
     beat_interval_seconds: float = Field(default=30.0, gt=0)
 
+    # taskiq's broker: empty for REDIS_URL (taskiq-redis; the ledger stays on REDIS_URL).
+    taskiq_broker_url: str = ""
+    # stream: RedisStreamBroker, acknowledged after the task ran (at least once);
+    # list: ListQueueBroker, the quick start's, popped and gone (at most once).
+    taskiq_broker: Literal["stream", "list"] = "stream"
+    # The stream broker hands a message a dead consumer held to another once it has
+    # been pending this long (taskiq-redis's idle_timeout; its default: 600 s). A task
+    # that runs longer than this runs twice.
+    taskiq_idle_timeout_seconds: float = Field(default=600.0, gt=0)
+    # The stream broker claims such messages only after a read returned new ones:
+    # an idle stream never gives a dead worker's task back. True: it also claims when
+    # a read times out (every TASKIQ_READ_BLOCK_SECONDS); False: taskiq-redis as it is.
+    taskiq_claim_when_idle: bool = True
+    taskiq_read_block_seconds: float = Field(default=2.0, gt=0)
+
     # Flower's users (user:password, comma-separated), which Flower reads itself: read
     # here only so that production refuses an empty or placeholder password in it.
     flower_basic_auth: str | None = Field(default=None, repr=False)
@@ -224,6 +239,11 @@ class Settings(BaseSettings):
         return self.celery_broker_url or self.redis_url
 
     @property
+    def taskiq_url(self) -> str:
+        """taskiq's broker: ``TASKIQ_BROKER_URL``, or Redis."""
+        return self.taskiq_broker_url or self.redis_url
+
+    @property
     def broker(self) -> str:
         """Which broker: "redis" (kombu's Redis transport) or "rabbitmq" (AMQP)."""
         scheme = self.broker_url.split("://", 1)[0].lower()
@@ -269,8 +289,10 @@ def production_refusals(settings: Settings) -> list[str]:
         refused.append("REDIS_URL is empty")
     elif not all(_url_passwords(settings.redis_url)):
         refused.append("REDIS_URL has no password (Redis must require one)")
-    if settings.celery_broker_url and not all(_url_passwords(settings.celery_broker_url)):
-        refused.append("CELERY_BROKER_URL has no password")
+    for name in ("celery_broker_url", "taskiq_broker_url"):
+        url = getattr(settings, name)
+        if url and not all(_url_passwords(url)):
+            refused.append(f"{name.upper()} has no password")
     if settings.flower_basic_auth is not None:
         users = [u.partition(":") for u in settings.flower_basic_auth.split(",")]
         if not users or any(not user or not sep or not pw for user, sep, pw in users):

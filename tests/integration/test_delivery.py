@@ -1,5 +1,7 @@
-"""What both sides promise, against real processes: a real redis-server, real
-uvicorns, a real Celery worker and beat. The same request goes to both apps."""
+"""The conformance suite: what every declared implementation promises, against real
+processes (a redis-server, uvicorns, each one's workers and scheduler). The same
+request goes to every app; what only some can do is selected by the capabilities
+their declaration names (``shared.services``), never by name."""
 
 from __future__ import annotations
 
@@ -13,18 +15,26 @@ import pytest
 
 from harness.local import LocalStack
 from harness.procs import wait_until
+from shared.services import SIDES as DECLARED
 from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 pytestmark = pytest.mark.xdist_group("delivery")  # one module stack, one worker
 
-SIDES = ["bg", "celery"]
+# Every declared implementation, and those with each capability.
+SIDES = [impl.value for impl in DECLARED]
+IN_ORDER = [impl.value for impl, d in DECLARED.items() if d.in_order]
+CONCURRENT = [impl.value for impl, d in DECLARED.items() if not d.in_order]
+PERIODIC = [impl.value for impl, d in DECLARED.items() if d.periodic]
 DELAY = 2.0  # the seed's slow notification; the response must come well before it ends
+# The periodic task's line (every implementation's schedule writes the same one).
+PERIODIC_LINE = "periodic log line"
 
 
 @pytest.fixture(scope="module")
 def stack(make_module_stack: StackFactory) -> Iterator[LocalStack]:
     stack = make_module_stack(notification_delay_seconds=DELAY, beat_interval_seconds=1)
-    stack.start_all()
+    services = [s for d in DECLARED.values() for s in (*d.needs, d.periodic) if s]
+    stack.start_all(tuple(dict.fromkeys(["redis", *(s for s in services if s != "broker")])))
     yield stack
 
 
@@ -64,9 +74,11 @@ def test_task_ids_come_in_the_order_scheduled(stack: LocalStack, side: str) -> N
         wait_for_state(stack, task_id, {"succeeded"}, timeout=DELAY + 15)
 
 
-def test_background_tasks_run_one_after_the_other(stack: LocalStack) -> None:
-    """Starlette awaits a response's tasks in order: the log line waits for the notification."""
-    r = httpx.post(f"{stack.bg_url}/send-notification/seq@example.com", timeout=10)
+@pytest.mark.parametrize("side", IN_ORDER)
+def test_a_requests_tasks_run_one_after_the_other(stack: LocalStack, side: str) -> None:
+    """BackgroundTasks: Starlette awaits a response's tasks in order, so the log line
+    waits for the notification."""
+    r = httpx.post(f"{stack.url(side)}/send-notification/seq@example.com", timeout=10)
     notification_id, log_id = r.json()["task_ids"]
     log = wait_for_state(stack, log_id, {"succeeded"}, timeout=DELAY + 15)
     notification = wait_for_state(stack, notification_id, {"succeeded"})
@@ -74,13 +86,14 @@ def test_background_tasks_run_one_after_the_other(stack: LocalStack) -> None:
     assert log.started_at >= notification.finished_at
 
 
-def test_celery_runs_the_log_task_while_the_notification_still_runs(stack: LocalStack) -> None:
-    """Any free worker process takes either task: the log line does not wait."""
-    r = httpx.post(f"{stack.celery_url}/send-notification/par@example.com", timeout=10)
+@pytest.mark.parametrize("side", CONCURRENT)
+def test_the_log_task_runs_while_the_notification_still_runs(stack: LocalStack, side: str) -> None:
+    """A worker's free slot (a Celery pool process, a taskiq thread) takes either task:
+    the log line does not wait."""
+    r = httpx.post(f"{stack.url(side)}/send-notification/par@example.com", timeout=10)
     notification_id, log_id = r.json()["task_ids"]
     notification = wait_for_state(stack, notification_id, {"succeeded"}, timeout=DELAY + 15)
     log = wait_for_state(stack, log_id, {"succeeded"})
-    assert log.runner != notification.runner  # another pool process
     assert log.finished_at is not None and notification.finished_at is not None
     assert log.finished_at < notification.finished_at
 
@@ -159,9 +172,9 @@ def test_bad_input_is_refused_with_a_4xx_and_schedules_nothing(
     # would follow within milliseconds.
     time.sleep(0.3)
     assert scheduled() == before_tasks
-    # Beat writes its own lines; none of the requests' kinds may appear.
+    # The schedules write their own lines; none of the requests' kinds may appear.
     new = log_lines(stack)[before_lines:]
-    assert not [line for line in new if "heartbeat" not in line]
+    assert not [line for line in new if PERIODIC_LINE not in line]
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -187,12 +200,13 @@ def test_an_address_the_schema_calls_valid_is_accepted(stack: LocalStack, side: 
     assert r.status_code == 202, r.text
 
 
-def test_beat_fires_the_periodic_task_more_than_once(stack: LocalStack) -> None:
+@pytest.mark.parametrize("side", PERIODIC)
+def test_the_schedule_fires_the_periodic_task_more_than_once(stack: LocalStack, side: str) -> None:
     def beats() -> list[dict[str, object]]:
-        records = httpx.get(f"{stack.celery_url}/tasks", params={"implementation": "celery"})
+        records = httpx.get(f"{stack.url(side)}/tasks", params={"implementation": side})
         return [r for r in records.json() if r["kind"] == "beat" and r["state"] == "succeeded"]
 
-    wait_until(lambda: len(beats()) >= 2, 15, "two beat runs in the ledger", 0.2)
+    wait_until(lambda: len(beats()) >= 2, 30, "two periodic runs in the ledger", 0.2)
     runs = beats()
     assert len({r["task_id"] for r in runs}) == len(runs)  # distinct runs, not one retried
     assert all(r["attempts"] == 1 for r in runs)

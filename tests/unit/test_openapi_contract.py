@@ -1,19 +1,20 @@
-"""The contract, held by a test: both apps declare their routes themselves, and
-their OpenAPI documents must agree on every shared operation (paths, methods,
-parameters, request and response schemas, statuses). Only the descriptions
-differ (each says how its side delivers), and the Celery side's 503 (a broker
-can refuse a publish). No process: the documents only."""
+"""The contract, held by a test: every declared implementation declares its routes
+itself, and their OpenAPI documents must agree on every shared operation (paths,
+methods, parameters, request and response schemas, statuses). Only the descriptions
+differ (each says how it delivers), and a broker's 503 (a broker can refuse a
+hand-over; BackgroundTasks' cannot fail). No process: the documents only."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
-from celery_app.main import create_app as create_celery_api
-from fastapi_bg.main import create_app as create_bg_api
+from shared.services import SIDES as DECLARED
+from shared.services import Delivery, Implementation
 from shared.settings import Settings, explicit_settings
 
 SHARED = [
@@ -26,15 +27,23 @@ SHARED = [
     ("/health", "get"),
     ("/ready", "get"),
 ]
-# Where the Celery side may answer 503 and the BackgroundTasks side cannot.
+# Where an implementation with a broker may answer 503 and one without cannot.
 PUBLISHING = {"/items/", "/send-notification/{email}", "/heavy"}
+IMPLEMENTATIONS = list(DECLARED)
+WITH_A_BROKER = [impl for impl, d in DECLARED.items() if d.delivery == Delivery.broker]
+# The one every other is compared with.
+REFERENCE = IMPLEMENTATIONS[0]
 
 
-def document(
-    factory: Callable[[Settings], FastAPI], *, experiment_routes: bool = False
-) -> dict[str, Any]:
+def factory(impl: Implementation) -> Callable[[Settings], FastAPI]:
+    module = importlib.import_module(f"{DECLARED[impl].package}.main")
+    create: Callable[[Settings], FastAPI] = module.create_app
+    return create
+
+
+def document(impl: Implementation, *, experiment_routes: bool = False) -> dict[str, Any]:
     settings = explicit_settings(experiment_routes=experiment_routes)
-    doc: dict[str, Any] = factory(settings).openapi()  # no lifespan, no Redis: the schema only
+    doc: dict[str, Any] = factory(impl)(settings).openapi()  # no lifespan: the schema only
     return doc
 
 
@@ -71,41 +80,43 @@ def operation(doc: dict[str, Any], path: str, method: str, *, drop_503: bool) ->
     return stripped
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS[1:])
 @pytest.mark.parametrize(("path", "method"), SHARED)
-def test_both_apps_declare_the_same_operation(path: str, method: str) -> None:
-    bg, celery = document(create_bg_api), document(create_celery_api)
-    a = operation(bg, path, method, drop_503=False)
-    b = operation(celery, path, method, drop_503=path in PUBLISHING)
+def test_every_app_declares_the_same_operation(
+    path: str, method: str, impl: Implementation
+) -> None:
+    reference, other = document(REFERENCE), document(impl)
+
+    def publishes(i: Implementation) -> bool:
+        return path in PUBLISHING and i in WITH_A_BROKER
+
+    a = operation(reference, path, method, drop_503=publishes(REFERENCE))
+    b = operation(other, path, method, drop_503=publishes(impl))
     assert a == b
     # ...and every schema it refers to is the same schema.
-    assert without_descriptions(referenced(a, bg, {})) == without_descriptions(
-        referenced(b, celery, {})
+    assert without_descriptions(referenced(a, reference, {})) == without_descriptions(
+        referenced(b, other, {})
     )
 
 
-def test_only_publishing_can_be_refused_with_a_503() -> None:
-    bg, celery = document(create_bg_api), document(create_celery_api)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_only_a_hand_over_to_a_broker_can_be_refused_with_a_503(impl: Implementation) -> None:
+    doc = document(impl)
     for path in PUBLISHING:
-        assert "503" in celery["paths"][path]["post"]["responses"]
-        assert "503" not in bg["paths"][path]["post"]["responses"]
+        assert ("503" in doc["paths"][path]["post"]["responses"]) is (impl in WITH_A_BROKER)
 
 
 def operations(doc: dict[str, Any]) -> dict[tuple[str, str], Any]:
     return {(p, m): op for p, methods in doc["paths"].items() for m, op in methods.items()}
 
 
-@pytest.mark.parametrize("factory", [create_bg_api, create_celery_api])
-def test_by_default_the_document_holds_the_contract_alone(
-    factory: Callable[[Settings], FastAPI],
-) -> None:
-    assert set(operations(document(factory))) == set(SHARED)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_by_default_the_document_holds_the_contract_alone(impl: Implementation) -> None:
+    assert set(operations(document(impl))) == set(SHARED)
 
 
-@pytest.mark.parametrize("factory", [create_bg_api, create_celery_api])
-def test_experiment_routes_are_mounted_on_request_and_tagged(
-    factory: Callable[[Settings], FastAPI],
-) -> None:
-    ops = operations(document(factory, experiment_routes=True))
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_experiment_routes_are_mounted_on_request_and_tagged(impl: Implementation) -> None:
+    ops = operations(document(impl, experiment_routes=True))
     extra = set(ops) - set(SHARED)
-    assert extra, "each app has its experiment routes"
     assert all("experiments" in ops[key]["tags"] for key in extra), extra
