@@ -62,6 +62,9 @@ class Side:
     in_order: bool = False
     # a transient failure is retried, a bounded number of times.
     retries: bool = False
+    # When a task whose worker died comes back: "module:function" of the settings, a
+    # ``shared.verdict.Redelivery``; None: nothing redelivers (held in process memory).
+    redelivery: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ SIDES: dict[Implementation, Side] = {
         needs=("broker", "celery-api", "worker"),
         periodic="beat",
         retries=True,
+        redelivery="shared.verdict:Redelivery.of",
     ),
     Implementation.taskiq: Side(
         Implementation.taskiq,
@@ -124,6 +128,7 @@ SIDES: dict[Implementation, Side] = {
         needs=("taskiq-api", "taskiq-worker"),
         periodic="taskiq-scheduler",
         retries=True,
+        redelivery="taskiq_app.delivery:redelivery",
     ),
 }
 
@@ -252,7 +257,15 @@ SERVICES: dict[str, Service] = {
         Service(
             "taskiq-scheduler",
             Implementation.taskiq,
-            ("taskiq", "scheduler", "taskiq_app.worker:scheduler", "taskiq_app.tasks"),
+            # Its sources read every second, not every minute: a retry's delay waits in one.
+            (
+                "taskiq",
+                "scheduler",
+                "taskiq_app.worker:scheduler",
+                "taskiq_app.tasks",
+                "--update-interval",
+                "1",
+            ),
             port=None,
             port_variable=None,
             probe=Probe.running,

@@ -55,6 +55,8 @@ is busy. Deciding when to stop watching belongs to whoever watches (``settle``).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -62,7 +64,7 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 from shared.models import RunnerRecord, TaskRecord, TaskState
-from shared.services import Delivery, Implementation, delivery_of
+from shared.services import SIDES, Delivery, Implementation, delivery_of
 from shared.settings import Settings, explicit_settings
 from shared.work import SKIP_PATTERN, TAG_PATTERN
 
@@ -93,12 +95,15 @@ FINAL = frozenset(
 
 @dataclass(frozen=True)
 class Redelivery:
-    """When the broker gives an unacknowledged message back (the Celery side)."""
+    """When the broker gives an unacknowledged message back. ``of``: Celery's; each
+    implementation with a broker declares its own (``shared.services``)."""
 
-    broker: str  # Settings.broker: "redis" or "rabbitmq"
+    broker: str  # "redis": after a timeout, at a live worker's scan; else at close
     visibility_timeout: float
     restore_interval: float
+    # False: the running task was acknowledged (or popped) already: a death loses it.
     acks_late: bool = True
+    why_lost: str = "its worker died; stock acks had acknowledged it as it started"
 
     @classmethod
     def of(cls, settings: Settings) -> Redelivery:
@@ -124,6 +129,7 @@ class Rules(TypedDict):
     """What ``judge`` must know of a stack besides what it saw (``Observation``'s fields)."""
 
     redelivery: Redelivery
+    redeliveries: dict[Implementation, Redelivery]
     stale_after: float
     slack: float
     forget_after: float | None
@@ -136,10 +142,22 @@ def rules(settings: Settings) -> Rules:
     beat = settings.runner_heartbeat_seconds
     return Rules(
         redelivery=Redelivery.of(settings),
+        redeliveries=declared_redeliveries(settings),
         stale_after=3 * beat,
         slack=max(3.0, 3 * beat, 2 * settings.celery_restore_interval),
         forget_after=settings.retention.forgets_after,
     )
+
+
+def declared_redeliveries(settings: Settings) -> dict[Implementation, Redelivery]:
+    """Each implementation's own rule, as its declaration names it ("module:function")."""
+    found = {}
+    for impl, declared in SIDES.items():
+        if declared.redelivery is not None:
+            module, _, name = declared.redelivery.partition(":")
+            rule: Any = functools.reduce(getattr, name.split("."), importlib.import_module(module))
+            found[impl] = rule(settings)
+    return found
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,8 @@ class Observation:
     # Per task id, runs that found their effect already written and skipped it.
     skipped_writes: Mapping[str, int] | None = None
     redelivery: Redelivery = field(default_factory=lambda: Redelivery.of(explicit_settings()))
+    # An implementation's own rule, where it has one (else ``redelivery``).
+    redeliveries: Mapping[Implementation, Redelivery] = field(default_factory=dict)
     # Since when the Celery broker has been up (-inf: all along; None: down now).
     broker_up_since: float | None = -math.inf
     # A process not seen for this long is gone (three missed heartbeats).
@@ -362,6 +382,7 @@ def judge(obs: Observation) -> Judgement:
                 return Verdict.in_flight, f"held by {record.runner}"
             return Verdict.lost, f"its process {record.runner} is gone, and the task with it"
         # The broker redelivers.
+        redelivery = obs.redeliveries.get(impl, obs.redelivery)
         open_runs = [run for run in record.runs if run.ended_at is None]
         if any(procs.alive(run.runner, heard) for run in open_runs):
             return Verdict.in_flight, f"running on {record.runner}"
@@ -369,9 +390,9 @@ def judge(obs: Observation) -> Judgement:
             run = open_runs[-1] if open_runs else None
             started = (run.started_at if run else None) or record.started_at or obs.now
             died = procs.died_at(run.runner if run else record.runner, started)
-            if not obs.redelivery.acks_late:
-                return Verdict.lost, "its worker died; stock acks had acknowledged it as it started"
-            due = obs.redelivery.due(started, died)
+            if not redelivery.acks_late:
+                return Verdict.lost, redelivery.why_lost
+            due = redelivery.due(started, died)
             if waited_too_long(impl, due):
                 return Verdict.lost, "its worker died and no worker took it again"
             return Verdict.awaiting_redelivery, "its worker died; the broker hands it back"
@@ -381,7 +402,7 @@ def judge(obs: Observation) -> Judgement:
             # The retry's message is held unacknowledged by a worker until its ETA;
             # if that worker died, it comes back when the broker hands it back (Redis:
             # after the visibility timeout; RabbitMQ: at once, so the ETA decides).
-            ready = max(ready, obs.redelivery.due(record.updated_at or obs.now, 0.0))
+            ready = max(ready, redelivery.due(record.updated_at or obs.now, 0.0))
             if waited_too_long(impl, ready):
                 return Verdict.lost, "its retry never started"
             return Verdict.in_flight, f"retrying in {retry_in:.1f}s"
@@ -390,7 +411,7 @@ def judge(obs: Observation) -> Judgement:
         # (prefetched, not started): it comes back when the broker redelivers it.
         deaths = procs.deaths_since(impl, ready)
         if deaths:
-            ready = max(ready, obs.redelivery.due(max(deaths), max(deaths)))
+            ready = max(ready, redelivery.due(max(deaths), max(deaths)))
         if waited_too_long(impl, ready):
             return Verdict.lost, "a worker was free and it never started"
         return Verdict.in_flight, "waiting in the broker"

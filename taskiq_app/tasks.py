@@ -65,8 +65,22 @@ def execute(context: Context, kind: TaskKind, payload: dict[str, str]) -> None:
             # SmartRetryMiddleware's rule: the attempts so far against max_retries.
             retried = int(context.message.labels.get("_retries", 0)) + 1
             if retried < int(context.message.labels.get("max_retries", 0)):
-                logger.warning("task %s attempt %d failed, retrying: %s", task_id, attempt, exc)
-                ledger.finished(task_id, attempt, TaskState.retrying, error=str(exc))
+                # Its delay, at the latest: SmartRetryMiddleware's (base * retries, capped,
+                # plus up to 1 s of jitter), and the scheduler's one-second reads and loop.
+                delay = min(
+                    settings.retry_backoff_seconds * retried, settings.retry_backoff_max_seconds
+                )
+                latest = delay + (1.0 if settings.retry_jitter else 0.0) + 2.0
+                logger.warning(
+                    "task %s attempt %d failed, retrying within %.1fs: %s",
+                    task_id,
+                    attempt,
+                    latest,
+                    exc,
+                )
+                ledger.finished(
+                    task_id, attempt, TaskState.retrying, error=str(exc), countdown=latest
+                )
             else:
                 error = f"{type(exc).__name__}: {exc} (retries exhausted)"
                 ledger.finished(task_id, attempt, TaskState.failed, error=error)

@@ -18,7 +18,7 @@ from harness.procs import REPO_ROOT, Proc, stop_all, wait_http, wait_until
 from harness.servers import RedisServer
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, TaskRecord
-from tests.integration.conftest import StackFactory, ledger_record, log_lines
+from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +128,8 @@ def test_the_stream_broker_claims_a_dead_workers_task_only_when_told_to_while_id
         record = ledger_record(stack, task_id)
         return record is not None and record.state == "succeeded"
 
+    got = httpx.get(f"{stack.url('taskiq')}/tasks/{task_id}", timeout=10).json()
+    assert got["verdict"] in ("awaiting redelivery", "in flight", "completed"), got
     if claim_when_idle:
         wait_until(succeeded, 30, "the claim of the dead worker's task")
         assert len(log_lines(stack, task_id)) == 1
@@ -153,3 +155,16 @@ def test_the_list_broker_loses_a_killed_workers_task(make_stack: StackFactory) -
     record = ledger_record(stack, task_id)
     assert record is not None and record.state == "running" and record.attempts == 1
     assert log_lines(stack, task_id) == []
+    # The verdict reads the list broker's rule (taskiq_app.delivery): lost.
+    got = httpx.get(f"{stack.url('taskiq')}/tasks/{task_id}", timeout=10).json()
+    assert got["verdict"] == "lost" and "popped" in got["verdict_reason"], got
+
+
+def test_a_transient_failure_is_retried_through_the_scheduler(make_stack: StackFactory) -> None:
+    stack = make_stack(notification_fail_first_attempts=2, retry_backoff_seconds=0.5)
+    stack.start_all(("redis", "taskiq-api", "taskiq-worker", "taskiq-scheduler"))
+    r = httpx.post(f"{stack.url('taskiq')}/send-notification/r@example.com", timeout=10)
+    notification_id = r.json()["task_ids"][0]
+    done = wait_for_state(stack, notification_id, {"succeeded", "failed"}, timeout=60)
+    assert (done.state, done.attempts, done.retries) == ("succeeded", 3, 2)
+    assert len(log_lines(stack, notification_id)) == 1
