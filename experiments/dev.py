@@ -2,7 +2,8 @@
 
 The same services and ports as ``docker-compose.yml``, without Docker: a
 redis-server of its own when nothing answers at ``REDIS_URL`` (only for a local
-URL), then the Procfile's five Python services under honcho. Ctrl-C (SIGINT) or
+URL), then the Procfile's Python services of the chapter's two implementations
+(``--implementations`` picks others: ``bg,celery,taskiq``) under honcho. Ctrl-C (SIGINT) or
 SIGTERM stops them all: honcho sends SIGTERM to each service's process group and
 SIGKILL five seconds later; the redis-server goes last.
 
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 from harness.procs import REPO_ROOT, Proc
 from harness.servers import RedisServer
+from shared.services import DEFAULT_IMPLEMENTATIONS, SIDES, Implementation, side_of
 from shared.settings import Settings, redact
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
@@ -32,6 +34,12 @@ DEFAULT_REDIS_URL: str = Settings.model_fields["redis_url"].default
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procfile", type=Path, default=REPO_ROOT / "Procfile")
+    parser.add_argument(
+        "--implementations",
+        default=",".join(DEFAULT_IMPLEMENTATIONS),
+        help="which implementations' Procfile lines to run, comma-separated (default: "
+        f"{','.join(DEFAULT_IMPLEMENTATIONS)}; declared: {','.join(SIDES)})",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -110,7 +118,15 @@ def run(args: argparse.Namespace) -> int:
     from honcho.manager import Manager
     from honcho.printer import Printer
 
-    processes = parse_procfile(args.procfile.read_text(encoding="utf-8")).processes
+    try:
+        wanted = {Implementation(name.strip()) for name in args.implementations.split(",")}
+    except ValueError as exc:
+        raise SystemExit(f"dev: --implementations: {exc} (declared: {', '.join(SIDES)})") from exc
+    processes = {
+        name: cmd
+        for name, cmd in parse_procfile(args.procfile.read_text(encoding="utf-8")).processes.items()
+        if side_of(name) in wanted
+    }
     redis_proc = None
     server = redis_server_for(env["REDIS_URL"], state_dir)
     try:

@@ -166,6 +166,7 @@ def inject(
         target.kill(service)
         target.start(service, timeout=90)
     fault["down_s"] = time.monotonic() - t
+    fault["up_at"] = time.time()
     return fault
 
 
@@ -249,7 +250,21 @@ def soak(args: argparse.Namespace) -> SoakResult:
             f"{len(traffic['celery'].accepted)} Celery tasks; settling"
         )
         ids = expected(traffic)
-        final, why = settle(target, since, ids, quiet=5.0, cap=time.monotonic() + 240, interval=1.0)
+        # Since when the broker has been up: a worker held unacknowledged messages
+        # when it went, and gets them back only as the broker redelivers them.
+        broker_up = max(
+            (f["up_at"] for f in faults if f["service"] == target.broker_service),
+            default=float("-inf"),
+        )
+        final, why = settle(
+            target,
+            since,
+            ids,
+            quiet=5.0,
+            cap=time.monotonic() + 240,
+            interval=1.0,
+            broker_up_since=broker_up,
+        )
         target_name = target.name
     held = {t for f in faults for t in f["held_ids"]}
     killed = {f.get("runner") for f in faults if f["service"] == "bg-api"} - {None}

@@ -27,6 +27,7 @@ import httpx
 
 from harness.procs import REPO_ROOT, Timeout, wait_http, wait_until
 from harness.target import API, Memory, ServiceState, Side, Unsupported, side_of
+from harness.target import SIDES as DEFAULT_SIDES
 from shared.models import Implementation, RunnerRecord, TaskRecord
 from shared.services import SERVICES, Probe
 from shared.settings import Settings, explicit_settings
@@ -281,9 +282,10 @@ class ComposeTarget:
             target.urls["celery-api"] = celery_url
         if flower_url:
             target.urls["flower"] = flower_url
-        for side, service in API.items():
-            if service not in target.urls:
-                raise RuntimeError(f"the compose project publishes no {service} ({side}) port")
+        # The chapter's two always; a further implementation where its profile runs.
+        for side in DEFAULT_SIDES:
+            if API[side] not in target.urls:
+                raise RuntimeError(f"the compose project publishes no {API[side]} ({side}) port")
         if experiment_routes:
             target.ensure_experiment_routes()
         return target
@@ -292,7 +294,7 @@ class ComposeTarget:
         """The experiments drive routes docker-compose.yml leaves off (``EXPERIMENT_ROUTES``
         defaults to 0): an API running without them is recreated with them on, that
         one container (``reconfigure``), which keeps them on from then on."""
-        for service in API.values():
+        for service in self.apis.values():
             if self.settings_for(service).experiment_routes:
                 continue
             logger.warning("recreating %s with EXPERIMENT_ROUTES=1 (the experiments')", service)
@@ -384,6 +386,11 @@ class ComposeTarget:
         return self.urls[API[side]]
 
     @property
+    def apis(self) -> dict[Side, str]:
+        """The implementations whose API this project publishes (a profile adds some)."""
+        return {side: api for side, api in API.items() if api in self.urls}
+
+    @property
     def flower_url(self) -> str | None:
         return self.urls.get("flower")
 
@@ -465,7 +472,7 @@ class ComposeTarget:
         self._wait_ready(service, since, timeout)
 
     def ledger(self) -> ApiLedger:
-        return ApiLedger({side: self.url(side) for side in API})
+        return ApiLedger({side: self.url(side) for side in self.apis})
 
     def purge_queue(self) -> None:
         self.compose.exec("worker", "celery", "-A", "celery_app.worker", "purge", "-f", check=True)

@@ -52,7 +52,8 @@ def observe(
     skips: dict[str, int] | None = None
     if skipped_writes:
         skips = {}
-        for service in dict.fromkeys(RUNS_THE_WORK.values()):
+        running = set(target.services)
+        for service in dict.fromkeys(s for s in RUNS_THE_WORK.values() if s in running):
             for task_id, n in count_skipped_writes(target.output(service).splitlines()).items():
                 skips[task_id] = skips.get(task_id, 0) + n
     rules = rules_for(target)
@@ -83,6 +84,7 @@ def settle(
     quiet: float,
     cap: float,
     interval: float = 0.25,
+    broker_up_since: float | None = -math.inf,
 ) -> tuple[Judgement, str]:
     """Watch until every task has a final verdict and the ledger has not changed for
     ``quiet`` seconds (a verdict is a reading of one moment: stillness makes sure it
@@ -92,9 +94,18 @@ def settle(
     ``cap`` (monotonic) bounds the wait on every path, a ledger that does not
     answer included. A ledger that stops answering leaves the last judgement it
     gave (without the effects); one that never answered raises its error."""
-    last, why = _watch(target, since, expected, quiet=quiet, cap=cap, interval=interval)
+    last, why = _watch(
+        target,
+        since,
+        expected,
+        quiet=quiet,
+        cap=cap,
+        interval=interval,
+        broker_up_since=broker_up_since,
+    )
     try:
-        return judge(observe(target, since=since, expected=expected)), why
+        final = observe(target, since=since, expected=expected, broker_up_since=broker_up_since)
+        return judge(final), why
     except (RuntimeError, OSError) as exc:
         return last, f"{why}; the final count could not be read ({exc}): the last one"
 
@@ -107,6 +118,7 @@ def _watch(
     quiet: float,
     cap: float,
     interval: float,
+    broker_up_since: float | None = -math.inf,
 ) -> tuple[Judgement, str]:
     """``settle``'s watch: the ledger only, not the process output (read once, after)."""
     last_fp: object = None
@@ -115,7 +127,13 @@ def _watch(
     while True:
         now = time.monotonic()
         try:
-            obs = observe(target, since=since, expected=expected, skipped_writes=False)
+            obs = observe(
+                target,
+                since=since,
+                expected=expected,
+                skipped_writes=False,
+                broker_up_since=broker_up_since,
+            )
         except (RuntimeError, OSError) as exc:  # the API or Redis is still coming back
             logger.info("ledger not readable yet: %s", exc)
             if now >= cap:

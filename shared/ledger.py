@@ -394,8 +394,8 @@ class Ledger:
             [implementation] if implementation else list(Implementation)
         )
 
-        def op(r: redis.Redis) -> list[TaskRecord]:
-            ids: list[tuple[str, float]] = []
+        def page(r: redis.Redis) -> tuple[list[TaskRecord], int]:
+            ids: list[tuple[str, float, Implementation]] = []
             for impl in impls:
                 found = r.zrangebyscore(
                     INDEX_KEY.format(impl.value),
@@ -405,12 +405,30 @@ class Ledger:
                     num=limit,
                     withscores=True,
                 )
-                ids += cast("list[tuple[str, float]]", found)
-            ids.sort(key=lambda pair: pair[1])
+                ids += [(t, score, impl) for t, score in cast("list[tuple[str, float]]", found)]
+            ids.sort(key=lambda found: found[1])
+            ids = ids[:limit]
             pipe = r.pipeline(transaction=False)
-            for task_id, _ in ids[:limit]:
+            for task_id, _, _ in ids:
                 pipe.hgetall(TASK_KEY.format(task_id))
-            return [parse_record(raw) for raw in pipe.execute() if raw and "task_id" in raw]
+            raws = pipe.execute()
+            # An entry whose record expired (the index outlives it): dropped here, as
+            # it is read, so that the page holds live records.
+            gone = [(t, impl) for (t, _, impl), raw in zip(ids, raws, strict=True) if not raw]
+            if gone:
+                pipe = r.pipeline(transaction=False)
+                for task_id, impl in gone:
+                    pipe.zrem(INDEX_KEY.format(impl.value), task_id)
+                pipe.execute()
+            return [parse_record(raw) for raw in raws if raw and "task_id" in raw], len(gone)
+
+        def op(r: redis.Redis) -> list[TaskRecord]:
+            records, gone = page(r)
+            for _ in range(10):  # bounded: each round drops what it found gone
+                if not gone or len(records) >= limit:
+                    break
+                records, gone = page(r)
+            return records
 
         return self._do("list", op, write=False) or []
 

@@ -136,7 +136,8 @@ redis.call('HSETNX', key, 'first_started_at', now)
 local a = 'attempt.' .. n .. '.'
 redis.call('HSET', key, 'state', 'running', 'started_at', now, 'updated_at', now,
            'runner', runner, a .. 'started_at', now, a .. 'runner', runner)
-if unfinished_ttl > 0 then redis.call('EXPIRE', key, unfinished_ttl) end
+if unfinished_ttl > 0 then redis.call('EXPIRE', key, unfinished_ttl)
+else redis.call('PERSIST', key) end
 return {n, tonumber(redis.call('HGET', key, 'retries') or 0)}
 """
 

@@ -125,7 +125,8 @@ SIDES: dict[Implementation, Side] = {
         api="taskiq-api",
         runs_the_work="taskiq-worker",
         delivery=Delivery.broker,
-        needs=("taskiq-api", "taskiq-worker"),
+        # The scheduler too: a retry's delay waits in its schedule source.
+        needs=("taskiq-api", "taskiq-worker", "taskiq-scheduler"),
         periodic="taskiq-scheduler",
         retries=True,
         redelivery="taskiq_app.delivery:redelivery",
@@ -235,8 +236,17 @@ SERVICES: dict[str, Service] = {
         Service(
             "taskiq-worker",
             Implementation.taskiq,
-            # taskiq's own logging setup off: each worker process sets up this one's.
-            ("taskiq", "worker", "taskiq_app.worker:broker", "taskiq_app.tasks"),
+            # A worker process that dies is started again, the third time not: the
+            # command exits (a refused setting kills each one as it imports; without
+            # a bound, taskiq would start them for ever).
+            (
+                "taskiq",
+                "worker",
+                "taskiq_app.worker:broker",
+                "taskiq_app.tasks",
+                "--max-fails",
+                "3",
+            ),
             port=None,
             port_variable=None,
             probe=Probe.output,

@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     # The experiments' switch: off, nothing writes to the ledger (the API's queued
     # record, the task's runs, the heartbeats), to measure what the ledger costs.
     ledger_enabled: bool = True
-    # How long a finished task's record (its hash, its index entry) and its effect's
-    # index marker are kept, seconds; 0: for ever. A task that has not finished is
+    # How long a finished task's record and its effect's index marker are kept,
+    # seconds; 0: for ever (its index entry goes when a read finds the record gone,
+    # or once older than both retentions together). A task that has not finished is
     # kept up to LEDGER_UNFINISHED_RETENTION_SECONDS after its last change.
     ledger_retention_seconds: float = Field(default=86_400.0, ge=0)
     ledger_unfinished_retention_seconds: float = Field(default=7 * 86_400.0, ge=0)

@@ -103,6 +103,9 @@ class Redelivery:
     restore_interval: float
     # False: the running task was acknowledged (or popped) already: a death loses it.
     acks_late: bool = True
+    # A retry's message waits with a worker until it is due (Celery's ETA), and so comes
+    # back with the rest; False: it waits elsewhere (taskiq's schedule source).
+    holds_retries: bool = True
     why_lost: str = "its worker died; stock acks had acknowledged it as it started"
 
     @classmethod
@@ -402,7 +405,8 @@ def judge(obs: Observation) -> Judgement:
             # The retry's message is held unacknowledged by a worker until its ETA;
             # if that worker died, it comes back when the broker hands it back (Redis:
             # after the visibility timeout; RabbitMQ: at once, so the ETA decides).
-            ready = max(ready, redelivery.due(record.updated_at or obs.now, 0.0))
+            if redelivery.holds_retries:
+                ready = max(ready, redelivery.due(record.updated_at or obs.now, 0.0))
             if waited_too_long(impl, ready):
                 return Verdict.lost, "its retry never started"
             return Verdict.in_flight, f"retrying in {retry_in:.1f}s"
@@ -412,6 +416,11 @@ def judge(obs: Observation) -> Judgement:
         deaths = procs.deaths_since(impl, ready)
         if deaths:
             ready = max(ready, redelivery.due(max(deaths), max(deaths)))
+        # So may one whose connection the broker's restart cut (its process lives on):
+        # the message waits unacknowledged, as it would for a dead worker.
+        up = obs.broker_up_since
+        if up is not None and math.isfinite(up) and up > ready:
+            ready = max(ready, redelivery.due(up, up))
         if waited_too_long(impl, ready):
             return Verdict.lost, "a worker was free and it never started"
         return Verdict.in_flight, "waiting in the broker"

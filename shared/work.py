@@ -16,10 +16,11 @@ process killed between the two leaves a marker whose offset holds no such line
 redelivery writes it. The log can be truncated or rotated: markers that point
 past its end simply read as "not written".
 
-Markers expire with the ledger's records (``LEDGER_RETENTION_SECONDS``): every
-write also sweeps one of the 256 marker directories, at most one every
-``retention / 256`` seconds per process, so each is visited within a retention
-and a sweep costs a 256th of the markers. A task delivered again after its
+Markers expire with the ledger's records (``LEDGER_RETENTION_SECONDS``): a write
+also sweeps one of the 256 marker directories, the one the clock names (a new one
+every ``retention / 256`` seconds, whichever process writes), so each is visited
+within a retention, however short-lived the processes, and a sweep costs a 256th
+of the markers. A task delivered again after its
 marker expired (a day, by default) would write its line again.
 """
 
@@ -82,8 +83,8 @@ def has_effect(log_file: str | Path, task_id: str) -> bool:
     return _tag(task_id).encode() in head
 
 
-# Per log file, in this process: the next marker directory to sweep, and when.
-_sweeps: dict[Path, list[float]] = {}
+# Per log file, in this process: the clock's slot swept last.
+_sweeps: dict[Path, int] = {}
 
 
 def _sweep_markers(log_file: Path, retention: float) -> None:
@@ -92,12 +93,11 @@ def _sweep_markers(log_file: Path, retention: float) -> None:
     if retention <= 0:
         return
     now = time.time()
-    state = _sweeps.setdefault(log_file, [0, 0.0])
-    if now < state[1]:
+    slot = int(now // (retention / 256))
+    if _sweeps.get(log_file) == slot:
         return
-    bucket = int(state[0])
-    state[0], state[1] = (bucket + 1) % 256, now + retention / 256
-    directory = log_file.with_name(log_file.name + ".index") / f"{bucket:02x}"
+    _sweeps[log_file] = slot
+    directory = log_file.with_name(log_file.name + ".index") / f"{slot % 256:02x}"
     try:
         entries = os.scandir(directory)
     except FileNotFoundError:

@@ -15,11 +15,13 @@ worker has it, nothing else does, and a worker killed mid-task loses it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import LockNotOwnedError
 from taskiq import AckableMessage, AsyncBroker
 from taskiq_redis import ListQueueBroker, RedisStreamBroker
 
@@ -32,7 +34,20 @@ QUEUE = "taskiq"
 
 class ClaimingStreamBroker(RedisStreamBroker):
     """``RedisStreamBroker`` that also claims a dead consumer's messages while no new
-    message arrives (the one change: the claim runs after every read)."""
+    message arrives (the claim runs after every read), and keeps the stream bounded:
+    an acknowledged message is deleted (XACK leaves it in the stream for good), and a
+    consumer gone with nothing pending is removed from the group (each worker process
+    joins under a new name)."""
+
+    def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
+        async def ack() -> None:
+            async with Redis(connection_pool=self.connection_pool) as redis:
+                pipe = redis.pipeline(transaction=True)
+                pipe.xack(queue_name, self.consumer_group_name, id)
+                pipe.xdel(queue_name, id)
+                await pipe.execute()
+
+        return ack
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         async with Redis(connection_pool=self.connection_pool) as redis:
@@ -66,18 +81,32 @@ class ClaimingStreamBroker(RedisStreamBroker):
         if not await lock.acquire(blocking=False):
             return
         try:
+            # As many as this worker takes at a time: the rest stay for a free one.
             _, claimed, *_ = await redis.xautoclaim(
                 name=self.queue_name,
                 groupname=self.consumer_group_name,
                 consumername=self.consumer_name,
                 min_idle_time=self.idle_timeout,
-                count=self.unacknowledged_batch_size,
+                count=self.count or 1,
             )
+            await self._forget_gone_consumers(redis)
         finally:
-            await lock.release()
+            with contextlib.suppress(LockNotOwnedError):  # it expired meanwhile
+                await lock.release()
         for message_id, message in claimed:
+            if message is None:  # deleted from the stream meanwhile (Redis 6.2)
+                continue
             logger.info("claimed message %s, idle past the idle timeout", message_id)
             yield self._ackable(message_id, message, self.queue_name)
+
+    async def _forget_gone_consumers(self, redis: Redis) -> None:
+        """Remove consumers with nothing pending, idle past the idle timeout: a dead
+        worker process's name (a live one reads every TASKIQ_READ_BLOCK_SECONDS)."""
+        consumers = await redis.xinfo_consumers(self.queue_name, self.consumer_group_name)
+        for consumer in consumers:
+            if consumer["pending"] == 0 and consumer["idle"] > self.idle_timeout:
+                name = consumer["name"]
+                await redis.xgroup_delconsumer(self.queue_name, self.consumer_group_name, name)
 
 
 def create_broker(settings: Settings) -> AsyncBroker:
@@ -92,6 +121,9 @@ def create_broker(settings: Settings) -> AsyncBroker:
     return cls(
         settings.taskiq_url,
         queue_name=QUEUE,
+        # The group reads the stream from its start, not from "now" ("$"): messages kicked
+        # before any worker (or API) made the group are read too.
+        consumer_id="0",
         idle_timeout=round(settings.taskiq_idle_timeout_seconds * 1000),
         xread_block=round(settings.taskiq_read_block_seconds * 1000),
         # One message at a time per read: a killed worker strands no prefetched backlog.

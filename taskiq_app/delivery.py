@@ -21,7 +21,8 @@ def redelivery(settings: Settings) -> Redelivery:
             visibility_timeout=math.inf,
             restore_interval=0.0,
             acks_late=False,
+            holds_retries=False,
             why_lost="its worker died; the list broker had popped it, nothing holds it",
         )
     scan = settings.taskiq_read_block_seconds if settings.taskiq_claim_when_idle else math.inf
-    return Redelivery("redis", settings.taskiq_idle_timeout_seconds, scan)
+    return Redelivery("redis", settings.taskiq_idle_timeout_seconds, scan, holds_retries=False)

@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware
+from taskiq.exceptions import SendTaskError
 
 from shared.errors import SchedulerUnavailable, what_was_queued
 from shared.ledger import AsyncLedger
@@ -27,8 +28,9 @@ from shared.models import TaskKind
 
 logger = logging.getLogger(__name__)
 
-# What a failed kick raises: redis-py's errors and a socket's (a timeout included).
-KICK_ERRORS = (RedisError, OSError)
+# What a failed kick raises: taskiq wraps whatever the broker raised in SendTaskError;
+# redis-py's errors and a socket's (a timeout included) where nothing wraps them.
+KICK_ERRORS = (SendTaskError, RedisError, OSError)
 
 _sent: ContextVar[list[str] | None] = ContextVar("taskiq_sent", default=None)
 
@@ -60,13 +62,14 @@ class Handover:
             yield ids
         except KICK_ERRORS as exc:
             unsent = [i for i in ids if i not in sent]
-            logger.error("kicking %s failed (%d sent before): %r", unsent[0], len(sent), exc)
+            cause = exc.__cause__ or exc
+            logger.error("kicking %s failed (%d sent before): %r", unsent[0], len(sent), cause)
             try:
                 await self.ledger.forget(unsent)
             except Exception:  # the ledger may live on the same dead Redis: best effort
                 logger.debug("could not forget %s", unsent, exc_info=True)
             what = f"broker unavailable, {what_was_queued(sent, [], unsent)}"
-            raise SchedulerUnavailable(what, f"{what}: {exc!r}") from exc
+            raise SchedulerUnavailable(what, f"{what}: {cause!r}") from exc
         finally:
             _sent.reset(token)
 

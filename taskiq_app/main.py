@@ -7,6 +7,7 @@ Run: ``uvicorn taskiq_app.main:app --port 8003`` next to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,8 +25,10 @@ from shared.models import (
 )
 from shared.settings import Settings
 from taskiq_app import tasks
-from taskiq_app.handover import Handover, HandoverDep, broker_check
+from taskiq_app.handover import KICK_ERRORS, Handover, HandoverDep, broker_check
 from taskiq_app.worker import broker
+
+logger = logging.getLogger(__name__)
 
 DELIVERY = (
     "taskiq: kicked to the broker (Redis) and run by a separate worker. On the stream "
@@ -41,7 +44,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with open_ledger(
         app, Implementation.taskiq, best_effort=False, heartbeat_role=None
     ) as settings:
-        await broker.startup()
+        try:
+            await broker.startup()
+        except KICK_ERRORS as exc:
+            # Serve all the same: a kick is a 503 until the broker answers, and /ready says so.
+            logger.warning("taskiq broker unavailable at start: %r", exc)
         app.state.handover = Handover(app.state.async_ledger)
         app.state.readiness["broker"] = broker_check(broker, settings.redis_socket_timeout)
         try:

@@ -17,7 +17,7 @@ from shared.logs import configure_logging, task_context
 from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import get_settings
 from shared.work import TransientNotificationError, perform
-from taskiq_app.worker import broker, settings
+from taskiq_app.worker import broker, retry, settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,13 @@ def execute(context: Context, kind: TaskKind, payload: dict[str, str]) -> None:
         try:
             perform(kind, payload, task_id=task_id, attempt=attempt, settings=settings)
         except TransientNotificationError as exc:
-            # SmartRetryMiddleware's rule: the attempts so far against max_retries.
+            # The middleware's rule (the attempts so far against its count) and its delay
+            # (base * retries, capped, plus up to a second of jitter), and the scheduler's
+            # one-second reads and loop: when the retry runs, at the latest.
             retried = int(context.message.labels.get("_retries", 0)) + 1
-            if retried < int(context.message.labels.get("max_retries", 0)):
-                # Its delay, at the latest: SmartRetryMiddleware's (base * retries, capped,
-                # plus up to 1 s of jitter), and the scheduler's one-second reads and loop.
-                delay = min(
-                    settings.retry_backoff_seconds * retried, settings.retry_backoff_max_seconds
-                )
-                latest = delay + (1.0 if settings.retry_jitter else 0.0) + 2.0
+            if retried < retry.default_retry_count:
+                delay = min(retry.default_delay * retried, retry.max_delay_exponent)
+                latest = delay + (1.0 if retry.use_jitter else 0.0) + 2.0
                 logger.warning(
                     "task %s attempt %d failed, retrying within %.1fs: %s",
                     task_id,
@@ -93,11 +91,7 @@ def execute(context: Context, kind: TaskKind, payload: dict[str, str]) -> None:
         ledger.finished(task_id, attempt, TaskState.succeeded)
 
 
-@broker.task(
-    task_name="taskiq_app.send_notification",
-    retry_on_error=True,
-    max_retries=settings.notification_max_retries + 1,
-)
+@broker.task(task_name="taskiq_app.send_notification", retry_on_error=True)
 def send_notification(email: str, context: Context = TaskiqDepends()) -> None:
     execute(context, TaskKind.notification, {"email": email})
 

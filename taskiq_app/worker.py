@@ -15,6 +15,7 @@ from taskiq.schedule_sources import LabelScheduleSource
 from taskiq_redis import ListRedisScheduleSource
 
 from shared.settings import get_settings
+from shared.work import TransientNotificationError
 from taskiq_app.broker import create_broker
 from taskiq_app.handover import HandoverMiddleware
 
@@ -29,17 +30,18 @@ retries = ListRedisScheduleSource(
     socket_connect_timeout=settings.redis_socket_timeout,
 )
 
-broker = create_broker(settings).with_middlewares(
-    HandoverMiddleware(),
-    SmartRetryMiddleware(
-        default_retry_count=settings.notification_max_retries + 1,  # attempts, the first included
-        default_delay=settings.retry_backoff_seconds,
-        use_jitter=settings.retry_jitter,
-        use_delay_exponent=True,
-        max_delay_exponent=settings.retry_backoff_max_seconds,
-        schedule_source=retries,
-    ),
+# A transient failure only (a mail server that timed out): anything else fails for good.
+retry = SmartRetryMiddleware(
+    default_retry_count=settings.notification_max_retries + 1,  # attempts, the first included
+    default_delay=settings.retry_backoff_seconds,
+    use_jitter=settings.retry_jitter,
+    use_delay_exponent=True,
+    max_delay_exponent=settings.retry_backoff_max_seconds,
+    schedule_source=retries,
+    types_of_exceptions=[TransientNotificationError],
 )
+
+broker = create_broker(settings).with_middlewares(HandoverMiddleware(), retry)
 
 # Exactly one scheduler: two would send every periodic task twice.
 scheduler = TaskiqScheduler(broker, [LabelScheduleSource(broker), retries])

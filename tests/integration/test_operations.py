@@ -156,12 +156,24 @@ SECRET = "s3cret-value-42"
             "CELERY_BROKER_URL holds the development default",
         ),
         (
+            [
+                "taskiq",
+                "worker",
+                "taskiq_app.worker:broker",
+                "taskiq_app.tasks",
+                "--max-fails",
+                "3",
+            ],
+            {"TASKIQ_BROKER_URL": "redis://:change-me@127.0.0.1:{port}/0"},
+            "TASKIQ_BROKER_URL holds the development default",
+        ),
+        (
             ["celery", "-A", "celery_app.worker", "flower", "--port={port}"],
             {"FLOWER_BASIC_AUTH": "admin:change-me"},
             "FLOWER_BASIC_AUTH holds the development default",
         ),
     ],
-    ids=["bg-api", "celery-api", "worker", "flower"],
+    ids=["bg-api", "celery-api", "worker", "taskiq-worker", "flower"],
 )
 def test_production_refuses_to_start_with_a_placeholder_secret(
     argv: list[str], env: dict[str, str], named: str, make_stack: StackFactory

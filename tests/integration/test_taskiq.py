@@ -5,6 +5,7 @@ new message arrives, and the quick start's list broker loses it."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,24 @@ def test_a_transient_failure_is_retried_through_the_scheduler(make_stack: StackF
     done = wait_for_state(stack, notification_id, {"succeeded", "failed"}, timeout=60)
     assert (done.state, done.attempts, done.retries) == ("succeeded", 3, 2)
     assert len(log_lines(stack, notification_id)) == 1
+
+
+def test_a_dead_broker_is_a_503_that_names_it_and_queues_nothing(
+    make_stack: StackFactory,
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    stack = make_stack(taskiq_broker_url=dead)
+    stack.start_all(("redis", "taskiq-api"))  # it starts without its broker
+    url = stack.url("taskiq")
+    got = httpx.get(f"{url}/ready", timeout=15)
+    assert got.status_code == 503 and got.json()["dependency"] == "broker", got.text
+    t0 = time.time()
+    got = httpx.post(f"{url}/items/", json={"name": "x", "price": 1}, timeout=15)
+    assert got.status_code == 503, got.text
+    assert got.json() == {
+        "detail": "broker unavailable, nothing was queued",
+        "dependency": "broker",
+    }
+    assert "Retry-After" in got.headers
+    # The ledger forgot the task it had recorded as queued: nothing will run it.
+    assert stack.ledger().records(since=t0) == []

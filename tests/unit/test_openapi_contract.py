@@ -7,6 +7,7 @@ hand-over; BackgroundTasks' cannot fail). No process: the documents only."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -119,4 +120,7 @@ def test_by_default_the_document_holds_the_contract_alone(impl: Implementation) 
 def test_experiment_routes_are_mounted_on_request_and_tagged(impl: Implementation) -> None:
     ops = operations(document(impl, experiment_routes=True))
     extra = set(ops) - set(SHARED)
+    # An implementation with experiment routes of its own mounts them, each tagged.
+    has_them = importlib.util.find_spec(f"{DECLARED[impl].package}.experiment_routes")
+    assert bool(extra) is (has_them is not None), extra
     assert all("experiments" in ops[key]["tags"] for key in extra), extra

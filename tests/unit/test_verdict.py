@@ -185,7 +185,18 @@ def test_queued_celery_task_is_in_flight_while_the_broker_is_down() -> None:
     assert verdict_of("q", observe([queued], [free], broker_up_since=None)) == Verdict.in_flight
     # Broker back at 998: 2 s ago, inside the slack.
     assert verdict_of("q", observe([queued], [free], broker_up_since=998.0)) == Verdict.in_flight
-    assert verdict_of("q", observe([queued], [free], broker_up_since=990.0)) == Verdict.lost
+    # Back at 990: a worker may have held it unacknowledged when the restart cut its
+    # connection; on Redis it comes back after the visibility timeout (due 990 + 10 +
+    # the 1 s scan = 1001), so at 1000 it is not lost...
+    assert verdict_of("q", observe([queued], [free], broker_up_since=990.0)) == Verdict.in_flight
+    # ...and it is once that and the slack (3 s) have passed with a worker free.
+    later = runner("w:2:b", started_at=800.0, seen_at=1004.5)
+    late = observe([queued], [later], broker_up_since=990.0, now=1005.0)
+    assert verdict_of("q", late) == Verdict.lost
+    # RabbitMQ requeues at once: lost past the slack already.
+    amqp = Redelivery("rabbitmq", visibility_timeout=10, restore_interval=1)
+    on_amqp = observe([queued], [free], broker_up_since=990.0, redelivery=amqp)
+    assert verdict_of("q", on_amqp) == Verdict.lost
 
 
 def test_retrying_task_is_in_flight_until_its_countdown_and_the_horizon_pass() -> None:
