@@ -156,8 +156,14 @@ def test_the_list_broker_loses_a_killed_workers_task(make_stack: StackFactory) -
     record = ledger_record(stack, task_id)
     assert record is not None and record.state == "running" and record.attempts == 1
     assert log_lines(stack, task_id) == []
-    # The verdict reads the list broker's rule (taskiq_app.delivery): lost.
-    got = httpx.get(f"{stack.url('taskiq')}/tasks/{task_id}", timeout=10).json()
+
+    # The verdict reads the list broker's rule (taskiq_app.delivery): lost, once the
+    # killed process's heartbeats have stopped long enough to call it gone.
+    def verdict() -> dict[str, str] | None:
+        got: dict[str, str] = httpx.get(f"{stack.url('taskiq')}/tasks/{task_id}", timeout=10).json()
+        return got if got["verdict"] != "in flight" else None
+
+    got = wait_until(verdict, 30, "the verdict on the killed run")
     assert got["verdict"] == "lost" and "popped" in got["verdict_reason"], got
 
 
