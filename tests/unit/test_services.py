@@ -119,3 +119,13 @@ def test_a_worker_runs_with_events_for_flower_and_without_mingle_or_gossip() -> 
     for argv in (compose_services()["worker"]["command"], procfile()["worker"]):
         assert {"-E", "--without-mingle", "--without-gossip"} <= set(map(str, argv))
         assert not [a for a in map(str, argv) if re.match(r"--loglevel", a)]  # LOG_LEVEL decides
+
+
+def test_the_image_holds_every_declared_implementations_package() -> None:
+    # Every Python service runs from the one image; the verdict imports each
+    # declared implementation's rule, so each package must be in it.
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    context = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    for declared in SIDES.values():
+        assert f"COPY {declared.package} ./{declared.package}" in dockerfile, declared.package
+        assert f"!{declared.package}/" in context, declared.package
