@@ -292,6 +292,14 @@ def soak(args: argparse.Namespace) -> SoakResult:
             "missing_from_ledger": summary["missing_from_ledger"],
             "refused_requests": traffic[side].refused,
             "balanced": summary["balanced"],
+            # Lost before any run began: never handed to a worker that recorded it (on
+            # Redis, kombu pops a message, then records it unacknowledged: a worker
+            # killed in between loses it, celery/celery#7950).
+            "lost_never_started": sum(
+                1
+                for t in final.tasks.values()
+                if t.task_id in lost and t.record is not None and t.record.attempts == 0
+            ),
             "faults": mine,
         }
         if side == "bg":

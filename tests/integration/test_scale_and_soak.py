@@ -81,7 +81,13 @@ def test_a_short_soak_accounts_for_every_task(tmp_path: Path) -> None:
         assert s["accepted"] > 0 and s["in_flight_at_the_end"] == 0
         assert s["accepted"] == s["completed"] + s["lost"] + s["failed"] + s["skipped"]
         assert s["duplicate_effects"] == 0
-    assert data["celery"]["lost"] == 0
+    # Celery loses nothing it started. It can lose a message it never started: kombu's
+    # Redis transport pops a message (BRPOP), then records it unacknowledged; a worker
+    # SIGKILLed between the two loses it (celery/celery#7950; seen here in 3 of about
+    # 12 runs, one task each time, a worker kill just after the task was queued).
+    celery = data["celery"]
+    worker_kills = sum(1 for f in data["faults"] if f["service"].startswith("worker"))
+    assert celery["lost"] == celery["lost_never_started"] <= worker_kills, celery
     # BackgroundTasks lost what its killed processes held, and nothing else.
     bg = data["bg"]
     assert bg["lost"] == bg["lost_held_by_a_killed_process"]
