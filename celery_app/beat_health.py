@@ -1,8 +1,10 @@
 """Beat's healthcheck: ``python -m celery_app.beat_health <schedule file>``.
 
-Beat writes its schedule after every task it sends (``beat_sync_every=1``): a file
-older than two intervals, and some slack for a slow start, is a Beat that has
-stopped sending. Exit 0: healthy; 1: not, with the reason on stderr.
+Beat syncs its schedule after every task it sends (``beat_sync_every=1``), and
+``celery_app.beat_schedule.AliveScheduler`` touches ``<schedule>.alive`` on every
+sync: a file older than two intervals, and some slack for a slow start, is a Beat
+that has stopped sending. The shelve's own file is no signal: ``dbm.ndbm`` has no
+``sync`` and writes only on close. Exit 0: healthy; 1: not, with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ logger = logging.getLogger(__name__)
 SLACK = 30.0  # seconds: a start, a slow write
 
 
+def alive_file(schedule: Path) -> Path:
+    """The file Beat touches on every sync, beside its schedule."""
+    return schedule.with_name(f"{schedule.name}.alive")
+
+
 def age(schedule: Path) -> float | None:
-    """Seconds since Beat last wrote its schedule (a dbm may add its own suffixes)."""
-    files = list(schedule.parent.glob(f"{schedule.name}*"))
-    if not files:
+    """Seconds since Beat last synced its schedule."""
+    try:
+        return time.time() - alive_file(schedule).stat().st_mtime
+    except FileNotFoundError:
         return None
-    return time.time() - max(f.stat().st_mtime for f in files)
 
 
 def healthy(schedule: Path, interval: float, now_age: float | None) -> str | None:

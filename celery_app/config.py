@@ -201,9 +201,10 @@ def create_celery(
                 "schedule": settings.beat_interval_seconds,
             }
         },
-        # Beat writes its schedule after every task it sends: its healthcheck reads
-        # the file's age (``celery_app.beat_health``).
+        # Beat syncs after every task it sends, and its scheduler marks each sync:
+        # the healthcheck reads that mark's age (``celery_app.beat_health``).
         beat_sync_every=1,
+        beat_scheduler="celery_app.beat_schedule:AliveScheduler",
         timezone="UTC",
         **queues(settings),
     )

@@ -12,6 +12,8 @@ import httpx
 import pytest
 import redis
 
+from celery_app.beat_health import age
+from celery_app.beat_health import main as beat_health_main
 from harness.local import LocalStack
 from harness.ports import free_port
 from harness.procs import wait_until
@@ -43,6 +45,26 @@ def test_experiment_routes_are_mounted_only_on_request(
     paths = set(httpx.get(f"{stack.celery_url}/openapi.json", timeout=10).json()["paths"])
     assert any(p.startswith("/capacity/") for p in paths) is mounted
     assert "/items/" in paths and "/ready" in paths
+
+
+def test_beat_marks_each_task_it_sends_where_its_healthcheck_looks(
+    make_stack: StackFactory,
+) -> None:
+    # The mark, not the shelve: with dbm.ndbm (Debian's python3) the shelve's file
+    # is written only on close, and a healthcheck reading it failed a healthy Beat.
+    stack = make_stack(beat_interval_seconds=1)
+    stack.start_all(("redis", "beat"))
+    schedule = stack.workdir / "celerybeat-schedule"
+    marks: list[float] = []
+
+    def another_mark() -> bool:
+        found = age(schedule)
+        if found is not None and (not marks or time.time() - found > marks[-1]):
+            marks.append(time.time() - found)
+        return len(marks) >= 4
+
+    wait_until(another_mark, 60, "Beat's mark touched at start and on three sends", 0.1)
+    assert beat_health_main([str(schedule)]) == 0
 
 
 def test_a_finished_task_is_forgotten_after_the_retention(make_stack: StackFactory) -> None:
