@@ -12,12 +12,18 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 from celery.worker.request import Request
 
 from celery_app.config import TASK_NAMES
 from shared.errors import LedgerUnavailable
-from shared.heartbeat import Heartbeat, process_nonce
+from shared.heartbeat import Heartbeat, mark_consuming, process_nonce, runner_id
 from shared.ledger import Ledger, ledger_for
 from shared.models import Implementation, TaskKind, TaskState
 from shared.settings import Settings, get_settings
@@ -34,6 +40,15 @@ def worker_ledger() -> Ledger:
 
 
 _heartbeat: Heartbeat | None = None
+# The worker's main process, whose consumer hands its pool processes their tasks.
+_consumer: str | None = None
+
+
+@worker_init.connect
+def _name_the_consumer(**_: Any) -> None:
+    # In the main process, before the pool forks: the children inherit the name.
+    global _consumer
+    _consumer = runner_id()
 
 
 @worker_process_init.connect
@@ -52,7 +67,23 @@ def _start_heartbeat(**_: Any) -> None:
         interval=settings.runner_heartbeat_seconds,
         activity=ledger.activity,
         flush=ledger.flush,
-    ).start()
+    ).start_once(consuming=_consumer or runner_id())
+
+
+@worker_ready.connect
+def _mark_consuming(**_: Any) -> None:
+    """The main process's consumer takes tasks now: its pool processes start beating."""
+    ledger = worker_ledger()
+    if ledger.client is not None:
+        mark_consuming(ledger.client)
+
+
+@task_prerun.connect
+def _beat_from_the_first_task(**_: Any) -> None:
+    # Should the consuming mark never arrive (the ledger down at the worker's start),
+    # a process running a task is alive all the same.
+    if _heartbeat is not None:
+        _heartbeat.start()
 
 
 @worker_process_shutdown.connect

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 RUNNER_KEY = "ledger:runner:{}"
 RUNNERS_KEY = "ledger:runners"
+# Set by a worker's main process once its consumer takes tasks (per its runner id):
+# its pool processes beat from then on, not from their fork (``Heartbeat.start_once``).
+CONSUMING_KEY = "ledger:consuming:{}"
 # A runner's heartbeat record outlives its process by this much (then Redis drops it).
 RUNNER_TTL = 3600
 
@@ -40,6 +43,16 @@ def runner_id() -> str:
 def process_nonce() -> str:
     """The nonce in this process's runner ids (and its forked children's)."""
     return _NONCE
+
+
+def mark_consuming(client: redis.Redis) -> None:
+    """This process's consumer takes tasks now: its pool processes may beat.
+
+    Best effort, like a beat: a pool process also starts beating at its first task."""
+    try:
+        client.set(CONSUMING_KEY.format(runner_id()), time.time(), ex=RUNNER_TTL)
+    except redis.RedisError as exc:
+        logger.warning("could not mark %s consuming, Redis unavailable: %s", runner_id(), exc)
 
 
 class Heartbeat:
@@ -73,6 +86,7 @@ class Heartbeat:
         self.interval = interval
         self.runner = runner_id()
         self.started_at = time.time()
+        self._started = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"ledger-heartbeat-{role}", daemon=True
@@ -80,8 +94,34 @@ class Heartbeat:
         self._failing = False
 
     def start(self) -> Heartbeat:
+        """Beat now and every ``interval`` from now on (a second call does nothing)."""
+        if not self._started.acquire(blocking=False):
+            return self
+        self.started_at = time.time()
         self.beat()
         self._thread.start()
+        return self
+
+    def start_once(self, consuming: str, poll: float = 0.2) -> Heartbeat:
+        """Start once the process ``consuming`` names has marked its consumer ready.
+
+        A Celery pool process is forked before its worker consumes: a beat from then
+        would call it free seconds before any task can reach it (on RabbitMQ, long
+        enough for the verdict to call a requeued task lost). The wait is a thread
+        of its own; ``start()`` at the first task ends it too."""
+
+        def wait() -> None:
+            key = CONSUMING_KEY.format(consuming)
+            while not self._stop.is_set() and not self._started.locked():
+                try:
+                    if self.client.exists(key):
+                        self.start()
+                        return
+                except redis.RedisError:
+                    pass  # the next poll; the first task starts it anyway
+                self._stop.wait(poll)
+
+        threading.Thread(target=wait, name=f"ledger-consuming-{self.role}", daemon=True).start()
         return self
 
     def beat(self, *, stopped: bool = False) -> None:
@@ -126,4 +166,5 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(self.interval + 2)
-        self.beat(stopped=True)
+        if self._started.locked():
+            self.beat(stopped=True)

@@ -6,12 +6,17 @@ every run keeps its own start."""
 from __future__ import annotations
 
 import re
+import threading
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from harness.procs import wait_until
-from shared.models import TaskRecord
+from harness.ports import free_port
+from harness.procs import Proc, group_members, wait_until
+from harness.servers import RedisServer
+from shared.models import RunnerRecord, TaskRecord
 from tests.integration.conftest import StackFactory, ledger_record, log_lines
 
 pytestmark = pytest.mark.slow
@@ -65,3 +70,40 @@ def test_a_task_is_succeeded_only_when_no_run_of_it_is_still_going(
     # However often it ran, it wrote once; the worker says so, in the shared log format.
     assert len(log_lines(stack, task_id)) == 1
     assert re.search(skip, stack.output("worker"))
+
+
+def test_a_celery_pool_process_is_heard_of_only_once_its_worker_consumes(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    # Its pool is forked before its consumer reaches the broker. Heard of from the
+    # fork, a pool process counted as free while no task could reach it, and the
+    # verdict called a task RabbitMQ had requeued lost (the compose smoke, once).
+    broker = RedisServer(free_port(), tmp_path)
+    stack = make_stack(celery_broker_url=broker.url, runner_heartbeat_seconds=0.2)
+    stack.start("redis")
+    starting = threading.Thread(target=stack.start, args=("worker", 120), daemon=True)
+    starting.start()
+    wait_until(lambda: "worker" in stack.procs and stack.procs["worker"].pid, 30, "the worker")
+    main = stack.procs["worker"].pid
+    assert main is not None
+    # Its two pool processes, forked while the broker does not answer.
+    wait_until(lambda: len(group_members(main)) >= 3, 60, "the worker's pool", 0.1)
+    time.sleep(2)  # ten heartbeat intervals
+    assert [r.runner for r in stack.ledger().runners()] == []
+
+    server = Proc("broker", broker.argv(), {}, tmp_path / "broker.out")
+    try:
+        server.start()
+        broker.wait_ready(server, 30)
+        consuming = time.time()
+        starting.join(130)
+        assert not starting.is_alive()
+
+        def both() -> list[RunnerRecord] | None:
+            found = stack.ledger().runners()
+            return found if len(found) == 2 else None
+
+        found = wait_until(both, 30, "two pool processes", 0.1)
+        assert all(r.started_at >= consuming - 1 for r in found), found
+    finally:
+        server.stop()
