@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.stacks import Where
+from shared.services import SERVICES, SIDES, Implementation
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, reports: bool = True) -> None:
@@ -31,13 +33,12 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, reports: bool = Tru
         "--compose-file", action="append", default=[], help="compose: a compose file (-f)"
     )
     group.add_argument(
-        "--bg-url", default=None, help="compose: bg-api (default: its published port)"
-    )
-    group.add_argument(
-        "--celery-url", default=None, help="compose: celery-api (default: its published port)"
-    )
-    group.add_argument(
-        "--flower-url", default=None, help="compose: Flower (default: its published port)"
+        "--url",
+        action="append",
+        default=[],
+        metavar="SERVICE=URL",
+        help="compose: where a service answers, when not on its published port "
+        f"(repeatable; services: {', '.join(PUBLISHED)})",
     )
     if reports:
         parser.add_argument(
@@ -55,10 +56,48 @@ def where_from(args: argparse.Namespace) -> Where:
         keep=args.keep,
         project=args.compose_project,
         files=tuple(args.compose_file),
-        bg_url=args.bg_url,
-        celery_url=args.celery_url,
-        flower_url=args.flower_url,
+        urls=urls_from(args.url),
     )
+
+
+# The services a URL can be given for: those that publish a port.
+PUBLISHED = tuple(name for name, s in SERVICES.items() if s.port and s.python)
+
+
+def urls_from(given: Sequence[str]) -> dict[str, str]:
+    """``--url SERVICE=URL`` flags as a mapping; a clear error for a bad one."""
+    urls = {}
+    for item in given:
+        service, sep, url = item.partition("=")
+        if not sep or service not in PUBLISHED or not url.startswith(("http://", "https://")):
+            raise SystemExit(
+                f"--url {item!r}: SERVICE=http://host:port, SERVICE one of {', '.join(PUBLISHED)}"
+            )
+        urls[service] = url
+    return urls
+
+
+def add_implementations_argument(
+    parser: argparse.ArgumentParser, default: Sequence[Implementation], what: str
+) -> None:
+    """--implementations: the declared implementations to run, comma-separated."""
+    parser.add_argument(
+        "--implementations",
+        type=implementations_from,
+        default=tuple(default),
+        help=f"{what}, comma-separated (default: {','.join(default)}; declared: {','.join(SIDES)})",
+    )
+
+
+def implementations_from(text: str) -> tuple[Implementation, ...]:
+    """ "bg,taskiq" as declared implementations, in the order given."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SIDES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'none given'}: declared are {', '.join(SIDES)}"
+        )
+    return tuple(dict.fromkeys(Implementation(n) for n in names))
 
 
 def say(message: str) -> None:

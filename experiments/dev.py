@@ -22,9 +22,10 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from experiments.common import add_implementations_argument
 from harness.procs import REPO_ROOT, Proc
 from harness.servers import RedisServer
-from shared.services import DEFAULT_IMPLEMENTATIONS, SIDES, Implementation, side_of
+from shared.services import DEFAULT_IMPLEMENTATIONS, side_of
 from shared.settings import Settings, redact
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
@@ -34,11 +35,8 @@ DEFAULT_REDIS_URL: str = Settings.model_fields["redis_url"].default
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procfile", type=Path, default=REPO_ROOT / "Procfile")
-    parser.add_argument(
-        "--implementations",
-        default=",".join(DEFAULT_IMPLEMENTATIONS),
-        help="which implementations' Procfile lines to run, comma-separated (default: "
-        f"{','.join(DEFAULT_IMPLEMENTATIONS)}; declared: {','.join(SIDES)})",
+    add_implementations_argument(
+        parser, DEFAULT_IMPLEMENTATIONS, "which implementations' Procfile lines to run"
     )
     parser.add_argument(
         "--state-dir",
@@ -118,10 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from honcho.manager import Manager
     from honcho.printer import Printer
 
-    try:
-        wanted = {Implementation(name.strip()) for name in args.implementations.split(",")}
-    except ValueError as exc:
-        raise SystemExit(f"dev: --implementations: {exc} (declared: {', '.join(SIDES)})") from exc
+    wanted = set(args.implementations)
     processes = {
         name: cmd
         for name, cmd in parse_procfile(args.procfile.read_text(encoding="utf-8")).processes.items()

@@ -262,12 +262,11 @@ class ComposeTarget:
         *,
         project: str | None = None,
         files: Sequence[str] = (),
-        bg_url: str | None = None,
-        celery_url: str | None = None,
-        flower_url: str | None = None,
+        urls: Mapping[str, str] | None = None,
         experiment_routes: bool = True,
     ) -> ComposeTarget:
-        """The running project; its URLs from the published ports unless given; its
+        """The running project; its URLs from the published ports unless given
+        (``urls``, per service); its
         compose files, unless given, from the labels compose put on its containers.
         ``experiment_routes``: the APIs serve them (``ensure_experiment_routes``)."""
         compose = Compose(project, files)
@@ -276,12 +275,7 @@ class ComposeTarget:
         target = cls(compose)
         found = {s: compose.published(s, p) for s, p in CONTAINER_PORTS.items()}
         target.urls = {s: u for s, u in found.items() if u}
-        if bg_url:
-            target.urls["bg-api"] = bg_url
-        if celery_url:
-            target.urls["celery-api"] = celery_url
-        if flower_url:
-            target.urls["flower"] = flower_url
+        target.urls.update(urls or {})
         # The chapter's two always; a further implementation where its profile runs.
         for side in DEFAULT_SIDES:
             if API[side] not in target.urls:

@@ -73,21 +73,13 @@ class Where:
     # compose: the project (-p), its files (-f), and the APIs' URLs if not published.
     project: str | None = None
     files: tuple[str, ...] = ()
-    bg_url: str | None = None
-    celery_url: str | None = None
-    flower_url: str | None = None
+    urls: Mapping[str, str] = field(default_factory=dict)  # service -> URL
     # local: a running RabbitMQ to share (a virtual host per stack) rather than
     # one started per stack, for the specs that do not need their own.
     rabbitmq: RabbitServer | None = None
 
     def attach(self) -> ComposeTarget:
-        return ComposeTarget.attach(
-            project=self.project,
-            files=self.files,
-            bg_url=self.bg_url,
-            celery_url=self.celery_url,
-            flower_url=self.flower_url,
-        )
+        return ComposeTarget.attach(project=self.project, files=self.files, urls=self.urls)
 
 
 @dataclass(frozen=True)

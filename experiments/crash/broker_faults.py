@@ -15,6 +15,7 @@ from experiments.traffic import Traffic, submit
 from harness.procs import Timeout, wait_until
 from harness.target import Target, read_records
 from shared.models import TaskRecord, TaskState
+from shared.services import SIDES
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +55,13 @@ def cut_while_running(
     t0 = time.time()
     target.cut(service)
     try:
-        pairs += submit(target, sc.side, sc.requests(p))
+        pairs += submit(target, sc.implementation, sc.requests(p))
         time.sleep(max(0.0, t0 + seconds - time.time()))  # the cut's length is the scenario
     finally:
         target.heal(service)
     out.healed_after = time.time() - t0
     say(f"healed after {out.healed_after:.1f}s; {sc.requests(p)} more requests")
-    pairs += submit(target, sc.side, sc.requests(p))
+    pairs += submit(target, sc.implementation, sc.requests(p))
     return t0
 
 
@@ -79,9 +80,11 @@ def fail_over(
     """Steady traffic; the broker's leading process SIGKILLed for good after
     ``p.steady`` seconds; ``p.steady`` seconds more of it after the new leader. The
     kill's time, every task the API accepted, and those it accepted after the kill."""
-    traffic = Traffic("celery", target.url("celery"), p.rate, prefix="failover")
+    impl = sc.implementation
+    traffic = Traffic(impl, target.url(impl), p.rate, prefix="failover")
     thread = traffic.start()
-    supervisor = Supervisor(target, [s for s in target.services if s.startswith("worker")])
+    worker = SIDES[impl].runs_the_work
+    supervisor = Supervisor(target, [s for s in target.services if s.startswith(worker)])
     try:
         time.sleep(p.steady)  # the scenario's steady state, before the kill
         victim = wait_until(lambda: _primary(target), 120, "the broker's leading process", 0.5)

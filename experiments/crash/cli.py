@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
-from experiments.common import add_target_arguments, where_from
+from experiments.common import add_implementations_argument, add_target_arguments, where_from
 from experiments.crash import report
 from experiments.crash.outcome import Say
 from experiments.crash.runner import adapt, run_scenario
-from experiments.crash.scenarios import SCENARIOS, Params, Scenario, pick
-from experiments.reporting.report import publish
+from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, Scenario, pick
+from experiments.reporting.report import load_if_any, publish
 from harness.stacks import BROKER_VARIANTS, variant_of
+from shared.services import SIDES
 
 NAME = "crash"
 
@@ -27,17 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenarios",
         default="all",
-        help="comma-separated keys or numbers (default all): "
-        + ", ".join(f"{s.number}={s.key}" for s in SCENARIOS),
+        help="comma-separated keys (default all): " + ", ".join(s.key for s in SCENARIOS),
+    )
+    add_implementations_argument(parser, tuple(SIDES), "whose scenarios to run")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the report's rows of the scenarios not run (each row says when it ran)",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument(
         "--broker",
         choices=(*BROKER_VARIANTS, "all"),
         default=None,
-        help="the Celery side's broker (rabbitmq: a quorum queue; rabbitmq-classic: a "
-        "classic one): every Celery scenario runs on each (default: all three locally; "
-        "a compose stack's own broker)",
+        help="the broker (rabbitmq: a quorum queue; rabbitmq-classic: a classic one): every "
+        "scenario of an implementation that needs one runs on each (default: all three "
+        "locally; a compose stack's own broker)",
     )
     parser.add_argument(
         "--tasks",
@@ -70,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace",
         type=int,
         default=d.grace,
-        help=f"scenario 2b's graceful-shutdown timeout, whole seconds (default {d.grace})",
+        help=f"bg-term-timeout's graceful-shutdown timeout, whole seconds (default {d.grace})",
     )
     parser.add_argument(
         "--loop-window",
@@ -115,13 +121,13 @@ def _progress(total: int) -> Callable[[int, Scenario], Say]:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        for s in SCENARIOS:
-            on = "" if s.side == "bg" else f" [{', '.join(s.brokers)}]"
-            print(f"{s.number:>3}  {s.key:<24} {s.title}{on}: {s.expected}")
+        for s in pick("all", args.implementations):
+            on = f" [{', '.join(s.brokers)}]" if s.on_brokers else ""
+            print(f"{s.key:<31} {s.title}{on}: {s.expected}")
         return 0
     params = params_from(args)
     try:
-        scenarios = pick(args.scenarios)
+        scenarios = pick(args.scenarios, args.implementations)
     except ValueError as exc:
         print(f"crash: {exc}", file=sys.stderr)
         return 2
@@ -144,23 +150,29 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     problems = params.problems()
+    previous = load_if_any(NAME, args.reports_dir) if args.merge else None
+    if previous is not None and previous.get("params") != asdict(params):
+        problems.append(
+            f"--merge: reports/{NAME}.json was measured with other parameters "
+            f"({previous.get('params')}); its rows and these cannot share a table"
+        )
     if problems:
         for problem in problems:
             print(f"crash: {problem}", file=sys.stderr)
         return 2
 
-    # BackgroundTasks scenarios once (no broker); each Celery one on each broker.
+    # Once, or once per broker where the implementation needs one.
     runs = [
         (sc, broker)
         for sc in scenarios
-        for broker in (brokers if sc.side == "celery" else ["redis"])
-        if sc.side == "bg" or broker in sc.brokers
+        for broker in (brokers if sc.on_brokers else ["redis"])
+        if not sc.on_brokers or broker in sc.brokers
     ]
     progress = _progress(len(runs))
     outcomes = []
     for i, (sc, broker) in enumerate(runs, 1):
         say = progress(i, sc)
-        on = f" on {broker}" if sc.side == "celery" else ""
+        on = f" on {broker}" if sc.on_brokers else ""
         say(f"starting{on} — expected: {sc.expected}")
         outcomes.append(run_scenario(sc, params, where, say, broker=broker))
 
@@ -170,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         "params": asdict(params),
         "scenarios": [o.to_dict() for o in outcomes],
     }
+    if previous is not None:
+        data = report.merge(previous, data, order=list(BY_KEY))
     publish(NAME, data, report.render(data), directory=args.reports_dir)
     if args.json:
         print(json.dumps(data, indent=2, default=str))

@@ -12,12 +12,12 @@ Say = Callable[[str], None]
 
 @dataclass
 class Outcome:
-    number: str
     key: str
     title: str
-    side: str
+    implementation: str
     expected: str
-    # The Celery side's broker ("" for BackgroundTasks, which has none).
+    # The broker variant it ran on ("" for an implementation that needs no "broker"
+    # service: BackgroundTasks, or taskiq on the ledger's Redis).
     broker: str = ""
     status: Literal["ok", "skipped", "error"] = "ok"
     reason: str = ""

@@ -7,11 +7,14 @@ docs`` draws the same table from the committed ``reports/crash.json``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from experiments.reporting.tables import markdown_table
+from shared.services import SIDES, Implementation
 
 HEADERS = [
+    "implementation",
     "scenario",
     "broker",
     "tasks submitted",
@@ -57,6 +60,13 @@ RESULT = (
 )
 
 
+def when_ran(data: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    """When these rows were measured: each row's own stamp (a merged report), or the
+    report's."""
+    default = (data.get("machine") or {}).get("when", "?")
+    return ", ".join(sorted({o.get("ran") or default for o in rows})) or default
+
+
 def broker_label(o: Mapping[str, Any]) -> str:
     broker = o.get("broker") or ""
     return BROKER_LABELS.get(broker, broker) or "—"
@@ -73,11 +83,16 @@ def shown(scenarios: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [o for o in scenarios if not (o.get("broker") == "rabbitmq-classic" and same(o))]
 
 
+def implementation_title(o: Mapping[str, Any]) -> str:
+    return SIDES[Implementation(o["implementation"])].title
+
+
 def row(o: Mapping[str, Any]) -> list[str]:
-    label = f"{o['number']}. {o['title']}"
+    label = f"{o['key']}: {o['title']}"
     broker = broker_label(o)
+    impl = implementation_title(o)
     if o["status"] != "ok":
-        return [label, broker, f"{o['status']}: {o['reason']}"] + [""] * (len(HEADERS) - 3)
+        return [impl, label, broker, f"{o['status']}: {o['reason']}"] + [""] * (len(HEADERS) - 4)
     redelivered = "—" if o["redelivered_after"] is None else _span(o["redelivered_after"])
     killed = o["stopped_after"] is not None and o["running_at_kill"] + o["queued_at_kill"] > 0
     at_kill = f"{o['running_at_kill']} / {o['queued_at_kill']}" if killed else "—"
@@ -85,6 +100,7 @@ def row(o: Mapping[str, Any]) -> list[str]:
     lost = str(o["lost"]) + (f" (+{o['skipped']} skipped)" if o.get("skipped") else "")
     never = o["lost"] > 0
     return [
+        impl,
         label,
         broker,
         str(o["submitted"]),
@@ -135,13 +151,20 @@ def notes(data: Mapping[str, Any]) -> str:
         "- times are from the signal (the scenarios that kill nothing: from the submission).",
         "",
     ]
+    ran = sorted({o["ran"][:10] for o in data["scenarios"] if o.get("ran")})
+    if len(ran) > 1:
+        lines += [
+            f"Rows from more than one run, with the same parameters ({', '.join(ran)}): "
+            "each row's `ran` in the JSON says when.",
+            "",
+        ]
     hidden = [o for o in data["scenarios"] if o not in shown(data["scenarios"])]
     if hidden:
-        same = ", ".join(dict.fromkeys(o["number"] for o in hidden))
+        same = ", ".join(dict.fromkeys(o["key"] for o in hidden))
         lines += [f"On a classic queue, as on the quorum queue: {same}.", ""]
     for o in data["scenarios"]:
         on = f" on {broker_label(o)}" if o.get("broker") else ""
-        label = f"**{o['number']}. {o['title']}**{on}"
+        label = f"**{implementation_title(o)}, {o['key']}: {o['title']}**{on}"
         if o["status"] != "ok":
             lines.append(f"- {label}: {o['status']}: {o['reason']}")
             continue
@@ -206,3 +229,23 @@ def notes(data: Mapping[str, Any]) -> str:
 def render(data: Mapping[str, Any]) -> str:
     """The table and the notes: the report's markdown, and the generated doc's."""
     return f"{table(data)}\n\n{notes(data)}"
+
+
+def merge(
+    previous: Mapping[str, Any] | None, data: Mapping[str, Any], *, order: Sequence[str]
+) -> dict[str, Any]:
+    """``data``'s rows, and ``previous``'s for the (scenario, broker) pairs it did not
+    run, in scenario order; each row stamped with when it ran."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    new = [{**o, "ran": o.get("ran") or now} for o in data["scenarios"]]
+    done = {(o["key"], o["broker"]) for o in new}
+    then = (previous or {}).get("machine", {}).get("when", "")
+    kept = [
+        {**o, "ran": o.get("ran") or then}
+        for o in (previous or {}).get("scenarios", [])
+        if (o["key"], o["broker"]) not in done and o["key"] in order
+    ]
+    brokers = [*(previous or {}).get("brokers", []), *data["brokers"]]
+    rank = {key: i for i, key in enumerate(order)}
+    scenarios = sorted([*kept, *new], key=lambda o: rank[o["key"]])
+    return {**data, "brokers": list(dict.fromkeys(brokers)), "scenarios": scenarios}

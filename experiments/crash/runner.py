@@ -27,7 +27,8 @@ from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
 from harness.target import Target, Unsupported, read_records
 from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
-from shared.verdict import Judgement, Verdict, judge
+from shared.services import SIDES, Delivery
+from shared.verdict import Judgement, Verdict, declared_redeliveries, judge
 
 # The worker's line for a message it was handed ("Task <name>[<id>] received").
 RECEIVED = re.compile(r"Task \S+\[([0-9a-f-]{36})\] received")
@@ -45,7 +46,12 @@ logger = logging.getLogger(__name__)
 
 
 def spread(
-    target: Target, pairs: list[list[str]], processes: int, *, limit: int
+    target: Target,
+    implementation: Implementation,
+    pairs: list[list[str]],
+    processes: int,
+    *,
+    limit: int,
 ) -> list[list[str]]:
     """More requests, one at a time, until the tasks are held by ``processes`` API
     processes (at most ``limit`` more); the extra requests' task ids.
@@ -60,7 +66,7 @@ def spread(
         return len({r.runner for r in records.values() if r.runner})
 
     while holders() < processes and len(extra) < limit:
-        extra += submit(target, "bg", 1)
+        extra += submit(target, implementation, 1)
     return extra
 
 
@@ -99,6 +105,7 @@ def _until(
     notifications: list[str],
     verdict: str,
     *,
+    worker: str,
     quiet: float,
     deadline: float,
 ) -> tuple[Judgement, str]:
@@ -110,7 +117,7 @@ def _until(
     last: tuple[int, ...] = ()
     while True:
         final = judge(observe(target, since=since, expected=expected))
-        received = received_counts(target.output("worker"))
+        received = received_counts(target.output(worker))
         now = time.time()
         seen = tuple(received.get(n, 0) for n in notifications)
         done = all(
@@ -140,12 +147,11 @@ def run_scenario(
     """One scenario end to end, from a clean state; never raises for a scenario failure."""
     spec = scenario.spec(params, broker)
     outcome = Outcome(
-        scenario.number,
         scenario.key,
         scenario.title,
-        scenario.side,
+        scenario.implementation,
         scenario.expected,
-        broker=broker if scenario.side == "celery" else "",
+        broker=broker if scenario.on_brokers else "",
         params={**asdict(params), "settings": dict(spec.settings)},
     )
     started = time.monotonic()
@@ -170,16 +176,21 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
     t_submit = time.time()
     requests = sc.requests(p)
     # A failover sends steady traffic of its own instead.
-    pairs = submit(target, sc.side, requests) if sc.action != "failover" else []
+    impl = sc.implementation
+    declared = SIDES[impl]
+    pairs = submit(target, impl, requests) if sc.action != "failover" else []
     after_kill: list[str] = []
     if sc.bg_workers > 1:
-        pairs += spread(target, pairs, sc.bg_workers, limit=3 * requests)
+        pairs += spread(target, impl, pairs, sc.bg_workers, limit=3 * requests)
     submitted = time.monotonic()
     ids = [task_id for pair in pairs for task_id in pair]
     notifications = [pair[0] for pair in pairs]
-    expected = expected_of(ids, sc.side)
+    expected = expected_of(ids, impl)
     out.submitted = len(ids)
     delay = target.settings.notification_delay_seconds
+    worker = declared.runs_the_work
+    # When a run whose process died is back in the queue (None: nothing brings it back).
+    rule = declared_redeliveries(target.settings).get(impl)
 
     if sc.action is None or sc.service is None:
         t0 = t_submit
@@ -187,32 +198,33 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         if sc.revive_worker:
             try:
                 wait_until(
-                    lambda: not target.is_up("worker"), 3 * delay + 15, "the worker to exit", 0.2
+                    lambda: not target.is_up(worker), 3 * delay + 15, f"{worker} to exit", 0.2
                 )
             except Timeout:
                 say("the worker did not exit")
             else:
                 out.stopped_after = time.time() - t0
                 say(f"the worker exited by itself {out.stopped_after:.1f}s in; starting it again")
-                target.start("worker")
+                target.start(worker)
                 out.restarted_after = time.time() - t0
     elif sc.action == "failover":
         t0, accepted, after_kill = fail_over(sc, p, target, out, say)
         pairs = [accepted[i : i + 2] for i in range(0, len(accepted), 2)]
         ids = accepted
         notifications = [pair[0] for pair in pairs]
-        expected = expected_of(ids, sc.side)
+        expected = expected_of(ids, impl)
         out.submitted = len(ids)
     elif sc.action == "partition":
         t0 = cut_while_running(sc, p, target, since, pairs, out, say)
         ids = [task_id for pair in pairs for task_id in pair]
         notifications = [pair[0] for pair in pairs]
-        expected = expected_of(ids, sc.side)
+        expected = expected_of(ids, impl)
         out.submitted = len(ids)
     else:
-        # Every BackgroundTasks request runs its tasks at once (thread pool); a
-        # Celery worker runs as many as it has processes, the rest wait in the broker.
-        want = requests if sc.side == "bg" else min(requests, target.worker_processes)
+        # Tasks held in process memory all run at once (a thread pool); a worker
+        # runs as many as its concurrency, the rest wait in the broker.
+        held = declared.delivery == Delivery.in_process
+        want = requests if held else min(requests, target.worker_processes)
         before = wait_running(
             target,
             since,
@@ -264,14 +276,15 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
             out.restarted_after = time.time() - t0
         else:
             say(f"{service} down after {out.stopped_after:.1f}s; left down")
-        if sc.side == "celery" and target.settings.broker == "redis":
-            s = target.settings
+        if rule is not None and not rule.acks_late:
+            say(f"settling: nothing brings a running task back ({rule.why_lost})")
+        elif rule is not None and rule.broker == "redis":
             say(
-                f"settling: redelivery is due {s.celery_visibility_timeout:g}s after delivery "
-                f"(visibility timeout), found by a scan every {s.celery_restore_interval:g}s"
+                f"settling: redelivery is due {rule.visibility_timeout:g}s after delivery, "
+                f"found by a scan every {rule.restore_interval:g}s"
             )
-        elif sc.side == "celery":
-            say("settling: RabbitMQ requeues a dead consumer's unacked messages at once")
+        elif rule is not None:
+            say("settling: the broker requeues a dead consumer's unacked messages at once")
 
     window = sc.window(p)
     if window is not None:
@@ -284,39 +297,40 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
             out.settle = f"a fixed window of {window:g}s, then one reading"
         else:
             final, out.settle = _until(target, since, expected, notifications, sc.ends_with,
-                                       quiet=p.margin, deadline=t_submit + window + 60)  # fmt: skip
-        received = received_counts(target.output("worker"))
+                                       worker=worker, quiet=p.margin,
+                                       deadline=t_submit + window + 60)  # fmt: skip
+        received = received_counts(target.output(worker))
         out.handed_out = sum(received.get(n, 0) for n in notifications)
         out.most_runs = max((len(r.runs) for r in read_records(target, notifications, since)),
                             default=0)  # fmt: skip
     else:
         # Bounded: what is queued behind the kill still has to run, a round at a time.
         rounds = -(-len(ids) // max(target.worker_processes, 1))
-        horizon = (
-            target.settings.celery_visibility_timeout + 2 * target.settings.celery_restore_interval
-        )
+        horizon = 0.0
+        if rule is not None and rule.acks_late:
+            horizon = rule.due(0.0, 0.0) + rule.restore_interval
         cap = time.monotonic() + horizon + rounds * delay * 3 + 60
         # A failover: the workers may still be reconnecting while the verdict, which
         # sees a live, free worker, already calls the queued tasks lost; a longer
         # quiet lets a late reconnect show (``Scenario.quiet``).
         quiet = max(p.margin, sc.quiet)
         final, out.settle = settle(target, since, expected, quiet=quiet, cap=cap + quiet)
-    side = final.side(sc.side)
-    out.summary = side.to_dict()
+    counts = final.side(impl)
+    out.summary = counts.to_dict()
     out.completed, out.failed, out.lost, out.skipped, out.gave_up = (
-        side.completed,
-        side.failed,
-        side.lost,
-        side.skipped,
-        side.gave_up,
+        counts.completed,
+        counts.failed,
+        counts.lost,
+        counts.skipped,
+        counts.gave_up,
     )
     out.lost_ids = sorted(final.ids(Verdict.lost))
     out.lost_notifications = len(set(notifications) & set(out.lost_ids))
-    out.missing_from_ledger = side.missing_from_ledger
-    out.executed_more_than_once = side.executed_more_than_once
-    out.retried = side.retried
-    out.duplicate_effects, out.extra_effect_lines = side.duplicate_effects, side.extra_writes
-    out.skipped_writes = side.skipped_writes
+    out.missing_from_ledger = counts.missing_from_ledger
+    out.executed_more_than_once = counts.executed_more_than_once
+    out.retried = counts.retried
+    out.duplicate_effects, out.extra_effect_lines = counts.duplicate_effects, counts.extra_writes
+    out.skipped_writes = counts.skipped_writes
     records = [t.record for t in final.tasks.values() if t.record is not None]
     ends = [r.finished_at for r in records if r.finished_at is not None]
     out.tasks = [

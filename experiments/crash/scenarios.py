@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.stacks import SIDE_SERVICES, SINGLE_NODE, StackSpec
+from shared.services import SIDES, Implementation
 from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate", "partition", "failover"]
@@ -21,9 +22,9 @@ class Params:
     visibility: float = 5.0  # CELERY_VISIBILITY_TIMEOUT: longer than a task, or it runs twice
     restore_interval: float = 0.5  # CELERY_RESTORE_INTERVAL: kombu's scan for expired unacked
     concurrency: int = 2  # Celery worker processes: only this many notifications run at once
-    grace: int = 1  # the short graceful-shutdown timeout of scenario 2b (whole seconds: uvicorn)
+    grace: int = 1  # bg-term-timeout's short graceful-shutdown timeout (whole seconds: uvicorn)
     margin: float = 3.0  # slack on every settle deadline (a loaded machine is slow)
-    loop_window: float = 30.0  # how long a crash loop is watched (scenarios 12, 12b)
+    loop_window: float = 30.0  # how long a crash loop is watched (crash-loop, crash-loop-bounded)
     heartbeat: float = 4.0  # RabbitMQ's AMQP heartbeat in the partition scenarios
     rate: float = 8.0  # notification requests per second in the failover scenarios
     steady: float = 8.0  # seconds of traffic before the kill, and again after it
@@ -53,24 +54,23 @@ class Params:
         if self.delay <= self.grace:
             out.append(
                 f"--delay ({self.delay:g}s) must be longer than --grace ({self.grace}s), "
-                "or scenario 2b's shutdown timeout never cuts a task short"
+                "or bg-term-timeout's shutdown timeout never cuts a task short"
             )
         if self.visibility <= self.delay + 1:
             out.append(
                 f"--visibility-timeout ({self.visibility:g}s) must exceed --delay "
                 f"({self.delay:g}s) by a second or more, or every notification runs twice "
-                "even without a crash (that is scenario 8, on purpose)"
+                "even without a crash (that is slow-task, on purpose)"
             )
         return out
 
 
 @dataclass(frozen=True)
 class Scenario:
-    number: str
     key: str
     title: str
-    side: Literal["bg", "celery"]
-    # The service hit and how; no action: nothing is killed (scenario 8).
+    implementation: Implementation
+    # The service hit and how; no action: nothing is killed (slow-task).
     action: Action | None
     service: str | None
     expected: str
@@ -121,15 +121,20 @@ class Scenario:
     ends_with: str | None = None
 
     @property
+    def on_brokers(self) -> bool:
+        """It runs once per broker variant: its implementation needs the "broker" service."""
+        return "broker" in SIDES[self.implementation].needs
+
+    @property
     def label(self) -> str:
-        return f"{self.number}. {self.title}"
+        return f"{self.key}: {self.title}"
 
     def requests(self, p: Params) -> int:
         return self.tasks(p) or p.tasks
 
     def spec(self, p: Params, broker: str = "redis") -> StackSpec:
         return StackSpec(
-            SIDE_SERVICES[self.side],
+            SIDE_SERVICES[self.implementation],
             settings=self.settings(p),
             appendonly=self.appendonly,
             graceful_timeout=self.graceful_timeout(p),
@@ -171,19 +176,17 @@ def graceful_stop_timeout(p: Params) -> float:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        number="1",
         key="bg-kill",
         title="bg-api SIGKILL",
-        side="bg",
+        implementation=Implementation.bg,
         action="kill",
         service="bg-api",
         expected="every task in flight is lost: it lived only in the killed process",
     ),
     Scenario(
-        number="1b",
         key="bg-kill-one-process",
         title="one of two bg-api processes SIGKILL",
-        side="bg",
+        implementation=Implementation.bg,
         action="kill",
         service="bg-api",
         expected="only the tasks held by the killed process are lost; the other process's "
@@ -192,20 +195,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         restart=False,
     ),
     Scenario(
-        number="2a",
         key="bg-term",
         title="bg-api SIGTERM (graceful)",
-        side="bg",
+        implementation=Implementation.bg,
         action="terminate",
         service="bg-api",
         expected="nothing lost: uvicorn waits for running background tasks before it exits",
         stop_timeout=graceful_stop_timeout,
     ),
     Scenario(
-        number="2b",
         key="bg-term-timeout",
         title="bg-api SIGTERM, shutdown timeout < task",
-        side="bg",
+        implementation=Implementation.bg,
         action="terminate",
         service="bg-api",
         expected="every task in flight is lost once the shutdown timeout cuts it off",
@@ -215,29 +216,26 @@ SCENARIOS: tuple[Scenario, ...] = (
         stop_timeout=lambda p: float(p.grace),
     ),
     Scenario(
-        number="3",
         key="celery-api-kill",
         title="celery-api SIGKILL",
-        side="celery",
+        implementation=Implementation.celery,
         action="kill",
         service="celery-api",
         expected="nothing lost: the tasks were already in the broker and the worker runs them",
     ),
     Scenario(
-        number="4",
         key="worker-kill",
         title="worker SIGKILL (acks_late)",
-        side="celery",
+        implementation=Implementation.celery,
         action="kill",
         service="worker",
         expected="nothing lost: the unacked tasks come back (Redis: after the visibility "
         "timeout; RabbitMQ: when the worker's connection closes) and run again, writing once",
     ),
     Scenario(
-        number="4b",
         key="worker-kill-two-workers",
         title="one of two workers SIGKILL (acks_late)",
-        side="celery",
+        implementation=Implementation.celery,
         action="kill",
         service="worker",
         expected="nothing lost: the surviving worker takes the dead one's task (RabbitMQ: at "
@@ -249,20 +247,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         kill_its_worker=True,
     ),
     Scenario(
-        number="5",
         key="worker-kill-stock-acks",
         title="worker SIGKILL (stock acks)",
-        side="celery",
+        implementation=Implementation.celery,
         action="kill",
         service="worker",
         expected="the running tasks are lost: stock Celery acks a task as it starts",
         settings=lambda p: {"celery_acks_late": False},
     ),
     Scenario(
-        number="6",
         key="worker-term",
         title="worker SIGTERM (warm shutdown)",
-        side="celery",
+        implementation=Implementation.celery,
         action="terminate",
         service="worker",
         expected="nothing lost: running tasks finish, queued ones wait in the broker for the "
@@ -270,10 +266,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         stop_timeout=graceful_stop_timeout,
     ),
     Scenario(
-        number="7",
         key="broker-restart",
         title="broker SIGKILL + restart (Redis: AOF on)",
-        side="celery",
+        implementation=Implementation.celery,
         action="kill",
         service="broker",
         expected="nothing lost: Redis replays the queue (and the ledger) from its append-only "
@@ -282,10 +277,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         wait_for_fsync=True,
     ),
     Scenario(
-        number="7b",
         key="redis-restart-no-aof",
         title="redis SIGKILL + restart, no persistence",
-        side="celery",
+        implementation=Implementation.celery,
         action="kill",
         service="redis",
         expected="everything not yet finished is lost, and the ledger forgets it too",
@@ -294,10 +288,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         brokers=("redis",),
     ),
     Scenario(
-        number="8",
         key="slow-task",
         title="no crash, task longer than visibility timeout",
-        side="celery",
+        implementation=Implementation.celery,
         action=None,
         service=None,
         expected="nothing lost; Redis hands every notification out again while it runs (it "
@@ -305,10 +298,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         settings=lambda p: {"celery_visibility_timeout": p.delay / 2},
     ),
     Scenario(
-        number="9",
         key="long-countdown",
         title="no crash, retry countdown longer than visibility timeout",
-        side="celery",
+        implementation=Implementation.celery,
         action=None,
         service=None,
         expected="nothing lost; Redis gives the retry's unacknowledged message (held until its "
@@ -322,10 +314,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         tasks=lambda p: 1,
     ),
     Scenario(
-        number="10",
         key="consumer-timeout",
         title="no crash, task longer than RabbitMQ's consumer_timeout",
-        side="celery",
+        implementation=Implementation.celery,
         action=None,
         service=None,
         expected="RabbitMQ closes the channel of a consumer that holds a delivery past "
@@ -341,10 +332,9 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 SCENARIOS += (
     Scenario(
-        number="11",
         key="hung-task",
         title="no crash, a task that hangs, no time limits",
-        side="celery",
+        implementation=Implementation.celery,
         action=None,
         service=None,
         expected="it never ends; Redis hands it out again every visibility timeout while it "
@@ -355,10 +345,9 @@ SCENARIOS += (
         window=hang_window,
     ),
     Scenario(
-        number="11b",
         key="hung-task-limited",
         title="no crash, a task that hangs, with time limits",
-        side="celery",
+        implementation=Implementation.celery,
         action=None,
         service=None,
         expected="the hard time limit kills its pool process; the worker records it as failed "
@@ -372,10 +361,9 @@ SCENARIOS += (
         window=hang_window,
     ),
     Scenario(
-        number="12",
         key="crash-loop",
         title="a task that kills its process every time, no bound",
-        side="celery",
+        implementation=Implementation.celery,
         action=None,
         service=None,
         expected="requeued at every death (acks_late, reject_on_worker_lost) and handed out "
@@ -385,10 +373,9 @@ SCENARIOS += (
         window=loop_window,
     ),
     Scenario(
-        number="12b",
         key="crash-loop-bounded",
         title="a task that kills its process every time, bounded",
-        side="celery",
+        implementation=Implementation.celery,
         action=None,
         service=None,
         expected="after 3 deliveries it is not run again: Redis, the worker's own bound "
@@ -410,10 +397,9 @@ def horizon(p: Params, broker: str) -> float:
 
 SCENARIOS += (
     Scenario(
-        number="13",
         key="partition-short",
         title="one of two workers cut off its broker, shorter than the horizon",
-        side="celery",
+        implementation=Implementation.celery,
         action="partition",
         service="worker-2",
         expected="nothing lost; the broker hands nothing out again for a cut shorter than "
@@ -426,10 +412,9 @@ SCENARIOS += (
         cut=lambda p, broker: horizon(p, broker) / 2,
     ),
     Scenario(
-        number="13b",
         key="partition-long",
         title="one of two workers cut off its broker, longer than the horizon",
-        side="celery",
+        implementation=Implementation.celery,
         action="partition",
         service="worker-2",
         expected="nothing lost; past the horizon the other worker takes what the cut one "
@@ -449,10 +434,9 @@ FAILOVER_QUIET = 30.0  # a worker's reconnect after a failover may take that lon
 
 SCENARIOS += (
     Scenario(
-        number="14",
         key="sentinel-failover",
         title="Redis Sentinel: the primary SIGKILLed for good, under steady traffic",
-        side="celery",
+        implementation=Implementation.celery,
         action="failover",
         service="broker-primary",
         expected="the sentinels promote the replica; the API publishes again and the workers "
@@ -463,10 +447,9 @@ SCENARIOS += (
         quiet=FAILOVER_QUIET,
     ),
     Scenario(
-        number="14b",
         key="sentinel-failover-min-replicas",
         title="Redis Sentinel with min-replicas-to-write 1 (two replicas)",
-        side="celery",
+        implementation=Implementation.celery,
         action="failover",
         service="broker-primary",
         expected="the primary refuses writes while no replica has acknowledged within 3 s "
@@ -481,10 +464,9 @@ SCENARIOS += (
         quiet=FAILOVER_QUIET,
     ),
     Scenario(
-        number="15",
         key="cluster-leader-kill",
         title="RabbitMQ cluster of three: the queue's leader SIGKILLed for good",
-        side="celery",
+        implementation=Implementation.celery,
         action="failover",
         service="broker-primary",
         expected="nothing lost: a quorum queue's confirmed publishes are on a majority; a new "
@@ -495,30 +477,74 @@ SCENARIOS += (
         quiet=FAILOVER_QUIET,
     ),
 )
+
+
+def taskiq_claims(p: Params) -> dict[str, Any]:
+    """taskiq's stream broker, with the project's claim on every read: a dead worker's
+    pending message is claimed once idle for as long as Celery's visibility timeout
+    (the same horizon on both rows), by a read every half second."""
+    return {
+        "taskiq_broker": "stream",
+        "taskiq_idle_timeout_seconds": p.visibility,
+        "taskiq_read_block_seconds": 0.5,
+        "taskiq_claim_when_idle": True,
+    }
+
+
+SCENARIOS += (
+    Scenario(
+        key="taskiq-api-kill",
+        title="taskiq-api SIGKILL",
+        implementation=Implementation.taskiq,
+        action="kill",
+        service="taskiq-api",
+        expected="nothing lost: the tasks were already in the stream and the worker runs them",
+        settings=taskiq_claims,
+    ),
+    Scenario(
+        key="taskiq-worker-kill",
+        title="taskiq-worker SIGKILL (stream broker)",
+        implementation=Implementation.taskiq,
+        action="kill",
+        service="taskiq-worker",
+        expected="nothing lost: the stream keeps a message pending until the task is acked; "
+        "a live worker claims the dead one's once idle past TASKIQ_IDLE_TIMEOUT_SECONDS and "
+        "runs it again, writing once",
+        settings=taskiq_claims,
+    ),
+    Scenario(
+        key="taskiq-worker-kill-list",
+        title="taskiq-worker SIGKILL (list broker, the quick start's)",
+        implementation=Implementation.taskiq,
+        action="kill",
+        service="taskiq-worker",
+        expected="the running tasks are lost: the list broker pops a message as it hands it "
+        "out (BRPOP), and nothing holds it once its worker is gone",
+        settings=lambda p: {"taskiq_broker": "list"},
+    ),
+)
 BY_KEY = {s.key: s for s in SCENARIOS}
-BY_NUMBER = {s.number: s for s in SCENARIOS}
 
 
-def pick(names: str | Sequence[str] | None) -> list[Scenario]:
-    """Scenarios by key or number ("1,2a,worker-kill"); None or "all": every one."""
-    if names is None:
-        return list(SCENARIOS)
-    items = names.split(",") if isinstance(names, str) else list(names)
+def pick(
+    names: str | Sequence[str] | None,
+    implementations: Sequence[Implementation] | None = None,
+) -> list[Scenario]:
+    """Scenarios by key ("bg-kill,worker-kill"); None or "all": every one. Only those
+    of ``implementations``, when given."""
+    items = ["all"] if names is None else names.split(",") if isinstance(names, str) else names
     chosen: list[Scenario] = []
     for raw in items:
         name = raw.strip()
         if not name:
             continue
         if name == "all":
-            return list(SCENARIOS)
-        if name in BY_KEY:
+            chosen += SCENARIOS
+        elif name in BY_KEY:
             chosen.append(BY_KEY[name])
-        elif name in BY_NUMBER:
-            chosen.append(BY_NUMBER[name])
-        elif name == "2":  # "2": both SIGTERM variants, 2a and 2b
-            chosen += [BY_NUMBER["2a"], BY_NUMBER["2b"]]
         elif name == "redis-restart":  # an alias: the broker restart, on Redis
             chosen.append(BY_KEY["broker-restart"])
         else:
             raise ValueError(f"unknown scenario {name!r}; known: {', '.join(BY_KEY)}")
-    return list(dict.fromkeys(chosen))
+    wanted = set(implementations or SIDES)
+    return [s for s in dict.fromkeys(chosen) if s.implementation in wanted]

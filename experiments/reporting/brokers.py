@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from experiments.crash.report import when_ran
 from experiments.reporting.report import load_if_any
 from experiments.reporting.tables import markdown_table
 
@@ -60,7 +61,7 @@ def render_from(reports: Path) -> str:
             for s in ("celery", "celery on rabbitmq")
         ]
         rows.append(["the Celery side's resident memory, idle (broker included)", *cells])
-    when = (crash.get("machine") or {}).get("when", "?")
+    when = when_ran(crash, [o for o in crash["scenarios"] if o.get("broker")])
     return (
         markdown_table(["", "Celery on Redis", "Celery on RabbitMQ"], rows)
         + f"\n\n*From the reference run's `crash`, `dispatch` and `footprint` reports ({when});"

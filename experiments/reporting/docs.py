@@ -52,7 +52,7 @@ REGION = re.compile(
 def provenance(data: dict[str, Any]) -> str:
     m = data.get("machine", {})
     v = m.get("versions", {})
-    names = ("fastapi", "starlette", "celery", "kombu")
+    names = ("fastapi", "starlette", "celery", "kombu", "taskiq", "taskiq-redis")
     versions = ", ".join(f"{k} {v[k]}" for k in names if v.get(k))
     return (
         f"*Measured {m.get('when', '?')} on {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiments.crash.report import broker_label
+from experiments.crash.report import broker_label, when_ran
 from experiments.reporting.report import load_if_any
 from experiments.reporting.tables import markdown_table
 
@@ -25,7 +25,7 @@ def _common(o: Mapping[str, Any]) -> list[str]:
 
 
 def partition_row(o: Mapping[str, Any]) -> list[str]:
-    label = f"{o['number']}. {o['title']}"
+    label = f"{o['key']}: {o['title']}"
     if o["status"] != "ok":
         return [label, broker_label(o), f"{o['status']}: {o['reason']}", "", "", "", "", ""]
     held = "—"
@@ -44,7 +44,7 @@ def partition_row(o: Mapping[str, Any]) -> list[str]:
 
 
 def failover_row(o: Mapping[str, Any]) -> list[str]:
-    label = f"{o['number']}. {o['title']}"
+    label = f"{o['key']}: {o['title']}"
     if o["status"] != "ok":
         return [label, f"{o['status']}: {o['reason']}", "", "", "", "", "", "", ""]
     exits = o.get("worker_exits") or []
@@ -104,7 +104,7 @@ def render_from(reports: Path) -> str:
             "`python -m experiments crash --scenarios partition-short,partition-long,"
             "sentinel-failover,sentinel-failover-min-replicas,cluster-leader-kill`.*"
         )
-    when = (crash.get("machine") or {}).get("when", "?")
+    when = when_ran(crash, [o for o in rows if o["key"] in (*PARTITIONS, *FAILOVERS)])
     parts.append(
         f"*From the reference run's `crash` report ({when}); times from the cut or the kill. "
         "The scenarios' settings and notes are in [the crash table](crash.md).*"

@@ -12,7 +12,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-VERSIONED = ("fastapi", "starlette", "uvicorn", "celery", "kombu", "redis", "anyio", "amqp")
+VERSIONED = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "celery",
+    "kombu",
+    "redis",
+    "anyio",
+    "amqp",
+    "taskiq",
+    "taskiq-redis",
+)
 
 
 def reports_dir(given: Path | None = None) -> Path:

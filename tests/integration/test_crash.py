@@ -24,7 +24,7 @@ from tests.integration.conftest import StackFactory, run_ok, wait_for_state
 pytestmark = pytest.mark.slow
 
 N = 2  # notification requests: 2 tasks each (the notification, then its log line)
-# A notification long enough for a kill to land mid-task and for scenario 2b's
+# A notification long enough for a kill to land mid-task and for bg-term-timeout's
 # one-second shutdown timeout to cut it off; a visibility timeout above it (or
 # every task would run twice); kombu's scan every half second.
 PARAMS = Params(tasks=N, delay=2.0, visibility=3.5, restore_interval=0.5, grace=1, margin=2.0)
@@ -39,7 +39,7 @@ def run(key: str, tmp_path: Path) -> Outcome:
     return outcome
 
 
-def test_1_bg_api_sigkill_loses_every_task_in_flight(tmp_path: Path) -> None:
+def test_bg_api_sigkill_loses_every_task_in_flight(tmp_path: Path) -> None:
     o = run("bg-kill", tmp_path)
     # The kill landed while every notification was running (read from the ledger).
     assert o.running_at_kill >= N
@@ -49,7 +49,7 @@ def test_1_bg_api_sigkill_loses_every_task_in_flight(tmp_path: Path) -> None:
     assert o.last_completed_after is None  # "never"
 
 
-def test_2a_bg_api_sigterm_waits_for_running_tasks(tmp_path: Path) -> None:
+def test_bg_api_sigterm_waits_for_running_tasks(tmp_path: Path) -> None:
     o = run("bg-term", tmp_path)
     assert o.running_at_kill >= N
     assert o.lost == 0
@@ -58,7 +58,7 @@ def test_2a_bg_api_sigterm_waits_for_running_tasks(tmp_path: Path) -> None:
     assert o.finished_while_stopping == 2 * N
 
 
-def test_2b_bg_api_sigterm_with_short_graceful_timeout_loses_them(tmp_path: Path) -> None:
+def test_bg_api_sigterm_with_short_graceful_timeout_loses_them(tmp_path: Path) -> None:
     o = run("bg-term-timeout", tmp_path)
     assert o.running_at_kill >= N
     assert o.lost == 2 * N
@@ -66,7 +66,7 @@ def test_2b_bg_api_sigterm_with_short_graceful_timeout_loses_them(tmp_path: Path
     assert o.completed == 0
 
 
-def test_3_celery_api_sigkill_loses_nothing(tmp_path: Path) -> None:
+def test_celery_api_sigkill_loses_nothing(tmp_path: Path) -> None:
     o = run("celery-api-kill", tmp_path)
     assert o.running_at_kill >= 1
     assert o.lost == 0
@@ -74,7 +74,7 @@ def test_3_celery_api_sigkill_loses_nothing(tmp_path: Path) -> None:
     assert o.executed_more_than_once == 0  # the worker was never touched
 
 
-def test_4_worker_sigkill_with_acks_late_redelivers_without_duplicate_writes(
+def test_worker_sigkill_with_acks_late_redelivers_without_duplicate_writes(
     tmp_path: Path,
 ) -> None:
     o = run("worker-kill", tmp_path)
@@ -89,7 +89,7 @@ def test_4_worker_sigkill_with_acks_late_redelivers_without_duplicate_writes(
     assert o.extra_effect_lines == 0
 
 
-def test_5_worker_sigkill_with_stock_acks_loses_the_running_tasks(tmp_path: Path) -> None:
+def test_worker_sigkill_with_stock_acks_loses_the_running_tasks(tmp_path: Path) -> None:
     o = run("worker-kill-stock-acks", tmp_path)
     assert o.running_at_kill >= 1
     assert o.lost >= 1
@@ -106,7 +106,7 @@ def test_5_worker_sigkill_with_stock_acks_loses_the_running_tasks(tmp_path: Path
     assert o.executed_more_than_once == len(again)
 
 
-def test_6_worker_sigterm_finishes_running_and_keeps_queued(tmp_path: Path) -> None:
+def test_worker_sigterm_finishes_running_and_keeps_queued(tmp_path: Path) -> None:
     o = run("worker-term", tmp_path)
     assert o.running_at_kill >= 1
     assert o.lost == 0
@@ -118,7 +118,7 @@ def test_6_worker_sigterm_finishes_running_and_keeps_queued(tmp_path: Path) -> N
     assert o.finished_after_stop == o.queued_at_kill
 
 
-def test_7_redis_restart_with_aof_keeps_the_queue(tmp_path: Path) -> None:
+def test_redis_restart_with_aof_keeps_the_queue(tmp_path: Path) -> None:
     o = run("broker-restart", tmp_path)
     assert o.running_at_kill >= 1
     assert o.lost == 0
@@ -126,14 +126,14 @@ def test_7_redis_restart_with_aof_keeps_the_queue(tmp_path: Path) -> None:
     assert o.missing_from_ledger == 0
 
 
-def test_7b_redis_restart_without_persistence_loses_the_queue(tmp_path: Path) -> None:
+def test_redis_restart_without_persistence_loses_the_queue(tmp_path: Path) -> None:
     o = run("redis-restart-no-aof", tmp_path)
     assert o.lost >= 1
     # The ledger lived in the same Redis: it forgot the tasks too.
     assert o.missing_from_ledger >= 1
 
 
-def test_8_task_longer_than_visibility_timeout_runs_twice_writes_once(tmp_path: Path) -> None:
+def test_task_longer_than_visibility_timeout_runs_twice_writes_once(tmp_path: Path) -> None:
     o = run("slow-task", tmp_path)
     assert o.lost == 0
     assert o.completed == 2 * N
@@ -176,3 +176,33 @@ def test_the_ledger_answer_carries_the_verdict(make_stack: StackFactory) -> None
         "abandoned",
         "succeeded",
     ]
+
+
+def test_taskiq_api_sigkill_loses_nothing(tmp_path: Path) -> None:
+    o = run("taskiq-api-kill", tmp_path)
+    assert o.running_at_kill >= 1
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    assert o.executed_more_than_once == 0
+
+
+def test_taskiq_worker_sigkill_on_the_stream_broker_is_claimed_and_runs_again(
+    tmp_path: Path,
+) -> None:
+    o = run("taskiq-worker-kill", tmp_path)
+    assert o.implementation == "taskiq" and o.broker == ""
+    assert o.running_at_kill >= 1
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    redelivered = {t["task_id"] for t in o.tasks if t["executions"] > 1}
+    assert redelivered >= set(o.running_ids_at_kill)
+    assert o.extra_effect_lines == 0
+
+
+def test_taskiq_worker_sigkill_on_the_list_broker_loses_the_running_tasks(
+    tmp_path: Path,
+) -> None:
+    o = run("taskiq-worker-kill-list", tmp_path)
+    assert o.running_at_kill >= 1
+    assert set(o.lost_ids) == set(o.running_ids_at_kill)
+    assert o.executed_more_than_once == 0

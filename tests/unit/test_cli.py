@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
+import pytest
+
 from experiments.__main__ import COMMANDS, command_parser
+from experiments.common import implementations_from, urls_from
 from tests.unit.conftest import REPO
 
 
@@ -30,3 +34,16 @@ def test_help_imports_no_command_and_no_matplotlib() -> None:
     assert done.returncode == 0, done.stderr
     assert "crash" in done.stdout and "footprint" in done.stdout  # listed...
     assert done.stdout.strip().splitlines()[-1] == "[]"  # ...but not imported
+
+
+def test_a_service_url_is_given_as_service_equals_url_and_a_bad_one_is_refused() -> None:
+    assert urls_from(["taskiq-api=http://h:1", "flower=http://h:2"]) == {
+        "taskiq-api": "http://h:1",
+        "flower": "http://h:2",
+    }
+    for bad in ("bg-api", "redis=http://h:1", "bg-api=h:1"):
+        with pytest.raises(SystemExit, match="SERVICE=http"):
+            urls_from([bad])
+    assert implementations_from("taskiq, bg,taskiq") == ("taskiq", "bg")
+    with pytest.raises(argparse.ArgumentTypeError, match="declared are bg, celery, taskiq"):
+        implementations_from("bg,rq")

@@ -4,16 +4,55 @@ from __future__ import annotations
 
 import pytest
 
+from experiments.crash.report import merge
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
+from shared.services import SERVICES, SIDES, Implementation
 
 
-def test_scenarios_are_picked_by_key_or_number_once_each() -> None:
-    assert [s.key for s in pick("1,worker-kill,1")] == ["bg-kill", "worker-kill"]
-    assert [s.number for s in pick("2")] == ["2a", "2b"]  # "2" is both SIGTERMs
+def test_scenarios_are_picked_by_key_once_each_and_by_implementation() -> None:
+    assert [s.key for s in pick("bg-kill,worker-kill,bg-kill")] == ["bg-kill", "worker-kill"]
     assert pick("all") == list(SCENARIOS) == pick(None)
-    assert pick(" 7b , ") == [BY_KEY["redis-restart-no-aof"]]
-    with pytest.raises(ValueError, match="unknown scenario 'nine'"):
-        pick("1,nine")
+    assert pick(" redis-restart-no-aof , ") == [BY_KEY["redis-restart-no-aof"]]
+    with pytest.raises(ValueError, match="unknown scenario '2b'"):
+        pick("bg-kill,2b")  # keys only: no numbers
+    taskiq = pick("all", [Implementation.taskiq])
+    assert taskiq and {s.implementation for s in taskiq} == {Implementation.taskiq}
+    assert pick("bg-kill,taskiq-worker-kill", [Implementation.taskiq]) == [
+        BY_KEY["taskiq-worker-kill"]
+    ]
+
+
+def test_every_declared_implementation_has_scenarios_and_only_a_brokers_run_per_broker() -> None:
+    assert {s.implementation for s in SCENARIOS} == set(SIDES)
+    for s in SCENARIOS:
+        assert s.on_brokers == ("broker" in SIDES[s.implementation].needs), s.key
+        # A service of its own implementation's, or one they share (Redis).
+        declared = SERVICES.get(s.service or "")
+        assert declared is None or declared.side in (s.implementation, None), s.key
+    assert not BY_KEY["taskiq-worker-kill"].on_brokers and BY_KEY["worker-kill"].on_brokers
+    # taskiq's claim horizon is Celery's visibility timeout: the rows compare.
+    p = Params()
+    claims = BY_KEY["taskiq-worker-kill"].spec(p).settings
+    assert claims["taskiq_idle_timeout_seconds"] == p.visibility
+    assert claims["taskiq_claim_when_idle"]
+    assert BY_KEY["taskiq-worker-kill-list"].spec(p).settings == {"taskiq_broker": "list"}
+
+
+def test_merge_keeps_the_rows_not_run_and_stamps_each() -> None:
+    row = {"key": "bg-kill", "broker": "", "status": "ok"}
+    previous = {
+        "brokers": ["redis"],
+        "machine": {"when": "2026-12-01T00:00:00+00:00"},
+        "scenarios": [row, {**row, "key": "worker-kill", "broker": "redis"}],
+    }
+    new = {"brokers": ["redis"], "scenarios": [{**row, "key": "taskiq-worker-kill"}, row]}
+    merged = merge(previous, new, order=list(BY_KEY))
+    assert [(o["key"], o["ran"][:10]) for o in merged["scenarios"]] == [
+        ("bg-kill", merged["scenarios"][0]["ran"][:10]),
+        ("worker-kill", "2026-12-01"),
+        ("taskiq-worker-kill", merged["scenarios"][0]["ran"][:10]),
+    ]
+    assert merged["scenarios"][0]["ran"] != "2026-12-01T00:00:00+00:00"  # run again now
 
 
 def test_parameters_that_would_measure_something_else_are_refused() -> None:
