@@ -56,5 +56,5 @@ class DeadLetters(bootsteps.ConsumerStep):
         )
         logger.error("task %s (%s): %s", task_id, name, reason)
         # Recorded before the ack: should the record fail, the message comes back.
-        worker_ledger().gave_up(str(task_id), str(KINDS.get(name, name)), reason)
+        worker_ledger().record_gave_up(str(task_id), str(KINDS.get(name, name)), reason)
         message.ack()

@@ -194,7 +194,7 @@ def capacity_stock_events(email: EmailPath, request: Request) -> NotificationAcc
 
 
 def _publish(handover: Handover, email: str) -> NotificationAccepted:
-    with handover.queued(TaskKind.notification, TaskKind.log) as [notification_id, log_id]:
+    with handover.record(TaskKind.notification, TaskKind.log) as [notification_id, log_id]:
         message = f"notification scheduled for {email}"
         tasks.send_notification.apply_async((email,), task_id=notification_id)
         tasks.write_log.apply_async((message,), task_id=log_id)

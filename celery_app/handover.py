@@ -127,11 +127,11 @@ class Handover:
         self.ledger = ledger
 
     @contextmanager
-    def queued(self, *kinds: TaskKind) -> Iterator[list[str]]:
+    def record(self, *kinds: TaskKind) -> Iterator[list[str]]:
         """Record tasks of these kinds as queued (before the publish, so a fast
         worker's "running" cannot be overwritten) and yield their ids, in order, for
         the block to publish them; a failed publish is a 503 that says what was queued."""
-        ids = self.ledger.queued(*kinds)
+        ids = self.ledger.record_new(*kinds)
         progress = _Progress()
         token = _progress.set(progress)
         try:

@@ -38,7 +38,7 @@ DELIVERY = (
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Not best effort: a task this side cannot record is a task it does not accept.
+    # Not best effort: a task this API cannot record is a task it does not accept.
     async with open_ledger(
         app, Implementation.celery, best_effort=False, heartbeat_role=None
     ) as settings:
@@ -68,8 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={**BODY_ERRORS, **UNAVAILABLE},
         description=f"Creates the item and schedules a log line. {DELIVERY}",
     )
-    def create_item(item: Item, ledger: HandoverDep) -> ItemAccepted:
-        with ledger.queued(TaskKind.log) as [log_id]:
+    def create_item(item: Item, handover: HandoverDep) -> ItemAccepted:
+        with handover.record(TaskKind.log) as [log_id]:
             message = f"item created: {item.name} ({item.price:,.2f})"
             tasks.write_log.apply_async((message,), task_id=log_id)
         return ItemAccepted(item=item, message="item created", task_ids=[log_id])
@@ -81,8 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={**UNAVAILABLE, **TOO_LARGE},
         description=f"Schedules the slow notification, then a log line. {DELIVERY}",
     )
-    def send_notification(email: EmailPath, ledger: HandoverDep) -> NotificationAccepted:
-        with ledger.queued(TaskKind.notification, TaskKind.log) as [notification_id, log_id]:
+    def send_notification(email: EmailPath, handover: HandoverDep) -> NotificationAccepted:
+        with handover.record(TaskKind.notification, TaskKind.log) as [notification_id, log_id]:
             message = f"notification scheduled for {email}"
             tasks.send_notification.apply_async((email,), task_id=notification_id)
             tasks.write_log.apply_async((message,), task_id=log_id)
@@ -100,8 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Schedules one CPU-bound job (HEAVY_TASK_ROUNDS of pure-Python "
         f"arithmetic, its result written to the log). {DELIVERY}",
     )
-    def schedule_heavy(settings: SettingsDep, ledger: HandoverDep) -> HeavyAccepted:
-        with ledger.queued(TaskKind.heavy) as [heavy_id]:
+    def schedule_heavy(settings: SettingsDep, handover: HandoverDep) -> HeavyAccepted:
+        with handover.record(TaskKind.heavy) as [heavy_id]:
             rounds = settings.heavy_task_rounds
             tasks.compute_heavy.apply_async((rounds,), task_id=heavy_id)
         return HeavyAccepted(rounds=rounds, message="heavy job scheduled", task_ids=[heavy_id])

@@ -116,7 +116,7 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
     # Every run is an attempt, a redelivery after a crash included. Without a
     # ledger, Celery's own count of retries says which attempt this is.
     try:
-        start = ledger.start(task_id, kind, unrecorded=task.request.retries + 1)
+        start = ledger.record_start(task_id, kind, unrecorded=task.request.retries + 1)
     except LedgerUnavailable as exc:
         # A run the ledger cannot see is a run the verdict cannot count: the task
         # waits for the ledger (a new message, this one acknowledged), and is not
@@ -133,7 +133,7 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
         # likely kill this one too. Failed, acknowledged, not run again.
         reason = f"gave up after {bound} deliveries (CELERY_MAX_DELIVERIES)"
         logger.error("task %s: %s", task_id, reason)
-        ledger.gave_up(task_id, kind, reason, attempt=attempt)
+        ledger.record_gave_up(task_id, kind, reason, attempt=attempt)
         return
     try:
         perform(kind, payload, task_id=task_id, attempt=attempt, settings=settings)
@@ -143,13 +143,13 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
             logger.warning(
                 "task %s attempt %d failed, retrying in %.2fs: %s", task_id, attempt, countdown, exc
             )
-            ledger.finished(
+            ledger.record_finished(
                 task_id, attempt, TaskState.retrying, error=str(exc), countdown=countdown
             )
             raise task.retry(
                 exc=exc, countdown=countdown, max_retries=settings.notification_max_retries
             ) from exc
-        ledger.finished(
+        ledger.record_finished(
             task_id,
             attempt,
             TaskState.failed,
@@ -157,9 +157,11 @@ def execute(task: BoundTask, kind: TaskKind, payload: dict[str, str]) -> None:
         )
         raise
     except Exception as exc:
-        ledger.finished(task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}")
+        ledger.record_finished(
+            task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}"
+        )
         raise
-    ledger.finished(task_id, attempt, TaskState.succeeded)
+    ledger.record_finished(task_id, attempt, TaskState.succeeded)
 
 
 class TimedRequest(Request):
@@ -179,7 +181,7 @@ class TimedRequest(Request):
             attempt = ledger.open_attempt(self.id, runner)
             if attempt is not None:
                 error = f"TimeLimitExceeded: killed at the hard time limit ({timeout:g} s)"
-                ledger.finished(
+                ledger.record_finished(
                     self.id, attempt, TaskState.failed, error=error, detail={"time_limit": "hard"}
                 )
         except Exception:  # the ledger's error is logged; the worker goes on

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.stacks import Where
-from shared.services import SERVICES, SIDES, Implementation
+from shared.services import IMPLEMENTATIONS, SERVICES, Implementation
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, reports: bool = True) -> None:
@@ -85,17 +85,18 @@ def add_implementations_argument(
         "--implementations",
         type=implementations_from,
         default=tuple(default),
-        help=f"{what}, comma-separated (default: {','.join(default)}; declared: {','.join(SIDES)})",
+        help=f"{what}, comma-separated (default: {','.join(default)}; "
+        f"declared: {','.join(IMPLEMENTATIONS)})",
     )
 
 
 def implementations_from(text: str) -> tuple[Implementation, ...]:
     """ "bg,taskiq" as declared implementations, in the order given."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SIDES]
+    unknown = [n for n in names if n not in IMPLEMENTATIONS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"{', '.join(unknown) or 'none given'}: declared are {', '.join(SIDES)}"
+            f"{', '.join(unknown) or 'none given'}: declared are {', '.join(IMPLEMENTATIONS)}"
         )
     return tuple(dict.fromkeys(Implementation(n) for n in names))
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from experiments.common import add_implementations_argument
 from harness.procs import REPO_ROOT, Proc
 from harness.servers import RedisServer
-from shared.services import DEFAULT_IMPLEMENTATIONS, side_of
+from shared.services import DEFAULT_IMPLEMENTATIONS, implementation_of
 from shared.settings import Settings, redact
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     processes = {
         name: cmd
         for name, cmd in parse_procfile(args.procfile.read_text(encoding="utf-8")).processes.items()
-        if side_of(name) in wanted
+        if implementation_of(name) in wanted
     }
     redis_proc = None
     server = redis_server_for(env["REDIS_URL"], state_dir)

@@ -43,7 +43,7 @@ from harness.procs import Timeout
 from harness.stacks import StackSpec, open_stack
 from harness.target import Target, Unsupported
 from shared.models import Implementation
-from shared.services import DEFAULT_IMPLEMENTATIONS, SIDES
+from shared.services import DEFAULT_IMPLEMENTATIONS, IMPLEMENTATIONS
 from shared.verdict import Judgement, Verdict, judge
 
 NAME = "soak"
@@ -84,7 +84,7 @@ def faults_for(broker: str) -> list[str]:
     cycle = list(
         dict.fromkeys(
             s
-            for side in (SIDES[impl] for impl in DEFAULT_IMPLEMENTATIONS)
+            for side in (IMPLEMENTATIONS[impl] for impl in DEFAULT_IMPLEMENTATIONS)
             for s in (side.api, side.runs_the_work)
         )
     )
@@ -142,7 +142,7 @@ def inject(
     if now is not None:
         for side in ("bg", "celery"):
             going = now.ids(
-                Verdict.in_flight, Verdict.awaiting_redelivery, side=Implementation(side)
+                Verdict.in_flight, Verdict.awaiting_redelivery, implementation=Implementation(side)
             )
             fault["in_flight"][side] = len(going)
             if side == "bg" and service == "bg-api":
@@ -270,14 +270,14 @@ def soak(args: argparse.Namespace) -> SoakResult:
     killed = {f.get("runner") for f in faults if f["service"] == "bg-api"} - {None}
     sides: dict[str, dict[str, Any]] = {}
     for side in ("bg", "celery"):
-        summary = final.side(side).to_dict()
+        summary = final.of(side).to_dict()
         # BackgroundTasks is hit by its own process's kills and by Redis's (its
         # ledger); the Celery side by everything else and by Redis's too.
         hits = (lambda s: s in ("bg-api", "redis")) if side == "bg" else (lambda s: s != "bg-api")
         mine = [
             {k: v for k, v in f.items() if k != "held_ids"} for f in faults if hits(f["service"])
         ]
-        lost = set(final.ids(Verdict.lost, side=Implementation(side)))
+        lost = set(final.ids(Verdict.lost, implementation=Implementation(side)))
         sides[side] = {
             "accepted": summary["accepted"],
             "completed": summary["completed"],

@@ -35,7 +35,7 @@ router.include_router(mechanics.router)
 def send_notification_inline(
     email: EmailPath, ledger: LedgerDep, tasks: TasksDep
 ) -> NotificationAccepted:
-    notification_id, log_id = ledger.queued(TaskKind.notification, TaskKind.log)
+    notification_id, log_id = ledger.record_new(TaskKind.notification, TaskKind.log)
     try:
         tasks.send_notification(email, task_id=notification_id)
         tasks.write_log(f"notification scheduled for {email}", task_id=log_id)
@@ -60,7 +60,7 @@ async def schedule_heavy_async(
     ledger: AsyncLedgerDep,
     tasks: TasksDep,
 ) -> HeavyAccepted:
-    [heavy_id] = await ledger.queued(TaskKind.heavy)
+    [heavy_id] = await ledger.record_new(TaskKind.heavy)
     rounds = settings.heavy_task_rounds
     background_tasks.add_task(tasks.compute_heavy_on_the_loop, rounds, task_id=heavy_id)
     return HeavyAccepted(rounds=rounds, message="heavy job scheduled", task_ids=[heavy_id])
@@ -118,7 +118,7 @@ async def capacity_work(
 async def capacity_work_ledger(
     email: EmailPath, background_tasks: BackgroundTasks, ledger: AsyncLedgerDep, tasks: TasksDep
 ) -> NotificationAccepted:
-    notification_id, log_id = await ledger.queued(TaskKind.notification, TaskKind.log)
+    notification_id, log_id = await ledger.record_new(TaskKind.notification, TaskKind.log)
     background_tasks.add_task(tasks.send_notification, email, task_id=notification_id)
     background_tasks.add_task(
         tasks.write_log, f"notification scheduled for {email}", task_id=log_id

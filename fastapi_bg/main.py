@@ -47,7 +47,7 @@ DELIVERY = (
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Best effort: this side serves without Redis, and only loses its ledger.
+    # Best effort: this API serves without Redis, and only loses its ledger.
     async with open_ledger(
         app, Implementation.bg, best_effort=True, heartbeat_role="bg-api"
     ) as settings:
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def create_item(
         item: Item, background_tasks: BackgroundTasks, ledger: AsyncLedgerDep, tasks: TasksDep
     ) -> ItemAccepted:
-        [log_id] = await ledger.queued(TaskKind.log)
+        [log_id] = await ledger.record_new(TaskKind.log)
         message = f"item created: {item.name} ({item.price:,.2f})"
         background_tasks.add_task(tasks.write_log, message, task_id=log_id)
         return ItemAccepted(item=item, message="item created", task_ids=[log_id])
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def send_notification(
         email: EmailPath, background_tasks: BackgroundTasks, ledger: AsyncLedgerDep, tasks: TasksDep
     ) -> NotificationAccepted:
-        notification_id, log_id = await ledger.queued(TaskKind.notification, TaskKind.log)
+        notification_id, log_id = await ledger.record_new(TaskKind.notification, TaskKind.log)
         message = f"notification scheduled for {email}"
         background_tasks.add_task(tasks.send_notification, email, task_id=notification_id)
         background_tasks.add_task(tasks.write_log, message, task_id=log_id)
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ledger: AsyncLedgerDep,
         tasks: TasksDep,
     ) -> HeavyAccepted:
-        [heavy_id] = await ledger.queued(TaskKind.heavy)
+        [heavy_id] = await ledger.record_new(TaskKind.heavy)
         rounds = settings.heavy_task_rounds
         background_tasks.add_task(tasks.compute_heavy, rounds, task_id=heavy_id)
         return HeavyAccepted(rounds=rounds, message="heavy job scheduled", task_ids=[heavy_id])

@@ -47,38 +47,38 @@ def _where(loop_thread: int) -> dict[str, str]:
 
 def sync_task(ledger: Ledger, task_id: str, seconds: float, loop_thread: int) -> None:
     """A plain def: Starlette runs it in AnyIO's thread pool; the loop stays free."""
-    attempt = ledger.running(task_id, TaskKind.mechanics)
+    attempt = ledger.record_running(task_id, TaskKind.mechanics)
     where = _where(loop_thread)
     time.sleep(seconds)
-    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
+    ledger.record_finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 async def async_task(ledger: Ledger, task_id: str, seconds: float, loop_thread: int) -> None:
     """async def with await asyncio.sleep: runs on the event loop and yields to it."""
     # The ledger calls are quick sync Redis round trips on loopback; they are not
     # what this endpoint is about.
-    attempt = ledger.running(task_id, TaskKind.mechanics)
+    attempt = ledger.record_running(task_id, TaskKind.mechanics)
     where = _where(loop_thread)
     await asyncio.sleep(seconds)
-    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
+    ledger.record_finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 async def blocking_async_task(
     ledger: Ledger, task_id: str, seconds: float, loop_thread: int
 ) -> None:
     """The anti-pattern: time.sleep inside async def blocks the loop; every request waits."""
-    attempt = ledger.running(task_id, TaskKind.mechanics)
+    attempt = ledger.record_running(task_id, TaskKind.mechanics)
     where = _where(loop_thread)
     time.sleep(seconds)  # blocks the event loop: the whole server stalls
-    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
+    ledger.record_finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 async def to_thread_task(ledger: Ledger, task_id: str, seconds: float, loop_thread: int) -> None:
     """The fix: the same blocking call moved off the loop with asyncio.to_thread."""
-    attempt = ledger.running(task_id, TaskKind.mechanics)
+    attempt = ledger.record_running(task_id, TaskKind.mechanics)
     where = _where(loop_thread)
     await asyncio.to_thread(time.sleep, seconds)  # the fix: the loop stays free
-    ledger.finished(task_id, attempt, TaskState.succeeded, detail=where)
+    ledger.record_finished(task_id, attempt, TaskState.succeeded, detail=where)
 
 
 VARIANTS = {
@@ -93,7 +93,7 @@ def _endpoint(variant: str) -> Callable[..., Awaitable[MechanicsAccepted]]:
     async def schedule(
         request: Request, tasks: BackgroundTasks, queue: AsyncLedgerDep, seconds: Seconds = 1.0
     ) -> MechanicsAccepted:
-        [task_id] = await queue.queued(TaskKind.mechanics, detail={"variant": variant})
+        [task_id] = await queue.record_new(TaskKind.mechanics, detail={"variant": variant})
         ledger: Ledger = request.app.state.ledger
         tasks.add_task(VARIANTS[variant], ledger, task_id, seconds, request.app.state.loop_thread)
         return MechanicsAccepted(variant=variant, seconds=seconds, task_ids=[task_id])

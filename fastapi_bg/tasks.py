@@ -48,18 +48,18 @@ class Tasks:
         """Run one job and record it. Sync: Starlette runs it in the thread pool.
         Everything logged meanwhile names the task (on the JSON lines)."""
         with task_context(task_id):
-            attempt = self.ledger.running(task_id, kind)
+            attempt = self.ledger.record_running(task_id, kind)
             try:
                 perform(kind, payload, task_id=task_id, attempt=attempt, settings=self.settings)
             except Exception as exc:
                 # Never let it vanish: the client got its answer long ago, so the log
                 # and the ledger are the only places this failure can be seen.
                 logger.exception("background task %s (%s) failed", task_id, kind.value)
-                self.ledger.finished(
+                self.ledger.record_finished(
                     task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}"
                 )
                 raise  # Starlette's semantics: the remaining tasks are skipped
-            self.ledger.finished(task_id, attempt, TaskState.succeeded)
+            self.ledger.record_finished(task_id, attempt, TaskState.succeeded)
             # The worker's "Task ... succeeded", at DEBUG: the API's log at its
             # default level stays as it was.
             logger.debug("background task %s (%s) succeeded", task_id, kind.value)

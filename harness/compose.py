@@ -26,10 +26,9 @@ from typing import Any
 import httpx
 
 from harness.procs import REPO_ROOT, Timeout, wait_http, wait_until
-from harness.target import API, Memory, ServiceState, Side, Unsupported, side_of
-from harness.target import SIDES as DEFAULT_SIDES
+from harness.target import API, Memory, ServiceState, Unsupported, purge_command
 from shared.models import Implementation, RunnerRecord, TaskRecord
-from shared.services import SERVICES, Probe
+from shared.services import DEFAULT_IMPLEMENTATIONS, SERVICES, Probe, implementation_of
 from shared.settings import Settings, explicit_settings
 from shared.verdict import count_effect_lines
 
@@ -214,14 +213,15 @@ class ApiLedger:
 
     def _get(self, path: str, params: Mapping[str, str | float | int]) -> Any:
         errors = []
-        for side in ("celery", "bg"):
+        # Every API reads the same ledger: the first that answers will do.
+        for impl, url in self.urls.items():
             try:
-                r = httpx.get(self.urls[side] + path, params=dict(params), timeout=10)
+                r = httpx.get(url + path, params=dict(params), timeout=10)
                 if r.status_code == 200:
                     return r.json()
-                errors.append(f"{side}: {r.status_code}")
+                errors.append(f"{impl}: {r.status_code}")
             except httpx.HTTPError as exc:
-                errors.append(f"{side}: {exc}")
+                errors.append(f"{impl}: {exc}")
         raise RuntimeError(f"no API could read the ledger ({'; '.join(errors)})")
 
     def records(
@@ -277,9 +277,9 @@ class ComposeTarget:
         target.urls = {s: u for s, u in found.items() if u}
         target.urls.update(urls or {})
         # The chapter's two always; a further implementation where its profile runs.
-        for side in DEFAULT_SIDES:
-            if API[side] not in target.urls:
-                raise RuntimeError(f"the compose project publishes no {API[side]} ({side}) port")
+        for impl in DEFAULT_IMPLEMENTATIONS:
+            if API[impl] not in target.urls:
+                raise RuntimeError(f"the compose project publishes no {API[impl]} ({impl}) port")
         if experiment_routes:
             target.ensure_experiment_routes()
         return target
@@ -376,13 +376,13 @@ class ComposeTarget:
                 return str(row.get("Service"))
         return None
 
-    def url(self, side: str) -> str:
-        return self.urls[API[side]]
+    def url(self, impl: str) -> str:
+        return self.urls[API[impl]]
 
     @property
-    def apis(self) -> dict[Side, str]:
+    def apis(self) -> dict[str, str]:
         """The implementations whose API this project publishes (a profile adds some)."""
-        return {side: api for side, api in API.items() if api in self.urls}
+        return {impl: api for impl, api in API.items() if api in self.urls}
 
     @property
     def flower_url(self) -> str | None:
@@ -396,7 +396,7 @@ class ComposeTarget:
         spec = SERVICES.get(service)
         probe = spec.probe if spec is not None else Probe.running
         if probe == Probe.http and service in API.values():
-            wait_http(self.url(side_of(service)) + spec.ready, timeout)  # type: ignore[union-attr]
+            wait_http(self.url(implementation_of(service)) + spec.ready, timeout)  # type: ignore[union-attr]
         elif probe == Probe.output and spec is not None and spec.runs_work:
             rx = re.compile(spec.ready)
             wait_until(
@@ -466,13 +466,14 @@ class ComposeTarget:
         self._wait_ready(service, since, timeout)
 
     def ledger(self) -> ApiLedger:
-        return ApiLedger({side: self.url(side) for side in self.apis})
+        return ApiLedger({impl: self.url(impl) for impl in self.apis})
 
-    def purge_queue(self) -> None:
-        self.compose.exec("worker", "celery", "-A", "celery_app.worker", "purge", "-f", check=True)
+    def purge_queue(self, impl: Implementation) -> None:
+        service, argv = purge_command(impl)
+        self.compose.exec(service, *argv, check=True)
 
     @contextlib.contextmanager
-    def extra_api(self, side: Side, **overrides: object) -> Iterator[str]:
+    def extra_api(self, impl: str, **overrides: object) -> Iterator[str]:
         raise Unsupported("a compose stack runs only the processes its file declares")
         yield ""  # pragma: no cover
 

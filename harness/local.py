@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,10 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from harness.ha import MASTER, RabbitCluster, SentinelGroup
 from harness.ports import free_port
-from harness.procs import Proc, stop_all, wait_http
+from harness.procs import REPO_ROOT, Proc, stop_all, wait_http
 from harness.proxy import Partition
 from harness.servers import RabbitServer, RedisServer
-from harness.target import API, Memory, ServiceState, Side
+from harness.target import API, Memory, ServiceState, purge_command
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, RunnerRecord, TaskRecord
 from shared.services import CORE_SERVICES, Probe
@@ -314,8 +315,8 @@ class LocalStack:
         env.update(settings.to_env(), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         return env
 
-    def url(self, side: str) -> str:
-        return f"http://127.0.0.1:{self.ports[API[side]]}"
+    def url(self, impl: str) -> str:
+        return f"http://127.0.0.1:{self.ports[API[impl]]}"
 
     @property
     def bg_url(self) -> str:
@@ -498,19 +499,18 @@ class LocalStack:
     def ledger(self) -> LocalLedger:  # a LedgerView
         return self._ledger
 
-    def purge_queue(self) -> None:
-        from celery_app.config import create_celery
-
-        celery = create_celery(self._settings)
-        try:
-            celery.control.purge()
-        finally:
-            celery.close()
+    def purge_queue(self, impl: Implementation) -> None:
+        service, argv = purge_command(impl)
+        subprocess.run(
+            argv, env=self.process_env(service), cwd=REPO_ROOT, check=True,
+            capture_output=True, timeout=60,
+        )  # fmt: skip
 
     @contextlib.contextmanager
-    def extra_api(self, side: Side, **overrides: object) -> Iterator[str]:
-        """Another uvicorn of this side, with ``overrides`` (stopped when the block ends)."""
-        service = API[side]
+    def extra_api(self, impl: str, **overrides: object) -> Iterator[str]:
+        """Another uvicorn of this implementation's API, with ``overrides`` (stopped
+        when the block ends)."""
+        service = API[impl]
         port = free_port()
         argv = [*python_argv(service, port=port), "--log-level", "warning"]
         env = {

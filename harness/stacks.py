@@ -22,7 +22,8 @@ from harness.compose import LINK, PARTITIONED, ComposeTarget
 from harness.local import LocalStack
 from harness.servers import RabbitServer
 from harness.target import Target, Unsupported
-from shared.services import PYTHON_SERVICES, SIDES
+from shared.models import Implementation
+from shared.services import IMPLEMENTATIONS, PYTHON_SERVICES, Delivery, delivery_of
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,10 @@ def variant_of(settings: Settings) -> str:
     return "rabbitmq" if settings.celery_queue_type == "quorum" else "rabbitmq-classic"
 
 
-# What one side needs to take tasks and run them. Redis: the ledger; "broker":
-# the side's broker, Redis or RabbitMQ as the spec says (Redis starts only once).
-SIDE_SERVICES: dict[str, tuple[str, ...]] = {
-    impl.value: ("redis", *side.needs) for impl, side in SIDES.items()
+# What each implementation needs to take tasks and run them. Redis: the ledger;
+# "broker": its broker, Redis or RabbitMQ as the spec says (Redis starts only once).
+NEEDED_SERVICES: dict[Implementation, tuple[str, ...]] = {
+    impl: ("redis", *spec.needs) for impl, spec in IMPLEMENTATIONS.items()
 }
 
 
@@ -112,21 +113,22 @@ class StackSpec:
     min_replicas: int = 0
 
     @classmethod
-    def for_side(
+    def for_implementation(
         cls,
-        side: str,
+        impl: str,
         *,
         processes: int | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> StackSpec:
-        """One side's services (``SIDE_SERVICES``). ``processes``: what runs its tasks,
-        bg-api's uvicorn workers or the Celery worker's pool (None: the defaults)."""
-        if side not in SIDE_SERVICES:
-            raise ValueError(f"unknown side {side!r}: {', '.join(SIDE_SERVICES)}")
-        spec = cls(SIDE_SERVICES[side], settings=settings or {})
+        """One implementation's services (``NEEDED_SERVICES``). ``processes``: what runs
+        its tasks: the API's uvicorn workers where tasks are held in process memory,
+        else the worker's concurrency (None: the defaults)."""
+        if impl not in NEEDED_SERVICES:
+            raise ValueError(f"unknown implementation {impl!r}: {', '.join(NEEDED_SERVICES)}")
+        spec = cls(NEEDED_SERVICES[Implementation(impl)], settings=settings or {})
         if processes is None:
             return spec
-        if side == "bg":
+        if delivery_of(impl) == Delivery.in_process:
             return replace(spec, bg_workers=processes)
         return replace(spec, worker_concurrency=processes)
 

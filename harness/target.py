@@ -2,7 +2,7 @@
 
 Two targets implement it: ``LocalStack`` (local processes on free ports, the
 default) and ``ComposeTarget`` (a running ``docker compose`` project). Service
-names and sides are those of ``shared.services``, the one table of what runs.
+names and implementations are those of ``shared.services``, the one table of what runs.
 """
 
 from __future__ import annotations
@@ -13,25 +13,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.models import Implementation, RunnerRecord, TaskRecord
-from shared.services import DEFAULT_IMPLEMENTATIONS
-from shared.services import SIDES as SIDE_TABLE
-from shared.services import side_of as _side_of
+from shared.services import IMPLEMENTATIONS
 from shared.settings import Settings
 
-Side = str  # an Implementation's value
-# The implementations a stack runs unless told otherwise (the chapter's two).
-SIDES: tuple[Side, ...] = tuple(impl.value for impl in DEFAULT_IMPLEMENTATIONS)
-API: dict[str, str] = {impl.value: s.api for impl, s in SIDE_TABLE.items()}
-# What runs the work on each side (the process a failure setting must reach).
-RUNS_THE_WORK: dict[str, str] = {impl.value: s.runs_the_work for impl, s in SIDE_TABLE.items()}
+# Keyed by an implementation's value: a str names one as well as the enum does.
+API: dict[str, str] = {impl.value: s.api for impl, s in IMPLEMENTATIONS.items()}
+# What runs each implementation's work (the process a failure setting must reach).
+RUNS_THE_WORK: dict[str, str] = {impl.value: s.runs_the_work for impl, s in IMPLEMENTATIONS.items()}
 
 
 class Unsupported(Exception):
     """The target cannot run this spec (the reason is the message)."""
-
-
-def side_of(service: str) -> Side:
-    return _side_of(service).value
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,7 @@ class Target(Protocol):
 
     @property
     def broker_service(self) -> str:
-        """The service that is the Celery side's broker: "redis" or "rabbitmq"."""
+        """The service that is the "broker" service: "redis" or "rabbitmq"."""
         ...
 
     @property
@@ -123,7 +115,7 @@ class Target(Protocol):
         """Seconds until a write to the stack's Redis is on disk."""
         ...
 
-    def url(self, side: str) -> str: ...
+    def url(self, impl: str) -> str: ...
 
     def start(self, service: str, timeout: float = 60) -> None:
         """Start it (if it is not running) and wait until it serves."""
@@ -162,12 +154,13 @@ class Target(Protocol):
 
     def ledger(self) -> LedgerView: ...
 
-    def purge_queue(self) -> None:
-        """Drop the Celery messages still waiting in the broker (between measurements)."""
+    def purge_queue(self, impl: Implementation) -> None:
+        """Drop ``impl``'s messages still waiting in its broker (between measurements),
+        with its declared command (``ImplementationSpec.purge``)."""
         ...
 
-    def extra_api(self, side: Side, **overrides: object) -> AbstractContextManager[str]:
-        """Another API process of ``side`` with these settings changed; its URL.
+    def extra_api(self, impl: str, **overrides: object) -> AbstractContextManager[str]:
+        """Another API process of ``impl`` with these settings changed; its URL.
 
         Local only: a compose stack runs the processes its file declares."""
         ...
@@ -193,3 +186,11 @@ def read_records(target: Target, ids: Sequence[str], since: float | None) -> lis
     """The ledger's records of these tasks (the ones it holds)."""
     wanted = set(ids)
     return [r for r in target.ledger().records(since=since) if r.task_id in wanted]
+
+
+def purge_command(impl: Implementation) -> tuple[str, tuple[str, ...]]:
+    """Where and how ``impl`` drops its waiting messages; Unsupported if it declares none."""
+    spec = IMPLEMENTATIONS[Implementation(impl)]
+    if not spec.purge:
+        raise Unsupported(f"{impl} declares no way to purge its queue")
+    return spec.runs_the_work, spec.purge

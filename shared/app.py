@@ -1,4 +1,4 @@
-"""The FastAPI app both sides build on, and the lifespan part both share.
+"""The FastAPI app every implementation builds on, and the lifespan part they share.
 
 ``create_api`` gives an app its version, readable operation ids, the body limit
 and the error handlers that keep every refusal a documented 4xx (or a 503);
@@ -117,7 +117,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def create_api(title: str, description: str, lifespan: Any) -> FastAPI:
-    """The FastAPI app both sides build on: version, operation ids, the body limit,
+    """The FastAPI app every implementation builds on: version, operation ids, the body limit,
     and the error handlers that keep every refusal a documented 4xx (or 503).
 
     ``lifespan`` must put the resolved ``Settings`` on ``app.state.settings``."""

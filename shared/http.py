@@ -1,7 +1,7 @@
 """The HTTP pieces both apps declare their routes with: the responses an operation
 can give besides its success (each with its schema, so that the published OpenAPI
 document says what the apps do), the path parameters, the dependencies, and the
-routes that read the ledger (the same on both sides).
+routes that read the ledger (the same for every implementation).
 
 Each app declares its own task-scheduling routes in its ``main.py``, in its
 framework's idiom; a unit test compares the two OpenAPI documents.
@@ -175,7 +175,7 @@ def ledger_router() -> APIRouter:
         since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> list[TaskView]:
-        """Every task of both sides (or one), oldest first, with its verdict."""
+        """Every task of every implementation (or one), oldest first, with its verdict."""
         return _views(ledger, settings, ledger.tasks(implementation, since=since, limit=limit))
 
     @router.get(

@@ -136,7 +136,7 @@ class Ledger:
         self.retention = retention
         # Why there is no client: what a read answers (503) when there is none.
         self.off = off
-        # The BackgroundTasks side keeps serving without Redis: it logs a failed
+        # BackgroundTasks keeps serving without Redis: it logs a failed
         # ledger write instead of failing the request or the task.
         self.best_effort = best_effort
         # How often the processes that run tasks beat (``Heartbeat``): a run's end
@@ -186,7 +186,7 @@ class Ledger:
 
     # --- writes -----------------------------------------------------------------
 
-    def queued(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
+    def record_new(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
         """Record a request's tasks as queued, in one round trip; their new ids, in order."""
         tasks = new_tasks(kinds, detail)
         self.record_queued(tasks)
@@ -217,13 +217,13 @@ class Ledger:
 
         self._do("forget", op)
 
-    def running(self, task_id: str, kind: str, *, unrecorded: int = 1) -> int:
+    def record_running(self, task_id: str, kind: str, *, unrecorded: int = 1) -> int:
         """Record the start of a run; return its attempt number (1 for the first run).
         ``unrecorded``: the number to go on with when the ledger is off or down (the
         caller may know it another way: Celery counts its retries)."""
-        return self.start(task_id, kind, unrecorded=unrecorded).attempt
+        return self.record_start(task_id, kind, unrecorded=unrecorded).attempt
 
-    def start(self, task_id: str, kind: str, *, unrecorded: int = 1) -> RunStart:
+    def record_start(self, task_id: str, kind: str, *, unrecorded: int = 1) -> RunStart:
         """``running``, with how many times the task has been delivered and started
         (this run included; retries not counted): 0 when the ledger cannot say."""
         keys = [TASK_KEY.format(task_id), INDEX_KEY.format(self.implementation.value)]
@@ -253,7 +253,9 @@ class Ledger:
         open_runs = [r.attempt for r in runs if r.ended_at is None]
         return max(open_runs) if open_runs else None
 
-    def gave_up(self, task_id: str, kind: str, reason: str, *, attempt: int | None = None) -> None:
+    def record_gave_up(
+        self, task_id: str, kind: str, reason: str, *, attempt: int | None = None
+    ) -> None:
         """Record that the task will not be run again (``Verdict.gave_up``): its run
         ``attempt`` ends here, or, with none given, the task is closed as it stands (the
         broker dead-lettered it), the runs its dead processes left open closed as
@@ -281,7 +283,7 @@ class Ledger:
                     key,
                     mapping={
                         "state": TaskState.failed.value,
-                        "running": 0,
+                        "running_count": 0,
                         "error": reason[:500],
                         "finished_at": now,
                         "updated_at": now,
@@ -297,9 +299,11 @@ class Ledger:
 
             self._do("gave up", op)
             return
-        self.finished(task_id, attempt, TaskState.failed, error=reason, detail={"gave_up": reason})
+        self.record_finished(
+            task_id, attempt, TaskState.failed, error=reason, detail={"gave_up": reason}
+        )
 
-    def finished(
+    def record_finished(
         self,
         task_id: str,
         attempt: int,
@@ -502,7 +506,7 @@ class AsyncLedger:
         forget_commands(pipe, self.implementation, task_ids)
         await pipe.execute()
 
-    async def queued(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
+    async def record_new(self, *kinds: str, detail: Mapping[str, str] | None = None) -> list[str]:
         """Record a request's tasks as queued, in one round trip; their new ids, in order."""
         tasks = new_tasks(kinds, detail)
         if self.client is None:

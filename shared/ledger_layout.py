@@ -71,7 +71,7 @@ def _queued_fields(
         "state": TaskState.queued.value,
         "attempts": 0,
         "retries": 0,
-        "running": 0,
+        "running_count": 0,
         "queued_at": now,
         "updated_at": now,
     }
@@ -127,11 +127,11 @@ local task_id, impl, kind, now, runner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARG
 local unfinished_ttl = tonumber(ARGV[6])
 if redis.call('EXISTS', key) == 0 then
   redis.call('HSET', key, 'task_id', task_id, 'implementation', impl, 'kind', kind,
-             'queued_at', now, 'attempts', 0, 'retries', 0, 'running', 0)
+             'queued_at', now, 'attempts', 0, 'retries', 0, 'running_count', 0)
   redis.call('ZADD', index, now, task_id)
 end
 local n = redis.call('HINCRBY', key, 'attempts', 1)
-redis.call('HINCRBY', key, 'running', 1)
+redis.call('HINCRBY', key, 'running_count', 1)
 redis.call('HSETNX', key, 'first_started_at', now)
 local a = 'attempt.' .. n .. '.'
 redis.call('HSET', key, 'state', 'running', 'started_at', now, 'updated_at', now,
@@ -182,7 +182,7 @@ for _, g in ipairs(gone) do
   redis.call('HSET', key, g[1] .. 'ended_at', math.max(g[2], 0), g[1] .. 'outcome', 'abandoned')
 end
 redis.call('HSET', key, a .. 'ended_at', now, a .. 'outcome', outcome, 'updated_at', now)
-redis.call('HSET', key, 'running', left)
+redis.call('HSET', key, 'running_count', left)
 if err ~= '' then redis.call('HSET', key, 'error', err) end
 if outcome == 'retrying' then
   redis.call('HINCRBY', key, 'retries', 1)

@@ -119,7 +119,7 @@ class TaskRecord(BaseModel):
     retries: int = 0
     # Runs of this task still going (a double delivery: the first run may still be
     # going when the second ends). The state is final only when this is 0.
-    running: int = 0
+    running_count: int = 0
     queued_at: float | None = None
     first_started_at: float | None = None
     started_at: float | None = None

@@ -43,7 +43,7 @@ class Probe(StrEnum):
 
 
 @dataclass(frozen=True)
-class Side:
+class ImplementationSpec:
     """One implementation: its API, what runs its work, how its tasks are delivered."""
 
     implementation: Implementation
@@ -65,13 +65,16 @@ class Side:
     # When a task whose worker died comes back: "module:function" of the settings, a
     # ``shared.verdict.Redelivery``; None: nothing redelivers (held in process memory).
     redelivery: str | None = None
+    # The command that drops the messages waiting in its broker, run where its work
+    # runs (between measurements); empty: nothing waits anywhere but in a process.
+    purge: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Service:
     name: str
-    # The implementation it belongs to; None: both (Redis holds both sides' ledger).
-    side: Implementation | None
+    # The implementation it belongs to; None: every one (Redis holds every ledger).
+    implementation: Implementation | None
     # The command, as compose and the Procfile run it, with the options every way of
     # running it passes (each adds its own: host, port, files).
     command: tuple[str, ...]
@@ -95,8 +98,8 @@ class Service:
 PROCESS_CONTROLS = frozenset({"kill", "stop", "restart"})
 UVICORN_LOCAL = ("--host", "127.0.0.1", "--port", "{port}", "--no-access-log")
 
-SIDES: dict[Implementation, Side] = {
-    Implementation.bg: Side(
+IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
+    Implementation.bg: ImplementationSpec(
         Implementation.bg,
         "BackgroundTasks",
         package="fastapi_bg",
@@ -106,7 +109,7 @@ SIDES: dict[Implementation, Side] = {
         needs=("bg-api",),
         in_order=True,
     ),
-    Implementation.celery: Side(
+    Implementation.celery: ImplementationSpec(
         Implementation.celery,
         "Celery",
         package="celery_app",
@@ -117,8 +120,9 @@ SIDES: dict[Implementation, Side] = {
         periodic="beat",
         retries=True,
         redelivery="shared.verdict:Redelivery.of",
+        purge=("celery", "-A", "celery_app.worker", "purge", "-f"),
     ),
-    Implementation.taskiq: Side(
+    Implementation.taskiq: ImplementationSpec(
         Implementation.taskiq,
         "taskiq",
         package="taskiq_app",
@@ -306,24 +310,24 @@ def service(name: str) -> Service:
     return found
 
 
-def side_of(name: str) -> Implementation:
-    """The implementation a service belongs to (Redis, which both use: the Celery
-    side's, whose broker it can be)."""
-    return service(name).side or Implementation.celery
+def implementation_of(name: str) -> Implementation:
+    """The implementation a service belongs to (Redis, which every one uses:
+    Celery's, whose broker it can be)."""
+    return service(name).implementation or Implementation.celery
 
 
-def api_of(side: Implementation | str) -> str:
-    return SIDES[Implementation(side)].api
+def api_of(impl: Implementation | str) -> str:
+    return IMPLEMENTATIONS[Implementation(impl)].api
 
 
-def delivery_of(side: Implementation | str) -> Delivery:
-    return SIDES[Implementation(side)].delivery
+def delivery_of(impl: Implementation | str) -> Delivery:
+    return IMPLEMENTATIONS[Implementation(impl)].delivery
 
 
-def services_of(side: Implementation | str) -> tuple[str, ...]:
-    """A side's services, in the table's order."""
-    impl = Implementation(side)
-    return tuple(name for name, s in SERVICES.items() if s.side == impl)
+def services_of(impl: Implementation | str) -> tuple[str, ...]:
+    """An implementation's services, in the table's order."""
+    wanted = Implementation(impl)
+    return tuple(name for name, s in SERVICES.items() if s.implementation == wanted)
 
 
 PYTHON_SERVICES = tuple(name for name, s in SERVICES.items() if s.python)

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     # A refused value is never echoed: URLs here carry passwords.
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
-    # The ledger for both sides, and Celery's broker unless CELERY_BROKER_URL names
+    # The ledger for every implementation, and Celery's broker unless CELERY_BROKER_URL names
     # another. The BackgroundTasks app treats it as optional: it serves without Redis
     # and only loses its ledger.
     redis_url: str = "redis://localhost:6379/0"
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # (SIGKILL: a segfault, an OOM kill).
     notification_hang_first_attempts: int = Field(default=0, ge=0)
     notification_crash_first_attempts: int = Field(default=0, ge=0)
-    # Celery side only: retries after the first attempt, and their backoff
+    # Celery only: retries after the first attempt, and their backoff
     # (base * 2**retry, capped, with full jitter).
     notification_max_retries: int = Field(default=3, ge=0)
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     # here only so that production refuses an empty or placeholder password in it.
     flower_basic_auth: str | None = Field(default=None, repr=False)
 
-    # BackgroundTasks side: the tokens of AnyIO's default thread limiter, which sync
+    # BackgroundTasks only: the tokens of AnyIO's default thread limiter, which sync
     # endpoints, sync dependencies and sync background tasks all share (None keeps
     # AnyIO's 40). experiments/perf/threadpool.py measures what raising it changes.
     threadpool_tokens: int | None = Field(default=None, ge=1)

@@ -1,4 +1,4 @@
-"""What became of each task: one rule, one vocabulary, for both sides.
+"""What became of each task: one rule, one vocabulary, for every implementation.
 
 Everything that counts tasks (the crash experiment, the soak, the lab, the compose
 smoke's probe) hands what it observed to ``judge`` and uses nothing else. Pure:
@@ -64,7 +64,7 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 from shared.models import RunnerRecord, TaskRecord, TaskState
-from shared.services import SIDES, Delivery, Implementation, delivery_of
+from shared.services import IMPLEMENTATIONS, Delivery, Implementation, delivery_of
 from shared.settings import Settings, explicit_settings
 from shared.work import SKIP_PATTERN, TAG_PATTERN
 
@@ -155,7 +155,7 @@ def rules(settings: Settings) -> Rules:
 def declared_redeliveries(settings: Settings) -> dict[Implementation, Redelivery]:
     """Each implementation's own rule, as its declaration names it ("module:function")."""
     found = {}
-    for impl, declared in SIDES.items():
+    for impl, declared in IMPLEMENTATIONS.items():
         if declared.redelivery is not None:
             module, _, name = declared.redelivery.partition(":")
             rule: Any = functools.reduce(getattr, name.split("."), importlib.import_module(module))
@@ -168,7 +168,7 @@ class Observation:
     now: float
     records: Sequence[TaskRecord]
     runners: Sequence[RunnerRecord] = ()
-    # The tasks the observer handed over and their side: one the ledger does not
+    # The tasks the observer handed over and their implementation: one the ledger does not
     # hold at all was forgotten (Redis restarted without persistence).
     expected: Mapping[str, Implementation] | None = None
     # Lines per task id in LOG_FILE, the work's only effect (None: not looked at).
@@ -208,7 +208,7 @@ class TaskVerdict:
 
 
 @dataclass(frozen=True)
-class SideSummary:
+class Summary:
     implementation: Implementation
     accepted: int = 0
     completed: int = 0
@@ -257,22 +257,23 @@ class SideSummary:
 @dataclass(frozen=True)
 class Judgement:
     tasks: dict[str, TaskVerdict]
-    sides: dict[Implementation, SideSummary]
+    summaries: dict[Implementation, Summary]
 
-    def ids(self, *verdicts: Verdict, side: Implementation | None = None) -> list[str]:
+    def ids(self, *verdicts: Verdict, implementation: Implementation | None = None) -> list[str]:
         return [
             t.task_id
             for t in self.tasks.values()
-            if t.verdict in verdicts and (side is None or t.implementation == side)
+            if t.verdict in verdicts and implementation in (None, t.implementation)
         ]
 
-    def side(self, side: Implementation | str) -> SideSummary:
-        impl = Implementation(side)
-        return self.sides.get(impl, SideSummary(impl))
+    def of(self, implementation: Implementation | str) -> Summary:
+        """One implementation's counts (all zero if it had no task)."""
+        impl = Implementation(implementation)
+        return self.summaries.get(impl, Summary(impl))
 
     @property
     def settled(self) -> bool:
-        return all(s.settled for s in self.sides.values())
+        return all(s.settled for s in self.summaries.values())
 
 
 # --- the rule ---------------------------------------------------------------------------
@@ -340,7 +341,7 @@ class _Processes:
 
 
 def judge(obs: Observation) -> Judgement:
-    """Every task's verdict, and each side's summary."""
+    """Every task's verdict, and each implementation's summary."""
     procs = _Processes(obs)
     by_id = {r.task_id: r for r in obs.records}
     free: dict[Implementation, float | None] = {}
@@ -488,7 +489,7 @@ def summarize(
     *,
     missing: Collection[str] = (),
     effects: Mapping[str, int] | None = None,
-) -> dict[Implementation, SideSummary]:
+) -> dict[Implementation, Summary]:
     counts: dict[Implementation, dict[str, int]] = {}
     for t in verdicts:
         c = counts.setdefault(t.implementation, {})
@@ -505,10 +506,10 @@ def summarize(
         if t.writes is not None:
             add("duplicate_effects", int(t.writes > 1))
             add("extra_writes", max(t.writes - 1, 0))
-    sides = {}
+    summaries = {}
     for impl, c in counts.items():
         known = effects is not None
-        sides[impl] = SideSummary(
+        summaries[impl] = Summary(
             implementation=impl,
             accepted=c.get("accepted", 0),
             completed=c.get("completed", 0),
@@ -526,7 +527,7 @@ def summarize(
             skipped_writes=c.get("skipped_writes", 0),
             missing_from_ledger=c.get("missing_from_ledger", 0),
         )
-    return sides
+    return summaries
 
 
 # --- reading the effects -------------------------------------------------------------------

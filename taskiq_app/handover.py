@@ -55,7 +55,7 @@ class Handover:
         """Record tasks of these kinds as queued (before the kick, so a fast worker's
         "running" cannot be overwritten) and yield their ids, in order, for the block
         to kick them; a failed kick is a 503 that says what was queued."""
-        ids = await self.ledger.queued(*kinds)
+        ids = await self.ledger.record_new(*kinds)
         sent: list[str] = []
         token = _sent.set(sent)
         try:

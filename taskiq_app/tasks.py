@@ -58,7 +58,7 @@ def execute(context: Context, kind: TaskKind, payload: dict[str, str]) -> None:
     task_id = context.message.task_id
     ledger = worker_ledger()
     with task_context(task_id):
-        attempt = ledger.running(task_id, kind)
+        attempt = ledger.record_running(task_id, kind)
         try:
             perform(kind, payload, task_id=task_id, attempt=attempt, settings=settings)
         except TransientNotificationError as exc:
@@ -76,19 +76,19 @@ def execute(context: Context, kind: TaskKind, payload: dict[str, str]) -> None:
                     latest,
                     exc,
                 )
-                ledger.finished(
+                ledger.record_finished(
                     task_id, attempt, TaskState.retrying, error=str(exc), countdown=latest
                 )
             else:
                 error = f"{type(exc).__name__}: {exc} (retries exhausted)"
-                ledger.finished(task_id, attempt, TaskState.failed, error=error)
+                ledger.record_finished(task_id, attempt, TaskState.failed, error=error)
             raise
         except Exception as exc:
-            ledger.finished(
+            ledger.record_finished(
                 task_id, attempt, TaskState.failed, error=f"{type(exc).__name__}: {exc}"
             )
             raise
-        ledger.finished(task_id, attempt, TaskState.succeeded)
+        ledger.record_finished(task_id, attempt, TaskState.succeeded)
 
 
 @broker.task(task_name="taskiq_app.send_notification", retry_on_error=True)

@@ -15,7 +15,7 @@ from experiments.traffic import Traffic, submit
 from harness.procs import Timeout, wait_until
 from harness.target import Target, read_records
 from shared.models import TaskRecord, TaskState
-from shared.services import SIDES
+from shared.services import IMPLEMENTATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def fail_over(
     impl = sc.implementation
     traffic = Traffic(impl, target.url(impl), p.rate, prefix="failover")
     thread = traffic.start()
-    worker = SIDES[impl].runs_the_work
+    worker = IMPLEMENTATIONS[impl].runs_the_work
     supervisor = Supervisor(target, [s for s in target.services if s.startswith(worker)])
     try:
         time.sleep(p.steady)  # the scenario's steady state, before the kill

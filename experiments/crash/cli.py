@@ -17,7 +17,7 @@ from experiments.crash.runner import adapt, run_scenario
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, Scenario, pick
 from experiments.reporting.report import load_if_any, publish
 from harness.stacks import BROKER_VARIANTS, variant_of
-from shared.services import SIDES
+from shared.services import IMPLEMENTATIONS
 
 NAME = "crash"
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="all",
         help="comma-separated keys (default all): " + ", ".join(s.key for s in SCENARIOS),
     )
-    add_implementations_argument(parser, tuple(SIDES), "whose scenarios to run")
+    add_implementations_argument(parser, tuple(IMPLEMENTATIONS), "whose scenarios to run")
     parser.add_argument(
         "--merge",
         action="store_true",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from experiments.reporting.tables import markdown_table
-from shared.services import SIDES, Implementation
+from shared.services import IMPLEMENTATIONS, Implementation
 
 HEADERS = [
     "implementation",
@@ -84,7 +84,7 @@ def shown(scenarios: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def implementation_title(o: Mapping[str, Any]) -> str:
-    return SIDES[Implementation(o["implementation"])].title
+    return IMPLEMENTATIONS[Implementation(o["implementation"])].title
 
 
 def row(o: Mapping[str, Any]) -> list[str]:

@@ -27,7 +27,7 @@ from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
 from harness.target import Target, Unsupported, read_records
 from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
-from shared.services import SIDES, Delivery
+from shared.services import IMPLEMENTATIONS, Delivery
 from shared.verdict import Judgement, Verdict, declared_redeliveries, judge
 
 # The worker's line for a message it was handed ("Task <name>[<id>] received").
@@ -177,7 +177,7 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
     requests = sc.requests(p)
     # A failover sends steady traffic of its own instead.
     impl = sc.implementation
-    declared = SIDES[impl]
+    declared = IMPLEMENTATIONS[impl]
     pairs = submit(target, impl, requests) if sc.action != "failover" else []
     after_kill: list[str] = []
     if sc.bg_workers > 1:
@@ -315,7 +315,7 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         # quiet lets a late reconnect show (``Scenario.quiet``).
         quiet = max(p.margin, sc.quiet)
         final, out.settle = settle(target, since, expected, quiet=quiet, cap=cap + quiet)
-    counts = final.side(impl)
+    counts = final.of(impl)
     out.summary = counts.to_dict()
     out.completed, out.failed, out.lost, out.skipped, out.gave_up = (
         counts.completed,

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.stacks import SIDE_SERVICES, SINGLE_NODE, StackSpec
-from shared.services import SIDES, Implementation
+from harness.stacks import NEEDED_SERVICES, SINGLE_NODE, StackSpec
+from shared.services import IMPLEMENTATIONS, Implementation
 from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate", "partition", "failover"]
@@ -123,7 +123,7 @@ class Scenario:
     @property
     def on_brokers(self) -> bool:
         """It runs once per broker variant: its implementation needs the "broker" service."""
-        return "broker" in SIDES[self.implementation].needs
+        return "broker" in IMPLEMENTATIONS[self.implementation].needs
 
     @property
     def label(self) -> str:
@@ -134,7 +134,7 @@ class Scenario:
 
     def spec(self, p: Params, broker: str = "redis") -> StackSpec:
         return StackSpec(
-            SIDE_SERVICES[self.implementation],
+            NEEDED_SERVICES[self.implementation],
             settings=self.settings(p),
             appendonly=self.appendonly,
             graceful_timeout=self.graceful_timeout(p),
@@ -546,5 +546,5 @@ def pick(
             chosen.append(BY_KEY["broker-restart"])
         else:
             raise ValueError(f"unknown scenario {name!r}; known: {', '.join(BY_KEY)}")
-    wanted = set(implementations or SIDES)
+    wanted = set(implementations or IMPLEMENTATIONS)
     return [s for s in dict.fromkeys(chosen) if s.implementation in wanted]

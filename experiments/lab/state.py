@@ -20,10 +20,10 @@ from typing import Any, Literal
 import httpx
 
 from harness.observe import rules_for
-from harness.target import RUNS_THE_WORK, SIDES, ServiceState, Side, Target, side_of
+from harness.target import RUNS_THE_WORK, ServiceState, Target
 from shared.models import RunnerRecord, TaskRecord
+from shared.services import DEFAULT_IMPLEMENTATIONS, implementation_of, services_of
 from shared.services import SERVICES as SERVICE_TABLE
-from shared.services import services_of
 from shared.verdict import FINAL, Observation, TaskVerdict, Verdict, judge
 
 logger = logging.getLogger(__name__)
@@ -31,13 +31,15 @@ logger = logging.getLogger(__name__)
 # What the page may do to which service (the table's controls); the lab touches
 # nothing else. Redis is the Celery side's broker (and both sides' ledger): its
 # button lives there.
-CONTROLS: dict[str, tuple[Side, frozenset[str]]] = {
-    name: (side_of(name), s.controls) for name, s in SERVICE_TABLE.items() if s.controls
+# The implementations the lab shows, a column each.
+COLUMNS: tuple[str, ...] = tuple(DEFAULT_IMPLEMENTATIONS)
+CONTROLS: dict[str, tuple[str, frozenset[str]]] = {
+    name: (implementation_of(name), s.controls) for name, s in SERVICE_TABLE.items() if s.controls
 }
 # The status row of each side: its own services, and Redis on every side (it
 # holds both ledgers), beside the broker's place on the Celery side.
-STATUS_SERVICES: dict[Side, tuple[str, ...]] = {
-    side: (*services_of(side), "redis") for side in SIDES
+STATUS_SERVICES: dict[str, tuple[str, ...]] = {
+    side: (*services_of(side), "redis") for side in COLUMNS
 }
 ACTIONS = frozenset({"item", "send", "fail", "kill", "stop", "restart"})
 
@@ -172,15 +174,15 @@ class Lab:
         self._ids = itertools.count(1)
         self._items = itertools.count(1)
         self.events: list[LabEvent] = []
-        self.fail: dict[Side, int] = {
+        self.fail: dict[str, int] = {
             side: target.settings_for(RUNS_THE_WORK[side]).notification_fail_first_attempts
-            for side in SIDES
+            for side in COLUMNS
         }
         self.broker_up_since = float("-inf")
         self._status: dict[str, ServiceState] = {}
         self._records: list[TaskRecord] = []
         self._states: dict[str, str] = {}
-        self._views: dict[Side, list[dict[str, Any]]] = {side: [] for side in SIDES}
+        self._views: dict[str, list[dict[str, Any]]] = {side: [] for side in COLUMNS}
         self.ledger_note = ""
         # Called when an action changed something (the web app polls at once).
         self.on_change: Any = lambda: None
@@ -189,7 +191,7 @@ class Lab:
 
     def act(self, side: str, action: str, service: str | None = None, count: int = 5) -> LabEvent:
         """Run one action to the end (blocking: call it from a thread); confirm it in the log."""
-        if side not in SIDES:
+        if side not in COLUMNS:
             raise ActionRefused(f"unknown side {side!r}")
         if action not in ACTIONS:
             raise ActionRefused(f"unknown action {action!r}")
@@ -205,7 +207,7 @@ class Lab:
             service = None
         if not 1 <= count <= 100:
             raise ActionRefused("count must be between 1 and 100")
-        typed: Side = side
+        typed: str = side
         event = self._begin(typed, action, service, count)
         started = time.monotonic()
         try:
@@ -229,7 +231,7 @@ class Lab:
             self.on_change()
         return event
 
-    def _begin(self, side: Side, action: str, service: str | None, count: int) -> LabEvent:
+    def _begin(self, side: str, action: str, service: str | None, count: int) -> LabEvent:
         labels = {
             "item": "create an item",
             "send": f"send {count} notification{'s' if count != 1 else ''}",
@@ -249,19 +251,19 @@ class Lab:
         self.on_change()
         return event
 
-    def _post(self, side: Side, path: str, body: dict[str, Any] | None = None) -> list[str]:
+    def _post(self, side: str, path: str, body: dict[str, Any] | None = None) -> list[str]:
         r = httpx.post(self.target.url(side) + path, json=body, timeout=10)
         if r.status_code >= 300:
             raise RuntimeError(f"{path} answered {r.status_code}: {r.text[:200]}")
         ids: list[str] = r.json()["task_ids"]
         return ids
 
-    def _create_item(self, side: Side) -> str:
+    def _create_item(self, side: str) -> str:
         n = next(self._items)
         ids = self._post(side, "/items/", {"name": f"lab item {n}", "price": 1000 + n})
         return f"item created; task {ids[0][:8]} queued"
 
-    def _send(self, side: Side, n: int) -> str:
+    def _send(self, side: str, n: int) -> str:
         accepted = 0
         errors: list[str] = []
         for i in range(n):
@@ -275,7 +277,7 @@ class Lab:
             raise RuntimeError(f"{summary}; refused: {errors[0]}")
         return summary + " (each: a notification, then its log line)"
 
-    def _toggle_fail(self, side: Side) -> str:
+    def _toggle_fail(self, side: str) -> str:
         value = 0 if self.fail[side] else self.settings.fail_attempts
         service = RUNS_THE_WORK[side]
         with self._service_locks[service]:
@@ -329,7 +331,7 @@ class Lab:
             self.since = time.time()
             self.events.clear()
             self._records = []
-            self._views = {side: [] for side in SIDES}
+            self._views = {side: [] for side in COLUMNS}
         self.on_change()
 
     def event_dict(self, event: LabEvent) -> dict[str, Any]:
@@ -375,12 +377,12 @@ class Lab:
                 )
             )
             by_runner = {r.runner: r for r in runners}
-            views: dict[Side, list[dict[str, Any]]] = {side: [] for side in SIDES}
+            views: dict[str, list[dict[str, Any]]] = {side: [] for side in COLUMNS}
             for record in sorted(records, key=lambda r: r.queued_at or 0):
                 t = judgement.tasks[record.task_id]
                 views[record.implementation.value].append(task_view(t, by_runner))
             self._views = views
-            self._states = {t["id"]: t["state"] for side in SIDES for t in views[side]}
+            self._states = {t["id"]: t["state"] for side in COLUMNS for t in views[side]}
             events = [e.as_dict(self._states) for e in self.events]
             return self._snapshot(now, status, views, events)
 
@@ -388,11 +390,11 @@ class Lab:
         self,
         now: float,
         status: dict[str, ServiceState],
-        views: dict[Side, list[dict[str, Any]]],
+        views: dict[str, list[dict[str, Any]]],
         events: list[dict[str, Any]],
     ) -> dict[str, Any]:
         sides: dict[str, Any] = {}
-        for side in SIDES:
+        for side in COLUMNS:
             procs = []
             for service in STATUS_SERVICES[side]:
                 state = status.get(service)

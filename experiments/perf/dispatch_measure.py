@@ -62,7 +62,7 @@ class _Senders:
         from shared.models import TaskKind
 
         def schedule() -> object:
-            [task_id] = self.ledger.queued(TaskKind.log)
+            [task_id] = self.ledger.record_new(TaskKind.log)
             return self.send(self.celery, task_id)
 
         return {

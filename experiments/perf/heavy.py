@@ -135,7 +135,9 @@ def measure(args: argparse.Namespace, where: Where) -> HeavyResult:
     for name in names:
         label, side, path, processes = CONFIGS[name]
         say(f"  {label}")
-        spec = StackSpec.for_side(side, processes=processes, settings={"heavy_task_rounds": rounds})
+        spec = StackSpec.for_implementation(
+            side, processes=processes, settings={"heavy_task_rounds": rounds}
+        )
         with open_stack(where, spec, label="heavy") as target:
             idle, loaded, ids, errors, t0 = asyncio.run(
                 _run(target.url(side), path, rate, seconds, every)

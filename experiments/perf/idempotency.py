@@ -81,7 +81,9 @@ def measure(args: argparse.Namespace, where: Where) -> IdempotencyResult:
         for lines in (0, big):
             label = f"{side}, {lines:,} lines"
             say(f"idempotency: {label}, {n} tasks")
-            with open_stack(where, StackSpec.for_side(side), label="idempotency") as target:
+            with open_stack(
+                where, StackSpec.for_implementation(side), label="idempotency"
+            ) as target:
                 log = Path(target.settings.log_file)
                 fill(log, lines)
                 size = log.stat().st_size

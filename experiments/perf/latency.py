@@ -39,6 +39,7 @@ from experiments.reporting.tables import markdown_table, targets_table
 from experiments.stats import ratio, summary
 from harness.stacks import StackSpec, Where, open_stack
 from harness.target import Target, Unsupported
+from shared.models import Implementation
 from shared.settings import explicit_settings
 
 NAME = "latency"
@@ -127,7 +128,7 @@ def _settle(target: Target, delay: float) -> None:
     the bursts; its backlog is deleted so that draining it does not compete with
     the next segment for the 2 CPUs."""
     time.sleep(2 * delay + 0.3)
-    target.purge_queue()
+    target.purge_queue(Implementation.celery)
 
 
 @dataclass

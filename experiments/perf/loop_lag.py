@@ -114,7 +114,7 @@ def measure(args: argparse.Namespace, where: Where) -> LoopLagResult:
     every = args.every / 1000
     say(f"loop-lag: probes every {args.every:g} ms, tasks of {seconds:g} s")
     variants: dict[str, Any] = {}
-    with open_stack(where, StackSpec.for_side("bg"), label="loop-lag") as target:
+    with open_stack(where, StackSpec.for_implementation("bg"), label="loop-lag") as target:
         # Warm-up: the first request to each endpoint (and the thread pool's first
         # thread) costs tens of ms once; that is not what this measures.
         for variant in VARIANTS:

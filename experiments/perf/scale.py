@@ -63,7 +63,7 @@ def measure(args: argparse.Namespace, where: Where) -> ScaleResult:
     for side in ("celery", "bg"):
         for p in counts:
             say(f"scale: {side}, {p} process{'es' if p > 1 else ''}, {n} notifications")
-            spec = StackSpec.for_side(
+            spec = StackSpec.for_implementation(
                 side, processes=p, settings={"notification_delay_seconds": args.delay}
             )
             with open_stack(where, spec, label="scale") as target:

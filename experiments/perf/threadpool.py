@@ -143,7 +143,7 @@ def measure(args: argparse.Namespace, where: Where) -> ThreadpoolResult:
     ]
     # Two stacks: AnyIO's default limiter, then the raised one.
     for limit in (None, tokens):
-        spec = StackSpec.for_side("bg", settings={"threadpool_tokens": limit})
+        spec = StackSpec.for_implementation("bg", settings={"threadpool_tokens": limit})
         with open_stack(where, spec, label="threadpool") as target:
             _warm_up(target)
             for name, variant, needs in plan:

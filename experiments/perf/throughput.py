@@ -125,7 +125,7 @@ def measure(args: argparse.Namespace, where: Where) -> ThroughputResult:
         say(f"throughput: {phase}, {n} tasks, {concurrency} clients")
         # --worker-concurrency is Celery's pool; bg-api runs one process either way.
         processes = args.worker_concurrency if side == "celery" else None
-        spec = StackSpec.for_side(side, processes=processes, settings=settings)
+        spec = StackSpec.for_implementation(side, processes=processes, settings=settings)
         with open_stack(where, spec, label=f"throughput-{side}") as target:
             results[phase] = span(target, side, n, concurrency, phase)
             if side == "celery":

@@ -65,8 +65,8 @@ def test_a_task_is_succeeded_only_when_no_run_of_it_is_still_going(
     # ...and while a run was still going after another had ended, the task was not
     # called succeeded: the ledger counted the run still in flight.
     assert overlaps, "no snapshot caught the two runs overlapping"
-    assert all(o.state == "running" and o.running >= 1 for o in overlaps)
-    assert final.state == "succeeded" and final.running == 0
+    assert all(o.state == "running" and o.running_count >= 1 for o in overlaps)
+    assert final.state == "succeeded" and final.running_count == 0
     # However often it ran, it wrote once; the worker says so, in the shared log format.
     assert len(log_lines(stack, task_id)) == 1
     assert re.search(skip, stack.output("worker"))

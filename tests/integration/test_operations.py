@@ -100,7 +100,7 @@ def test_the_index_drops_entries_whose_records_have_expired_either_way(
     ledger = Ledger(
         connect(stack.settings.redis_url), Implementation.celery, retention=Retention(2, 3)
     )
-    [new] = ledger.queued("log")
+    [new] = ledger.record_new("log")
     # Older than both retentions together: its record is gone whatever its fate.
     assert set(r.zrange(index, 0, -1)) == {"recent", new}
     assert 0 < r.ttl(TASK_KEY.format(new)) <= 3

@@ -6,7 +6,7 @@ import pytest
 
 from experiments.crash.report import merge
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
-from shared.services import SERVICES, SIDES, Implementation
+from shared.services import IMPLEMENTATIONS, SERVICES, Implementation
 
 
 def test_scenarios_are_picked_by_key_once_each_and_by_implementation() -> None:
@@ -23,12 +23,12 @@ def test_scenarios_are_picked_by_key_once_each_and_by_implementation() -> None:
 
 
 def test_every_declared_implementation_has_scenarios_and_only_a_brokers_run_per_broker() -> None:
-    assert {s.implementation for s in SCENARIOS} == set(SIDES)
+    assert {s.implementation for s in SCENARIOS} == set(IMPLEMENTATIONS)
     for s in SCENARIOS:
-        assert s.on_brokers == ("broker" in SIDES[s.implementation].needs), s.key
+        assert s.on_brokers == ("broker" in IMPLEMENTATIONS[s.implementation].needs), s.key
         # A service of its own implementation's, or one they share (Redis).
         declared = SERVICES.get(s.service or "")
-        assert declared is None or declared.side in (s.implementation, None), s.key
+        assert declared is None or declared.implementation in (s.implementation, None), s.key
     assert not BY_KEY["taskiq-worker-kill"].on_brokers and BY_KEY["worker-kill"].on_brokers
     # taskiq's claim horizon is Celery's visibility timeout: the rows compare.
     p = Params()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from shared.services import SIDES as DECLARED
+from shared.services import IMPLEMENTATIONS as DECLARED
 from shared.services import Delivery, Implementation
 from shared.settings import Settings, explicit_settings
 

@@ -15,15 +15,15 @@ import pytest
 import yaml
 
 from shared.services import (
+    IMPLEMENTATIONS,
     PYTHON_SERVICES,
     SERVICES,
-    SIDES,
     Delivery,
     Implementation,
     Probe,
     delivery_of,
+    implementation_of,
     service,
-    side_of,
 )
 from tests.unit.conftest import REPO
 
@@ -103,13 +103,13 @@ def test_the_procfile_and_compose_run_no_python_service_the_table_lacks() -> Non
 
 
 def test_each_side_names_services_of_its_own_and_a_delivery_model() -> None:
-    for impl, side in SIDES.items():
-        assert side_of(side.api) == impl and SERVICES[side.api].probe == Probe.http
+    for impl, side in IMPLEMENTATIONS.items():
+        assert implementation_of(side.api) == impl and SERVICES[side.api].probe == Probe.http
         assert service(side.runs_the_work).runs_work
         assert {s for s in side.needs if s != "broker"} <= set(SERVICES)
     assert delivery_of(Implementation.bg) == Delivery.in_process
     assert delivery_of("celery") == Delivery.broker
-    assert side_of("worker-2") == Implementation.celery  # a numbered copy is its original
+    assert implementation_of("worker-2") == Implementation.celery  # a numbered copy is its original
     with pytest.raises(KeyError, match="unknown service"):
         service("nginx")
 
@@ -126,6 +126,6 @@ def test_the_image_holds_every_declared_implementations_package() -> None:
     # declared implementation's rule, so each package must be in it.
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     context = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    for declared in SIDES.values():
+    for declared in IMPLEMENTATIONS.values():
         assert f"COPY {declared.package} ./{declared.package}" in dockerfile, declared.package
         assert f"!{declared.package}/" in context, declared.package

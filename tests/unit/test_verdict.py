@@ -69,7 +69,7 @@ def test_bg_task_on_a_dead_runner_is_lost_at_once() -> None:
     assert result.tasks["n"].verdict == Verdict.lost
     assert result.tasks["l"].verdict == Verdict.lost  # queued behind it in the dead process
     assert result.tasks["m"].verdict == Verdict.in_flight  # another process, alive
-    assert result.side(BG).lost == 2 and result.side(BG).balanced
+    assert result.of(BG).lost == 2 and result.of(BG).balanced
 
 
 def test_bg_runner_that_stopped_cleanly_is_gone_too() -> None:
@@ -91,7 +91,7 @@ def test_bg_task_queued_behind_a_failure_is_skipped_not_lost() -> None:
     # ...and still skipped once its process is gone: the failure is why it never ran.
     gone = judge(observe(records, [runner("h:1:a", BG, seen_at=NOW - 60)]))
     assert gone.tasks["l"].verdict == Verdict.skipped
-    assert gone.side(BG).skipped == 1 and gone.side(BG).lost == 0
+    assert gone.of(BG).skipped == 1 and gone.of(BG).lost == 0
 
 
 def test_unknown_runner_gets_one_stale_period_then_is_gone() -> None:
@@ -235,7 +235,7 @@ def test_double_delivery_whose_first_run_ends_after_the_second_started() -> None
         1,
         1,
     )
-    side = result.side(CELERY)
+    side = result.of(CELERY)
     assert side.executed_more_than_once == 1 and side.duplicate_effects == 0
     assert side.skipped_writes == 1
 
@@ -247,7 +247,7 @@ def test_a_second_run_still_going_keeps_the_task_in_flight() -> None:
         "running",
         runner="w:1:b",
         attempts=2,
-        running=1,
+        running_count=1,
         runs=[
             {
                 "attempt": 1,
@@ -267,7 +267,7 @@ def test_retries_are_not_counted_as_executions() -> None:
     record = rec("n", CELERY, "succeeded", attempts=3, retries=2)
     result = judge(observe([record], []))
     assert result.tasks["n"].executions == 1
-    assert result.side(CELERY).retried == 1 and result.side(CELERY).executed_more_than_once == 0
+    assert result.of(CELERY).retried == 1 and result.of(CELERY).executed_more_than_once == 0
 
 
 def test_redis_restarted_empty_forgets_tasks_and_the_effect_decides() -> None:
@@ -276,7 +276,7 @@ def test_redis_restarted_empty_forgets_tasks_and_the_effect_decides() -> None:
     result = judge(observe([], [], expected=expected, effects={"a": 1}))
     assert result.tasks["a"].verdict == Verdict.completed
     assert result.tasks["b"].verdict == Verdict.lost
-    side = result.side(CELERY)
+    side = result.of(CELERY)
     assert (side.accepted, side.completed, side.lost, side.missing_from_ledger) == (2, 1, 1, 2)
     assert side.balanced
 
@@ -295,7 +295,7 @@ def test_final_states_are_final_whatever_the_processes(state: str, verdict: Verd
 
 
 def test_effects_unknown_means_no_duplicate_counts() -> None:
-    side = judge(observe([rec("t", BG, "succeeded")], [])).side(BG)
+    side = judge(observe([rec("t", BG, "succeeded")], [])).of(BG)
     assert side.duplicate_effects is None and side.extra_writes is None
 
 
@@ -352,7 +352,7 @@ def test_a_task_the_worker_gave_up_on_is_neither_lost_nor_completed() -> None:
     assert result.tasks["n"].verdict == Verdict.gave_up
     assert "3 deliveries" in result.tasks["n"].why
     assert result.tasks["m"].verdict == Verdict.failed
-    side = result.side(CELERY)
+    side = result.of(CELERY)
     assert (side.gave_up, side.failed, side.lost, side.completed) == (1, 1, 0, 0)
     assert side.balanced and side.settled
 
@@ -362,7 +362,7 @@ def test_a_task_gone_past_the_retention_is_forgotten_not_lost() -> None:
     # Handed over a retention ago: the ledger may have expired its record.
     late = judge(observe([], [], expected=expected, forget_after=60, expected_since=NOW - 61))
     assert late.tasks["old"].verdict == Verdict.forgotten
-    assert late.sides[CELERY].lost == 0 and late.sides[CELERY].forgotten == 1
+    assert late.summaries[CELERY].lost == 0 and late.summaries[CELERY].forgotten == 1
     # Within the retention, a record that is gone was not expired: lost (a Redis
     # restart without its data, say); with its effect written, completed.
     early = judge(observe([], [], expected=expected, forget_after=60, expected_since=NOW - 30))
