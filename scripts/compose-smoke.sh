@@ -487,7 +487,7 @@ redis_stack() {
   ok "flower: /metrics answers without credentials (Prometheus; documented beside /healthcheck)"
 
   out=$(probe beat $((BEAT_INTERVAL_SECONDS * 3 + 30))) || fail "beat: $out"
-  ok "beat: heartbeat scheduled by beat, run by the worker, in the ledger: $out"
+  ok "beat: the periodic log task scheduled by beat, run by the worker, in the ledger: $out"
 
   kill_the_worker
 
