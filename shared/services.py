@@ -68,6 +68,9 @@ class ImplementationSpec:
     # The command that drops the messages waiting in its broker, run where its work
     # runs (between measurements); empty: nothing waits anywhere but in a process.
     purge: tuple[str, ...] = ()
+    # Its worker's log line for each message it is handed (group 1: the task id), which
+    # counts deliveries that never started a run; empty: count the ledger's runs.
+    received: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         retries=True,
         redelivery="shared.verdict:Redelivery.of",
         purge=("celery", "-A", "celery_app.worker", "purge", "-f"),
+        received=r"Task \S+\[([0-9a-f-]{36})\] received",
     ),
     Implementation.taskiq: ImplementationSpec(
         Implementation.taskiq,

@@ -98,6 +98,12 @@ def row(o: Mapping[str, Any]) -> list[str]:
     at_kill = f"{o['running_at_kill']} / {o['queued_at_kill']}" if killed else "—"
     made = "?" if o["duplicate_effects"] is None else o["duplicate_effects"]
     lost = str(o["lost"]) + (f" (+{o['skipped']} skipped)" if o.get("skipped") else "")
+    # Still unsettled at the reading (a fixed window): neither lost nor done.
+    waiting = (o.get("summary") or {}).get("awaiting_redelivery", 0) + (o.get("summary") or {}).get(
+        "in_flight", 0
+    )
+    if waiting:
+        lost += f" ({waiting} unsettled)"
     never = o["lost"] > 0
     return [
         impl,
@@ -113,7 +119,7 @@ def row(o: Mapping[str, Any]) -> list[str]:
         f"{o['skipped_writes']} / {made}",
         str(o["retried"]),
         redelivered,
-        "never" if never else _secs(o["last_completed_after"]),
+        "never" if never else "not yet" if waiting else _secs(o["last_completed_after"]),
     ]
 
 
@@ -126,18 +132,21 @@ def notes(data: Mapping[str, Any]) -> str:
     lines = [
         f"Target: {data['target']}. {p['tasks']} notification requests per scenario, each "
         f"scheduling 2 tasks (the {p['delay']:g} s notification, then a log line); "
-        f"Celery worker concurrency {p['concurrency']}; on Redis a visibility timeout of "
-        f"{p['visibility']:g} s and an unacked scan every {p['restore_interval']:g} s "
-        "(RabbitMQ has neither: it requeues a dead consumer's messages when its connection "
-        "closes).",
+        f"worker concurrency {p['concurrency']} (Celery's pool processes, taskiq's task "
+        f"slots); on Redis a visibility timeout of {p['visibility']:g} s and an unacked scan "
+        f"every {p['restore_interval']:g} s (RabbitMQ has neither: it requeues a dead "
+        "consumer's messages when its connection closes); taskiq's stream claims a message "
+        f"pending for {p['visibility']:g} s (its idle timeout) at a read every 0.5 s.",
         "",
         "- *at the kill*: the ledger just before the signal (the kill waits until the "
-        "notifications are `running`); a Celery worker runs as many as it has processes, "
-        "the rest are queued in the broker.",
+        "notifications are `running`); a worker runs as many as its concurrency, the rest "
+        "are queued in the broker.",
         "- *lost*, *completed*, *executed more than once*: the verdict of `shared/verdict.py`, "
-        "the same rule for both sides and for the lab. BackgroundTasks: lost as soon as the "
-        "process that held the task is gone. Celery: lost only once the broker's redelivery "
-        "is due and a live worker has been free for a while without taking it.",
+        "the same rule for every implementation and for the lab. Held in process memory "
+        "(BackgroundTasks): lost as soon as the process that held the task is gone. With a "
+        "broker: lost only once the declared redelivery is due and a live worker has been "
+        "free for a while without taking it, or at once where nothing redelivers (a popped "
+        "message, a task acknowledged as it started).",
         "- *repeat writes*: runs that found the task's log line already written and skipped "
         "it (the idempotency check, from the process output) / tasks with more than one "
         "line in the log file.",
@@ -146,6 +155,9 @@ def notes(data: Mapping[str, Any]) -> str:
         "- *handed out*: the scenarios that watch a fixed window instead of waiting for the "
         "tasks to settle (a task that hangs or loops for ever never does): how often the "
         "broker handed the notification to a worker in it (the worker's `received` lines).",
+        "- *unsettled*: at a fixed window's reading, still in flight or awaiting "
+        "redelivery: neither lost nor done (a task that hangs or loops, or one nothing "
+        "claims).",
         "- *broker*: RabbitMQ's rows are on a quorum queue, the default; a classic queue's "
         "row is shown only where it comes out otherwise.",
         "- times are from the signal (the scenarios that kill nothing: from the submission).",

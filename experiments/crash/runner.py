@@ -13,8 +13,8 @@ import logging
 import re
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import httpx
 
@@ -28,18 +28,18 @@ from harness.stacks import Where, open_stack
 from harness.target import Target, Unsupported, read_records
 from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
 from shared.services import IMPLEMENTATIONS, Delivery
-from shared.verdict import Judgement, Verdict, declared_redeliveries, judge
-
-# The worker's line for a message it was handed ("Task <name>[<id>] received").
-RECEIVED = re.compile(r"Task \S+\[([0-9a-f-]{36})\] received")
+from shared.verdict import Judgement, Redelivery, Verdict, declared_redeliveries, judge
 
 
-def received_counts(output: str) -> dict[str, int]:
-    """Per task id, how many times a worker was handed its message (its output)."""
-    counts: dict[str, int] = {}
-    for task_id in RECEIVED.findall(output):
-        counts[task_id] = counts.get(task_id, 0) + 1
-    return counts
+def received_counts(target: Target, impl: Implementation, ids: Sequence[str], since: float) -> int:
+    """How many times the worker was handed these tasks' messages: its log lines, where
+    the implementation declares one (``ImplementationSpec.received``), else the runs
+    the ledger holds."""
+    spec = IMPLEMENTATIONS[impl]
+    if not spec.received:
+        return sum(len(r.runs) for r in read_records(target, ids, since))
+    found = re.findall(spec.received, target.output(spec.runs_the_work))
+    return sum(1 for task_id in found if task_id in set(ids))
 
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _until(
     notifications: list[str],
     verdict: str,
     *,
-    worker: str,
+    impl: Implementation,
     quiet: float,
     deadline: float,
 ) -> tuple[Judgement, str]:
@@ -117,9 +117,8 @@ def _until(
     last: tuple[int, ...] = ()
     while True:
         final = judge(observe(target, since=since, expected=expected))
-        received = received_counts(target.output(worker))
         now = time.time()
-        seen = tuple(received.get(n, 0) for n in notifications)
+        seen = tuple(received_counts(target, impl, [n], since) for n in notifications)
         done = all(
             (v := final.tasks.get(n)) is not None and v.verdict.value == verdict
             for n in notifications
@@ -169,153 +168,216 @@ def run_scenario(
     return outcome
 
 
-def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> None:
+@dataclass
+class _Run:
+    """One scenario in progress: what was submitted, and when the fault struck."""
+
+    sc: Scenario
+    p: Params
+    target: Target
+    out: Outcome
+    say: Say
     # The ledger index is scored by wall-clock time; a second of slack for clock
     # differences between this process and a container.
-    since = time.time() - 1
-    t_submit = time.time()
-    requests = sc.requests(p)
-    # A failover sends steady traffic of its own instead.
-    impl = sc.implementation
-    declared = IMPLEMENTATIONS[impl]
-    pairs = submit(target, impl, requests) if sc.action != "failover" else []
-    after_kill: list[str] = []
-    if sc.bg_workers > 1:
-        pairs += spread(target, impl, pairs, sc.bg_workers, limit=3 * requests)
-    submitted = time.monotonic()
-    ids = [task_id for pair in pairs for task_id in pair]
-    notifications = [pair[0] for pair in pairs]
-    expected = expected_of(ids, impl)
-    out.submitted = len(ids)
+    since: float = field(default_factory=lambda: time.time() - 1)
+    t_submit: float = field(default_factory=time.time)
+    submitted: float = field(default_factory=time.monotonic)
+    pairs: list[list[str]] = field(default_factory=list)
+    # A failover's tasks accepted after the kill (they came through the new leader).
+    after_kill: list[str] = field(default_factory=list)
+    t0: float = 0.0  # the fault's moment (none: the first submission)
+
+    @property
+    def impl(self) -> Implementation:
+        return self.sc.implementation
+
+    @property
+    def worker(self) -> str:
+        return IMPLEMENTATIONS[self.impl].runs_the_work
+
+    @property
+    def ids(self) -> list[str]:
+        return [task_id for pair in self.pairs for task_id in pair]
+
+    @property
+    def notifications(self) -> list[str]:
+        return [pair[0] for pair in self.pairs]
+
+    def rule(self) -> Redelivery | None:
+        """When a run whose process died is back in the queue (None: nothing brings it)."""
+        return declared_redeliveries(self.target.settings).get(self.impl)
+
+
+def _no_fault(run: _Run) -> None:
+    """Nothing is killed; a worker that exits by itself is started again (as a restart
+    policy would), and the time counts from the submission."""
+    sc, target, out, say = run.sc, run.target, run.out, run.say
+    run.t0 = run.t_submit
+    say(f"{len(run.ids)} tasks submitted ({len(run.pairs)} notifications); nothing is killed")
+    if not sc.revive_worker:
+        return
     delay = target.settings.notification_delay_seconds
-    worker = declared.runs_the_work
-    # When a run whose process died is back in the queue (None: nothing brings it back).
-    rule = declared_redeliveries(target.settings).get(impl)
-
-    if sc.action is None or sc.service is None:
-        t0 = t_submit
-        say(f"{len(ids)} tasks submitted ({requests} notifications); nothing is killed")
-        if sc.revive_worker:
-            try:
-                wait_until(
-                    lambda: not target.is_up(worker), 3 * delay + 15, f"{worker} to exit", 0.2
-                )
-            except Timeout:
-                say("the worker did not exit")
-            else:
-                out.stopped_after = time.time() - t0
-                say(f"the worker exited by itself {out.stopped_after:.1f}s in; starting it again")
-                target.start(worker)
-                out.restarted_after = time.time() - t0
-    elif sc.action == "failover":
-        t0, accepted, after_kill = fail_over(sc, p, target, out, say)
-        pairs = [accepted[i : i + 2] for i in range(0, len(accepted), 2)]
-        ids = accepted
-        notifications = [pair[0] for pair in pairs]
-        expected = expected_of(ids, impl)
-        out.submitted = len(ids)
-    elif sc.action == "partition":
-        t0 = cut_while_running(sc, p, target, since, pairs, out, say)
-        ids = [task_id for pair in pairs for task_id in pair]
-        notifications = [pair[0] for pair in pairs]
-        expected = expected_of(ids, impl)
-        out.submitted = len(ids)
-    else:
-        # Tasks held in process memory all run at once (a thread pool); a worker
-        # runs as many as its concurrency, the rest wait in the broker.
-        held = declared.delivery == Delivery.in_process
-        want = requests if held else min(requests, target.worker_processes)
-        before = wait_running(
-            target,
-            since,
-            ids,
-            notifications,
-            want,
-            timeout=15 + 2 * delay,
-            not_before=submitted + (target.fsync_lag if sc.wait_for_fsync else 0.0),
+    try:
+        wait_until(
+            lambda: not target.is_up(run.worker), 3 * delay + 15, f"{run.worker} to exit", 0.2
         )
-        states = [r.state for r in before]
-        out.running_at_kill = states.count(TaskState.running)
-        out.queued_at_kill = states.count(TaskState.queued)
-        out.done_at_kill = sum(s in (TaskState.succeeded, TaskState.failed) for s in states)
-        out.running_ids_at_kill = [r.task_id for r in before if r.state == TaskState.running]
-        service = target.broker_service if sc.service == "broker" else sc.service
-        victim: str | None = None  # one process, by its runner id (not a whole service)
-        if sc.bg_workers > 1:
-            victim = next(r.runner for r in before if r.task_id == notifications[0])
-            out.held_by_killed = [
-                r.task_id for r in before if r.runner == victim and r.state in IN_FLIGHT
-            ]
-        if sc.kill_its_worker:
-            # The worker that runs the first notification: the others survive it.
-            runner = next(r.runner for r in before if r.task_id == notifications[0])
-            service = (target.service_of(runner) if runner else None) or service
-        verb = "SIGKILL" if sc.action == "kill" else "SIGTERM"
+    except Timeout:
+        say(f"{run.worker} did not exit")
+        return
+    out.stopped_after = time.time() - run.t0
+    say(f"{run.worker} exited by itself {out.stopped_after:.1f}s in; starting it again")
+    target.start(run.worker)
+    out.restarted_after = time.time() - run.t0
+
+
+def _signal(run: _Run) -> None:
+    """SIGKILL or SIGTERM one service (or one process of it) once the ledger shows the
+    notifications running; start it again unless the scenario says not to."""
+    sc, p, target, out, say = run.sc, run.p, run.target, run.out, run.say
+    assert sc.service is not None
+    delay = target.settings.notification_delay_seconds
+    requests = len(run.pairs)
+    # Tasks held in process memory all run at once (a thread pool); a worker runs as
+    # many as its concurrency, the rest wait in the broker.
+    held = IMPLEMENTATIONS[run.impl].delivery == Delivery.in_process
+    want = requests if held else min(requests, target.worker_processes)
+    before = wait_running(
+        target,
+        run.since,
+        run.ids,
+        run.notifications,
+        want,
+        timeout=15 + 2 * delay,
+        not_before=run.submitted + (target.fsync_lag if sc.wait_for_fsync else 0.0),
+    )
+    states = [r.state for r in before]
+    out.running_at_kill = states.count(TaskState.running)
+    out.queued_at_kill = states.count(TaskState.queued)
+    out.done_at_kill = sum(s in (TaskState.succeeded, TaskState.failed) for s in states)
+    out.running_ids_at_kill = [r.task_id for r in before if r.state == TaskState.running]
+    service = target.broker_service if sc.service == "broker" else sc.service
+    first = next((r.runner for r in before if r.task_id == run.notifications[0]), None)
+    victim: str | None = None  # one process, by its runner id (not a whole service)
+    if sc.bg_workers > 1:
+        victim = first
+        out.held_by_killed = [
+            r.task_id for r in before if r.runner == victim and r.state in IN_FLIGHT
+        ]
+    if sc.kill_its_worker:
+        # The worker that runs the first notification: the others survive it.
+        service = (target.service_of(first) if first else None) or service
+    verb = "SIGKILL" if sc.action == "kill" else "SIGTERM"
+    say(
+        f"{len(run.ids)} tasks submitted; ledger: {out.running_at_kill} running, "
+        f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {service}"
+    )
+    run.t0 = time.time()
+    if victim is not None:
+        target.kill_runner(victim)
+    elif sc.action == "kill":
+        target.kill(service)
+    else:
+        stop_timeout = sc.stop_timeout(p)
+        target.terminate(service, timeout=stop_timeout)
+        wait_until(
+            lambda: not target.is_up(service),
+            stop_timeout + 30,
+            f"{service} to exit after SIGTERM",
+            interval=0.1,
+        )
+    out.stopped_after = time.time() - run.t0
+    if sc.restart:
+        say(f"{service} down after {out.stopped_after:.1f}s; starting it again")
+        target.start(service)
+        out.restarted_after = time.time() - run.t0
+    else:
+        say(f"{service} down after {out.stopped_after:.1f}s; left down")
+    rule = run.rule()
+    if rule is not None and not rule.acks_late:
+        say(f"settling: nothing brings a running task back ({rule.why_lost})")
+    elif rule is not None and rule.broker == "redis":
         say(
-            f"{len(ids)} tasks submitted; ledger: {out.running_at_kill} running, "
-            f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {service}"
+            f"settling: redelivery is due {rule.visibility_timeout:g}s after delivery, "
+            f"found by a scan every {rule.restore_interval:g}s"
         )
-        t0 = time.time()
-        if victim is not None:
-            target.kill_runner(victim)
-        elif sc.action == "kill":
-            target.kill(service)
-        else:
-            stop_timeout = sc.stop_timeout(p)
-            target.terminate(service, timeout=stop_timeout)
-            wait_until(
-                lambda: not target.is_up(service),
-                stop_timeout + 30,
-                f"{service} to exit after SIGTERM",
-                interval=0.1,
-            )
-        out.stopped_after = time.time() - t0
-        if sc.restart:
-            say(f"{service} down after {out.stopped_after:.1f}s; starting it again")
-            target.start(service)
-            out.restarted_after = time.time() - t0
-        else:
-            say(f"{service} down after {out.stopped_after:.1f}s; left down")
-        if rule is not None and not rule.acks_late:
-            say(f"settling: nothing brings a running task back ({rule.why_lost})")
-        elif rule is not None and rule.broker == "redis":
-            say(
-                f"settling: redelivery is due {rule.visibility_timeout:g}s after delivery, "
-                f"found by a scan every {rule.restore_interval:g}s"
-            )
-        elif rule is not None:
-            say("settling: the broker requeues a dead consumer's unacked messages at once")
+    elif rule is not None:
+        say("settling: the broker requeues a dead consumer's unacked messages at once")
 
+
+def _partition(run: _Run) -> None:
+    run.t0 = cut_while_running(run.sc, run.p, run.target, run.since, run.pairs, run.out, run.say)
+
+
+def _failover(run: _Run) -> None:
+    run.t0, accepted, run.after_kill = fail_over(run.sc, run.p, run.target, run.out, run.say)
+    run.pairs = [accepted[i : i + 2] for i in range(0, len(accepted), 2)]
+
+
+# One function per fault action (None: no fault).
+FAULTS: dict[str | None, Callable[[_Run], None]] = {
+    None: _no_fault,
+    "kill": _signal,
+    "terminate": _signal,
+    "partition": _partition,
+    "failover": _failover,
+}
+
+
+def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> None:
+    run = _Run(sc, p, target, out, say)
+    # A failover sends steady traffic of its own instead.
+    if sc.action != "failover":
+        run.pairs = submit(target, run.impl, sc.requests(p))
+        if sc.bg_workers > 1:
+            run.pairs += spread(
+                target, run.impl, run.pairs, sc.bg_workers, limit=3 * sc.requests(p)
+            )
+    run.submitted = time.monotonic()
+    FAULTS[sc.action](run)
+    out.submitted = len(run.ids)
+    final = _watch(run)
+    _count(run, final)
+
+
+def _watch(run: _Run) -> Judgement:
+    """Until every task settles (bounded), or over the scenario's fixed window."""
+    sc, p, target, out = run.sc, run.p, run.target, run.out
+    expected = expected_of(run.ids, run.impl)
     window = sc.window(p)
-    if window is not None:
-        # A fixed window, the scenario's measure (a task that loops for ever never
-        # settles): then one reading, whatever it shows.
-        out.window = window
-        if sc.ends_with is None:
-            time.sleep(max(0.0, t_submit + window - time.time()))
-            final = judge(observe(target, since=since, expected=expected))
-            out.settle = f"a fixed window of {window:g}s, then one reading"
-        else:
-            final, out.settle = _until(target, since, expected, notifications, sc.ends_with,
-                                       worker=worker, quiet=p.margin,
-                                       deadline=t_submit + window + 60)  # fmt: skip
-        received = received_counts(target.output(worker))
-        out.handed_out = sum(received.get(n, 0) for n in notifications)
-        out.most_runs = max((len(r.runs) for r in read_records(target, notifications, since)),
-                            default=0)  # fmt: skip
-    else:
-        # Bounded: what is queued behind the kill still has to run, a round at a time.
-        rounds = -(-len(ids) // max(target.worker_processes, 1))
-        horizon = 0.0
-        if rule is not None and rule.acks_late:
-            horizon = rule.due(0.0, 0.0) + rule.restore_interval
+    if window is None:
+        # Bounded: what is queued behind the fault still has to run, a round at a time.
+        delay = target.settings.notification_delay_seconds
+        rounds = -(-len(run.ids) // max(target.worker_processes, 1))
+        rule = run.rule()
+        horizon = rule.due(0.0, 0.0) + rule.restore_interval if rule and rule.acks_late else 0.0
         cap = time.monotonic() + horizon + rounds * delay * 3 + 60
         # A failover: the workers may still be reconnecting while the verdict, which
         # sees a live, free worker, already calls the queued tasks lost; a longer
         # quiet lets a late reconnect show (``Scenario.quiet``).
         quiet = max(p.margin, sc.quiet)
-        final, out.settle = settle(target, since, expected, quiet=quiet, cap=cap + quiet)
-    counts = final.of(impl)
+        final, out.settle = settle(target, run.since, expected, quiet=quiet, cap=cap + quiet)
+        return final
+    # A fixed window, the scenario's measure (a task that loops for ever never
+    # settles): then one reading, whatever it shows.
+    out.window = window
+    if sc.ends_with is None:
+        time.sleep(max(0.0, run.t_submit + window - time.time()))
+        final = judge(observe(target, since=run.since, expected=expected))
+        out.settle = f"a fixed window of {window:g}s, then one reading"
+    else:
+        final, out.settle = _until(target, run.since, expected, run.notifications,
+                                   sc.ends_with, impl=run.impl, quiet=p.margin,
+                                   deadline=run.t_submit + window + 60)  # fmt: skip
+    out.handed_out = received_counts(target, run.impl, run.notifications, run.since)
+    out.most_runs = max((len(r.runs) for r in read_records(target, run.notifications,
+                                                           run.since)), default=0)  # fmt: skip
+    return final
+
+
+def _count(run: _Run, final: Judgement) -> None:
+    """The verdicts' counts, and the times of what happened after the fault."""
+    sc, target, out, say, t0 = run.sc, run.target, run.out, run.say, run.t0
+    counts = final.of(run.impl)
     out.summary = counts.to_dict()
     out.completed, out.failed, out.lost, out.skipped, out.gave_up = (
         counts.completed,
@@ -325,7 +387,7 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         counts.gave_up,
     )
     out.lost_ids = sorted(final.ids(Verdict.lost))
-    out.lost_notifications = len(set(notifications) & set(out.lost_ids))
+    out.lost_notifications = len(set(run.notifications) & set(out.lost_ids))
     out.missing_from_ledger = counts.missing_from_ledger
     out.executed_more_than_once = counts.executed_more_than_once
     out.retried = counts.retried
@@ -353,38 +415,38 @@ def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> N
         out.finished_after_stop = sum(1 for f in ends if f > t_down)
     # The runs after the first of each task delivered more than once (a retry is not a rerun).
     later_runs = [
-        run
+        attempt
         for t in final.tasks.values()
         if t.executions > 1 and t.record is not None
-        for run in t.record.runs[1:]
+        for attempt in t.record.runs[1:]
     ]
-    reruns = [run.started_at - t0 for run in later_runs if run.started_at is not None]
+    reruns = [attempt.started_at - t0 for attempt in later_runs if attempt.started_at is not None]
     out.rerun_by = sorted(
-        {target.service_of(run.runner) or "?" for run in later_runs if run.runner}
+        {target.service_of(attempt.runner) or "?" for attempt in later_runs if attempt.runner}
     )
     if sc.action == "failover":
         # A task accepted after the kill came through the new leader: its first run
         # is the workers consuming again (a task they held from before is not).
-        new = set(after_kill)
+        new = set(run.after_kill)
         started = [
-            run.started_at
+            attempt.started_at
             for r in records
             if r.task_id in new
-            for run in r.runs
-            if run.started_at is not None
+            for attempt in r.runs
+            if attempt.started_at is not None
         ]
         out.consumed_again_after = min(started) - t0 if started else None
     if sc.action == "partition" and out.healed_after is not None and sc.service:
         # When the cut worker ran a task again after the heal (its processes' runs).
         healed = t0 + out.healed_after
         again = [
-            run.started_at
+            attempt.started_at
             for r in records
-            for run in r.runs
-            if run.started_at is not None
-            and run.started_at >= healed
-            and run.runner
-            and target.service_of(run.runner) == sc.service
+            for attempt in r.runs
+            if attempt.started_at is not None
+            and attempt.started_at >= healed
+            and attempt.runner
+            and target.service_of(attempt.runner) == sc.service
         ]
         out.consumed_again_after = min(again) - healed if again else None
     if reruns and sc.action is not None:

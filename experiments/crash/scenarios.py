@@ -513,6 +513,80 @@ SCENARIOS += (
         settings=taskiq_claims,
     ),
     Scenario(
+        key="taskiq-worker-kill-stock-claim",
+        title="taskiq-worker SIGKILL (stream broker, taskiq-redis's own claim), work queued",
+        implementation=Implementation.taskiq,
+        action="kill",
+        service="taskiq-worker",
+        expected="nothing lost: taskiq-redis claims a dead worker's pending messages on a read "
+        "that returns new ones; the tasks queued behind the killed ones are new to the "
+        "restarted worker, so its first reads past the idle timeout claim them",
+        settings=lambda p: {**taskiq_claims(p), "taskiq_claim_when_idle": False},
+        window=loop_window,
+    ),
+    Scenario(
+        key="taskiq-worker-kill-stock-claim-idle",
+        title="taskiq-worker SIGKILL (stream broker, taskiq-redis's own claim), nothing queued",
+        implementation=Implementation.taskiq,
+        action="kill",
+        service="taskiq-worker",
+        expected="the tasks the killed worker held wait: nothing new arrives, so no read claims "
+        "them; at the window's end they are still awaiting redelivery, and run only when a "
+        "request comes (or, with the project's broker, at the idle timeout)",
+        settings=lambda p: {**taskiq_claims(p), "taskiq_claim_when_idle": False},
+        # One request: its two tasks start together, so nothing waits behind the kill.
+        tasks=lambda p: 1,
+        window=loop_window,
+    ),
+    Scenario(
+        key="taskiq-worker-term",
+        title="taskiq-worker SIGTERM",
+        implementation=Implementation.taskiq,
+        action="terminate",
+        service="taskiq-worker",
+        expected="nothing lost: the worker waits for its running tasks (taskiq's "
+        "wait_tasks_timeout: none) and exits; the queued ones wait in the stream for the restart",
+        settings=taskiq_claims,
+        stop_timeout=graceful_stop_timeout,
+    ),
+    Scenario(
+        key="taskiq-redis-restart",
+        title="Redis SIGKILL + restart (AOF on), under taskiq",
+        implementation=Implementation.taskiq,
+        action="kill",
+        service="redis",
+        expected="nothing lost: Redis replays the stream, its pending entries and the ledger "
+        "from its append-only file; a task that ended while Redis was down could not be "
+        "acknowledged, so it is claimed and runs again, writing once",
+        settings=taskiq_claims,
+        appendonly=True,
+        wait_for_fsync=True,
+    ),
+    Scenario(
+        key="taskiq-slow-task",
+        title="no crash, task longer than taskiq's idle timeout",
+        implementation=Implementation.taskiq,
+        action=None,
+        service=None,
+        expected="nothing lost; the stream cannot tell a slow task from a dead worker: a "
+        "notification pending past the idle timeout is claimed and runs again while the first "
+        "run goes on (twice, writing once)",
+        settings=lambda p: {**taskiq_claims(p), "taskiq_idle_timeout_seconds": p.delay / 2},
+    ),
+    Scenario(
+        key="taskiq-hung-task",
+        title="no crash, a task that hangs, under taskiq",
+        implementation=Implementation.taskiq,
+        action=None,
+        service=None,
+        expected="it never ends; the stream claims it again after the idle timeout, into the "
+        "next free slot, until every slot of the worker hangs on it (taskiq has no hard time "
+        "limit: its timeout label cancels an async task, not a thread)",
+        settings=lambda p: {**taskiq_claims(p), "notification_hang_first_attempts": 99},
+        tasks=lambda p: 1,
+        window=hang_window,
+    ),
+    Scenario(
         key="taskiq-worker-kill-list",
         title="taskiq-worker SIGKILL (list broker, the quick start's)",
         implementation=Implementation.taskiq,

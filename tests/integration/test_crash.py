@@ -199,6 +199,17 @@ def test_taskiq_worker_sigkill_on_the_stream_broker_is_claimed_and_runs_again(
     assert o.extra_effect_lines == 0
 
 
+def test_a_taskiq_task_longer_than_the_idle_timeout_runs_twice_and_writes_once(
+    tmp_path: Path,
+) -> None:
+    o = run("taskiq-slow-task", tmp_path)
+    assert o.lost == 0
+    assert o.completed == 2 * N
+    # Claimed while its first run still went: the stream cannot tell slow from dead.
+    assert o.executed_more_than_once >= 1
+    assert o.skipped_writes >= 1 and o.extra_effect_lines == 0
+
+
 def test_taskiq_worker_sigkill_on_the_list_broker_loses_the_running_tasks(
     tmp_path: Path,
 ) -> None:
