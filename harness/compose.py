@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from harness.procs import REPO_ROOT, Timeout, wait_http, wait_until
-from harness.target import API, Memory, ServiceState, Unsupported, purge_command
+from harness.target import API, RUNS_THE_WORK, Memory, ServiceState, Unsupported, purge_command
 from shared.models import Implementation, RunnerRecord, TaskRecord
 from shared.services import DEFAULT_IMPLEMENTATIONS, SERVICES, Probe, implementation_of
 from shared.settings import Settings, explicit_settings
@@ -478,8 +478,9 @@ class ComposeTarget:
         yield ""  # pragma: no cover
 
     def effect_lines(self) -> dict[str, int]:
-        # bg-api and the worker share the log file's volume; read it where it is up.
-        for service in ("worker", "bg-api"):
+        # What runs the work shares the log file's volume; read it where it is up.
+        running = set(self.services)
+        for service in (s for s in RUNS_THE_WORK.values() if s in running):
             out = self.compose.exec(service, "sh", "-c", 'cat "$LOG_FILE" 2>/dev/null || true')
             if out:
                 return count_effect_lines(out.splitlines())

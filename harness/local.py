@@ -32,7 +32,7 @@ from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, purge_command
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, RunnerRecord, TaskRecord
-from shared.services import CORE_SERVICES, Probe
+from shared.services import CORE_SERVICES, DEFAULT_STACK, IN_PROCESS_APIS, Probe
 from shared.services import SERVICES as SERVICE_TABLE
 from shared.services import service as table_entry
 from shared.settings import Settings, explicit_settings
@@ -348,7 +348,9 @@ class LocalStack:
             if self.graceful_timeout is not None:
                 # uvicorn takes whole seconds only.
                 argv += ["--timeout-graceful-shutdown", str(int(self.graceful_timeout))]
-            processes = max(self.api_processes, self.bg_workers if service == API["bg"] else 1)
+            # An API that holds its tasks in process memory runs ``bg_workers`` processes.
+            holds = service in IN_PROCESS_APIS
+            processes = max(self.api_processes, self.bg_workers if holds else 1)
             if processes > 1:
                 argv += ["--workers", str(processes)]
         return argv
@@ -411,8 +413,8 @@ class LocalStack:
                 self.redis_server.wait_ready(proc, timeout)
             elif spec.probe == Probe.http:
                 wait_http(f"http://127.0.0.1:{self.ports[service]}{spec.ready}", timeout, proc)
-                if service == API["bg"] and self.bg_workers > 1:
-                    self._wait_for_every_bg_process(proc, started, timeout)
+                if service in IN_PROCESS_APIS and self.bg_workers > 1:
+                    self._wait_for_every_api_process(service, proc, started, timeout)
             elif spec.probe == Probe.output:
                 proc.wait_for_output(spec.ready, timeout, after=offset)
 
@@ -437,26 +439,27 @@ class LocalStack:
             return lambda: cluster.boot(procs)
         return None
 
-    def _wait_for_every_bg_process(self, proc: Proc, started: float, timeout: float) -> None:
-        """Until each of bg-api's uvicorn processes beats (the heartbeats are in the
+    def _wait_for_every_api_process(
+        self, service: str, proc: Proc, started: float, timeout: float
+    ) -> None:
+        """Until each of the API's uvicorn processes beats (the heartbeats are in the
         ledger: nothing to wait for with it off). One answering is not all of them:
         requests sent before the others are up would all land on the first one."""
-        if not self.settings_for("bg-api").ledger_on:
+        if not self.settings_for(service).ledger_on:
             return
 
         def all_up() -> bool:
             beats = self._ledger.runners()
-            fresh = [r for r in beats if r.role == "bg-api" and r.started_at >= started]
+            fresh = [r for r in beats if r.role == service and r.started_at >= started]
             return sum(r.stopped_at is None for r in fresh) >= self.bg_workers
 
-        proc.wait_for(all_up, timeout, f"{self.bg_workers} bg-api processes to beat", 0.1)
+        proc.wait_for(all_up, timeout, f"{self.bg_workers} {service} processes to beat", 0.1)
 
     def start_all(self, services: tuple[str, ...] | None = None) -> None:
         """Every service (the broker first), or these."""
         if services is None:
             broker = ("rabbitmq",) if self.rabbitmq is not None else ()
-            workers = self.extra_workers
-            services = ("redis", *broker, "bg-api", "celery-api", "worker", *workers, "beat")
+            services = ("redis", *broker, *DEFAULT_STACK, *self.extra_workers)
         self.start_many(services)
 
     def kill(self, service: str) -> None:

@@ -335,5 +335,20 @@ def services_of(impl: Implementation | str) -> tuple[str, ...]:
 
 
 PYTHON_SERVICES = tuple(name for name, s in SERVICES.items() if s.python)
+# The APIs that run their tasks themselves (several uvicorn processes: each holds its own).
+IN_PROCESS_APIS = tuple(
+    spec.api for spec in IMPLEMENTATIONS.values() if spec.delivery == Delivery.in_process
+)
+# What the default implementations run, beside Redis and a broker: their needs and
+# their schedulers, in the table's order.
+DEFAULT_STACK = tuple(
+    name
+    for name in SERVICES
+    if any(
+        name in (*spec.needs, spec.periodic)
+        for impl, spec in IMPLEMENTATIONS.items()
+        if impl in DEFAULT_IMPLEMENTATIONS
+    )
+)
 # The Python services every stack runs (the optional ones only where asked for).
 CORE_SERVICES = tuple(name for name, s in SERVICES.items() if not s.optional)
