@@ -3,7 +3,8 @@
 Everything that lists services reads it: the local stacks (``harness.local``),
 the compose target (``harness.compose``), ``harness.target``, the stacks
 (``harness.stacks``), the lab, the soak and the verdict. A unit test checks
-``Procfile`` and ``docker-compose.yml`` against it. Pure data: no process, no I/O.
+``Procfile`` and ``docker-compose.yml`` against it. Pure data: no process, no I/O
+(a declared "module:function" is imported only when read).
 
 An implementation says how its tasks are delivered, and that is what decides
 what becomes of them when a process dies (``shared.verdict``):
@@ -17,8 +18,11 @@ what becomes of them when a process dies (``shared.verdict``):
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Implementation(StrEnum):
@@ -65,6 +69,9 @@ class ImplementationSpec:
     # When a task whose worker died comes back: "module:function" of the settings, a
     # ``shared.verdict.Redelivery``; None: nothing redelivers (held in process memory).
     redelivery: str | None = None
+    # The settings that bring a dead worker's task back within a horizon:
+    # "module:function" of (seconds, scan every) -> settings; None: nothing comes back.
+    horizon: str | None = None
     # The command that drops the messages waiting in its broker, run where its work
     # runs (between measurements); empty: nothing waits anywhere but in a process.
     purge: tuple[str, ...] = ()
@@ -123,6 +130,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         periodic="beat",
         retries=True,
         redelivery="shared.verdict:Redelivery.of",
+        horizon="celery_app.delivery:horizon",
         purge=("celery", "-A", "celery_app.worker", "purge", "-f"),
         received=r"Task \S+\[([0-9a-f-]{36})\] received",
     ),
@@ -138,6 +146,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         periodic="taskiq-scheduler",
         retries=True,
         redelivery="taskiq_app.delivery:redelivery",
+        horizon="taskiq_app.delivery:horizon",
     ),
 }
 
@@ -318,6 +327,22 @@ def implementation_of(name: str) -> Implementation:
     """The implementation a service belongs to (Redis, which every one uses:
     Celery's, whose broker it can be)."""
     return service(name).implementation or Implementation.celery
+
+
+def declared(reference: str) -> Any:
+    """The object a declaration names as "module:attribute.path" (imported now)."""
+    module, _, name = reference.partition(":")
+    return functools.reduce(getattr, name.split("."), importlib.import_module(module))
+
+
+def horizon_settings(seconds: float, scan: float) -> dict[str, Any]:
+    """The settings that bring every implementation's dead-worker task back within
+    ``seconds`` of its delivery, found by a scan every ``scan`` seconds."""
+    found: dict[str, Any] = {}
+    for spec in IMPLEMENTATIONS.values():
+        if spec.horizon is not None:
+            found.update(declared(spec.horizon)(seconds, scan))
+    return found
 
 
 def api_of(impl: Implementation | str) -> str:

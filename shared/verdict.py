@@ -55,8 +55,6 @@ is busy. Deciding when to stop watching belongs to whoever watches (``settle``).
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -64,7 +62,7 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 from shared.models import RunnerRecord, TaskRecord, TaskState
-from shared.services import IMPLEMENTATIONS, Delivery, Implementation, delivery_of
+from shared.services import IMPLEMENTATIONS, Delivery, Implementation, declared, delivery_of
 from shared.settings import Settings, explicit_settings
 from shared.work import SKIP_PATTERN, TAG_PATTERN
 
@@ -154,13 +152,11 @@ def rules(settings: Settings) -> Rules:
 
 def declared_redeliveries(settings: Settings) -> dict[Implementation, Redelivery]:
     """Each implementation's own rule, as its declaration names it ("module:function")."""
-    found = {}
-    for impl, declared in IMPLEMENTATIONS.items():
-        if declared.redelivery is not None:
-            module, _, name = declared.redelivery.partition(":")
-            rule: Any = functools.reduce(getattr, name.split("."), importlib.import_module(module))
-            found[impl] = rule(settings)
-    return found
+    return {
+        impl: declared(spec.redelivery)(settings)
+        for impl, spec in IMPLEMENTATIONS.items()
+        if spec.redelivery is not None
+    }
 
 
 @dataclass(frozen=True)

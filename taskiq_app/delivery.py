@@ -5,6 +5,7 @@ verdict is pure, and reading the rule must not start a broker."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from shared.settings import Settings
 from shared.verdict import Redelivery
@@ -26,3 +27,14 @@ def redelivery(settings: Settings) -> Redelivery:
         )
     scan = settings.taskiq_read_block_seconds if settings.taskiq_claim_when_idle else math.inf
     return Redelivery("redis", settings.taskiq_idle_timeout_seconds, scan, holds_retries=False)
+
+
+def horizon(seconds: float, scan: float) -> dict[str, Any]:
+    """The stream broker, claiming a message pending ``seconds`` at a read every
+    ``scan`` seconds, whether or not new messages come (``ClaimingStreamBroker``)."""
+    return {
+        "taskiq_broker": "stream",
+        "taskiq_idle_timeout_seconds": seconds,
+        "taskiq_read_block_seconds": scan,
+        "taskiq_claim_when_idle": True,
+    }

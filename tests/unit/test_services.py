@@ -21,10 +21,13 @@ from shared.services import (
     Delivery,
     Implementation,
     Probe,
+    declared,
     delivery_of,
+    horizon_settings,
     implementation_of,
     service,
 )
+from shared.settings import explicit_settings
 from tests.unit.conftest import REPO
 
 
@@ -126,6 +129,18 @@ def test_the_image_holds_every_declared_implementations_package() -> None:
     # declared implementation's rule, so each package must be in it.
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     context = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    for declared in IMPLEMENTATIONS.values():
-        assert f"COPY {declared.package} ./{declared.package}" in dockerfile, declared.package
-        assert f"!{declared.package}/" in context, declared.package
+    for spec in IMPLEMENTATIONS.values():
+        assert f"COPY {spec.package} ./{spec.package}" in dockerfile, spec.package
+        assert f"!{spec.package}/" in context, spec.package
+
+
+def test_each_declared_horizon_brings_a_dead_workers_task_back_within_it() -> None:
+    # What the soak and the lab's demo rely on: one horizon, every broker implementation.
+    settings = explicit_settings(**horizon_settings(7.0, 0.5))
+    for impl, spec in IMPLEMENTATIONS.items():
+        if spec.redelivery is None:
+            assert spec.horizon is None, impl  # nothing comes back: nothing to bound
+            continue
+        assert spec.horizon is not None, impl
+        rule = declared(spec.redelivery)(settings)
+        assert rule.acks_late and rule.due(0.0, 0.0) <= 7.0 + 0.5, impl
