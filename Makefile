@@ -87,8 +87,8 @@ crash: $(STAMP) ## the crash experiment: what survives a kill, on both sides
 experiments: $(STAMP) ## every experiment, report in reports/
 	$(PY) -m experiments all $(ARGS)
 
-lab: $(STAMP) ## the live comparison page on http://127.0.0.1:8000
-	$(PY) -m experiments lab $(ARGS)
+lab: $(STAMP) ## the live page, a column per implementation (ARGS=--implementations=bg,celery,taskiq)
+	$(PY) -m lab $(ARGS)
 
 docs: $(STAMP) ## regenerate the measured tables in docs/ from reports/*.json
 	$(PY) -m experiments docs $(ARGS)

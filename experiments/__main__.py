@@ -63,7 +63,7 @@ COMMANDS: dict[str, Command] = {
     ),
     # Minutes long: run on its own.
     "soak": Command("experiments.soak", "traffic to both sides while faults keep coming", False),
-    "lab": Command("experiments.lab.cli", "the live comparison page", False, None),
+    "lab": Command("lab.cli", "the live comparison page (the lab/ web app)", False, None),
     "dev": Command(
         "experiments.dev", "run every service as a local process (no Docker)", False, None
     ),

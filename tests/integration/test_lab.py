@@ -1,5 +1,6 @@
 """The lab (``python -m experiments lab``): its HTTP and SSE endpoints against the
-real processes it starts (the browser's story is ``test_lab_browser``).
+real processes it starts (the browser's story is ``test_lab_browser``; a lab of
+every implementation is ``test_lab_taskiq``).
 
 One lab for the module, started through the real command line in a process group
 of its own; it is stopped with SIGINT (the Ctrl-C path) and, should that fail,
@@ -14,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,8 @@ class RunningLab:
         data: dict[str, Any] = r.json()
         return data
 
-    def act(self, side: str, action: str, service: str | None = None, **extra: Any) -> Any:
-        body = {"side": side, "action": action, "service": service, **extra}
+    def act(self, impl: str, action: str, service: str | None = None, **extra: Any) -> Any:
+        body = {"implementation": impl, "action": action, "service": service, **extra}
         return httpx.post(self.url + "/api/actions", json=body, timeout=150)
 
     def note_children(self) -> None:
@@ -70,10 +71,9 @@ class RunningLab:
         lines = []
         with contextlib.suppress(Exception):
             state = self.state()
-            for side in ("bg", "celery"):
-                d = state["sides"][side]
+            for impl, d in state["implementations"].items():
                 lines.append(
-                    f"{side}: {d['counters']} {[(p['service'], p['up']) for p in d['processes']]}"
+                    f"{impl}: {d['counters']} {[(p['service'], p['up']) for p in d['processes']]}"
                 )
                 lines += [
                     f"  {t['short']} {t['kind']} {t['state']} att={t['attempts']} {t['note']}"
@@ -84,21 +84,29 @@ class RunningLab:
             lines.append(f"===== {out.name}\n{out.read_text(errors='replace')[-2500:]}")
         return "\n".join(lines)
 
-    def counters(self, side: str, key: str = "counters") -> dict[str, int]:
-        counts: dict[str, int] = self.state()["sides"][side][key]
+    def counters(self, impl: str, key: str = "counters") -> dict[str, int]:
+        counts: dict[str, int] = self.state()["implementations"][impl][key]
         return counts
+
+    def processes(self, impl: str) -> dict[str, dict[str, Any]]:
+        """A column's processes by service."""
+        procs = self.state()["implementations"][impl]["processes"]
+        return {p["service"]: p for p in procs}
 
 
 def _all_up(state: dict[str, Any]) -> bool:
-    return all(p["up"] for side in state["sides"].values() for p in side["processes"])
+    return all(p["up"] for column in state["implementations"].values() for p in column["processes"])
 
 
 @contextlib.contextmanager
-def running_lab(workdir: Path, *args: str) -> Iterator[RunningLab]:
-    """``python -m experiments lab`` with these arguments, up, then stopped: Ctrl-C
-    first, then SIGKILL to every process it was seen to start."""
+def running_lab(
+    workdir: Path, *args: str, command: Sequence[str] = ("experiments", "lab")
+) -> Iterator[RunningLab]:
+    """``python -m experiments lab`` (or ``command``: ``("lab",)``) with these
+    arguments, up, then stopped: Ctrl-C first, then SIGKILL to every process it was
+    seen to start."""
     port = free_port()
-    argv = [sys.executable, "-m", "experiments", "lab", "--port", str(port)]
+    argv = [sys.executable, "-m", *command, "--port", str(port)]
     argv += ["--workdir", str(workdir / "stack"), *DEMO_ARGS, *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = Proc("lab", argv, env, workdir / "lab.out").start()
@@ -138,22 +146,27 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 # --- HTTP and SSE -------------------------------------------------------------------------
 
 
-def test_page_serves_both_columns_with_stable_controls(lab: RunningLab) -> None:
+def test_the_page_builds_a_column_per_implementation_from_the_state(lab: RunningLab) -> None:
     page = httpx.get(lab.url + "/", timeout=10)
     assert page.status_code == 200
-    html = page.text
-    for side in ("bg", "celery"):
-        assert f'data-side="{side}" data-action="send"' in html
-        assert f'data-side="{side}" data-action="fail"' in html
-        assert f'id="{side}-counters"' in html
-    for service in ("bg-api", "celery-api", "worker"):
-        for action in ("kill", "stop", "restart"):
-            assert f'data-action="{action}" data-service="{service}"' in html
-    assert 'data-action="restart" data-service="redis"' in html
+    assert 'id="columns"' in page.text and 'id="choose"' in page.text
     for asset in ("/static/lab.js", "/static/lab.css"):
         assert httpx.get(lab.url + asset, timeout=10).status_code == 200
-    # The counters' ids are made by the script: the browser test checks them.
-    assert "`${prefix}-${c}`" in httpx.get(lab.url + "/static/lab.js", timeout=10).text
+    # The columns, their buttons and the counters' ids are made by the script from the
+    # state (the browser test clicks them); the state says what each column controls.
+    script = httpx.get(lab.url + "/static/lab.js", timeout=10).text
+    assert "`${prefix}-${c}`" in script and "data-implementation=" in script
+    columns = lab.state()["implementations"]
+    assert list(columns) == ["bg", "celery"]  # the default: the chapter's two, in order
+    assert [c["title"] for c in columns.values()] == ["BackgroundTasks", "Celery"]
+    assert all(c["shown_by_default"] for c in columns.values())
+    process = ["kill", "stop", "restart"]
+    assert columns["bg"]["controls"] == {"bg-api": process, "redis": ["restart"]}
+    assert columns["celery"]["controls"] == {
+        "celery-api": process,
+        "worker": process,
+        "redis": ["restart"],
+    }
 
 
 def test_lab_binds_loopback_only(lab: RunningLab) -> None:
@@ -166,17 +179,22 @@ def test_lab_binds_loopback_only(lab: RunningLab) -> None:
     assert listening == ["127.0.0.1"]
 
 
-def test_state_shows_every_process_of_both_sides(lab: RunningLab) -> None:
+def test_state_shows_every_process_of_each_column(lab: RunningLab) -> None:
     state = lab.state()
     assert state["target"] == "local"
-    procs = {side: {p["service"]: p for p in d["processes"]} for side, d in state["sides"].items()}
+    columns = state["implementations"]
+    procs = {impl: {p["service"]: p for p in d["processes"]} for impl, d in columns.items()}
     assert set(procs["bg"]) == {"bg-api", "redis"}
     assert set(procs["celery"]) == {"celery-api", "worker", "beat", "redis"}
     assert procs["bg"]["bg-api"]["detail"].startswith("pid ")
-    assert state["links"]["bg_docs"].endswith("/docs")
-    assert httpx.get(state["links"]["celery_docs"], timeout=10).status_code == 200
-    assert state["links"]["flower"] is None  # local mode starts no Flower, and says so
-    assert state["settings"]["visibility_timeout"] == 6
+    links = {impl: {x["label"]: x for x in d["links"]} for impl, d in columns.items()}
+    assert links["bg"]["bg-api /docs"]["url"].endswith("/docs")
+    assert httpx.get(links["celery"]["celery-api /docs"]["url"], timeout=10).status_code == 200
+    # Local mode starts no Flower, and says so.
+    assert links["celery"]["flower"]["url"] is None and links["celery"]["flower"]["note"]
+    assert columns["bg"]["redelivery"] is None  # held in process memory: nothing hands it back
+    assert columns["celery"]["redelivery"]["visibility_timeout"] == 6
+    assert "6 s after it started" in columns["celery"]["redelivery"]["when"]
 
 
 def test_sse_pushes_a_snapshot_and_then_each_action(lab: RunningLab) -> None:
@@ -193,13 +211,13 @@ def test_sse_pushes_a_snapshot_and_then_each_action(lab: RunningLab) -> None:
             seen.append(json.loads(line.removeprefix("data: ")))
             if not acted:
                 # The first snapshot comes at once; then act, and watch it arrive.
-                assert "sides" in seen[0] and "events" in seen[0]
+                assert "implementations" in seen[0] and "events" in seen[0]
                 r = lab.act("bg", "item")
                 assert r.status_code == 200 and r.json()["status"] == "ok", r.text
                 acted = True
                 continue
             items = [e for e in seen[-1]["events"] if e["action"] == "item"]
-            tasks = seen[-1]["sides"]["bg"]["tasks"]
+            tasks = seen[-1]["implementations"]["bg"]["tasks"]
             if items and items[-1]["status"] == "ok" and any(t["kind"] == "log" for t in tasks):
                 break
     assert "item created" in items[-1]["result"]
@@ -210,12 +228,13 @@ def test_actions_outside_the_controls_are_refused(lab: RunningLab) -> None:
         ("bg", "explode", None),
         ("celery", "kill", "redis"),  # redis: restart only
         ("celery", "kill", "beat"),  # not a service the page controls
-        ("bg", "kill", "worker"),  # the Celery side's worker, from the BG side
+        ("bg", "kill", "worker"),  # Celery's worker, from the BackgroundTasks column
         ("celery", "kill", "sshd"),
     ]
-    for side, action, service in refused:
-        r = lab.act(side, action, service)
-        assert r.status_code == 400, (side, action, service, r.text)
+    for impl, action, service in refused:
+        r = lab.act(impl, action, service)
+        assert r.status_code == 400, (impl, action, service, r.text)
+    assert lab.act("taskiq", "send").status_code == 400  # declared, not run by this lab
     assert lab.act("nowhere", "send").status_code == 422
     assert lab.act("bg", "send", count=1000).status_code == 422
     assert _all_up(lab.state())
@@ -224,7 +243,8 @@ def test_actions_outside_the_controls_are_refused(lab: RunningLab) -> None:
 def test_requests_not_addressed_to_the_lab_are_refused(lab: RunningLab) -> None:
     port = lab.url.rsplit(":", 1)[1]
     before = len(lab.state()["events"])
-    body = {"side": "bg", "action": "item"}  # harmless, should the guard ever let it through
+    # Harmless, should the guard ever let it through.
+    body = {"implementation": "bg", "action": "item"}
     foreign = [
         {"Origin": "http://evil.example"},  # another site's form or fetch
         {"Host": f"evil.example:{port}"},  # DNS rebinding
@@ -257,19 +277,19 @@ def test_graceful_stop_waits_for_running_background_tasks(lab: RunningLab) -> No
     assert lab.act("bg", "restart", "bg-api").json()["status"] == "ok"
 
 
-def test_restarting_redis_keeps_the_queue_and_both_sides_recover(lab: RunningLab) -> None:
+def test_restarting_redis_keeps_the_queue_and_both_columns_recover(lab: RunningLab) -> None:
     httpx.post(lab.url + "/api/reset", timeout=10).raise_for_status()
     r = lab.act("celery", "restart", "redis").json()
     assert r["status"] == "ok", r
     assert "redis" in r["result"] and "up again" in r["result"]
     # After Redis came back (AOF on), publishing, the worker and the ledger all work.
-    for side in ("celery", "bg"):
-        sent = lab.act(side, "send", count=1).json()
+    for impl in ("celery", "bg"):
+        sent = lab.act(impl, "send", count=1).json()
         assert sent["status"] == "ok", sent
     wait_until(
         lambda: lab.counters("celery")["succeeded"] == 1 and lab.counters("bg")["succeeded"] == 1,
         60,
-        "a notification on each side after the Redis restart",
+        "a notification in each column after the Redis restart",
         0.5,
     )
 
@@ -279,10 +299,9 @@ def test_restarting_redis_keeps_the_queue_and_both_sides_recover(lab: RunningLab
 
 def test_ctrl_c_stops_the_lab_and_everything_it_started(lab: RunningLab) -> None:
     # Standalone: whatever an earlier test left down comes back up first.
-    for side, service in (("bg", "bg-api"), ("celery", "celery-api"), ("celery", "worker")):
-        procs = {p["service"]: p for p in lab.state()["sides"][side]["processes"]}
-        if not procs[service]["up"]:
-            assert lab.act(side, "restart", service).json()["status"] == "ok"
+    for impl, service in (("bg", "bg-api"), ("celery", "celery-api"), ("celery", "worker")):
+        if not lab.processes(impl)[service]["up"]:
+            assert lab.act(impl, "restart", service).json()["status"] == "ok"
     lab.note_children()
     started = {pid: t for pid, t in lab.children.items() if psutil.pid_exists(pid)}
     assert len(started) >= 5  # redis, two uvicorns, worker, beat

@@ -4,6 +4,7 @@ beside the other lab tests; its last picture is the one the docs show."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -30,6 +31,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
+    with headless_chromium() as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Selenium, a profile of its own (skips the test
+    where Debian's chromium and chromium-driver are not installed); quit at the end."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip(
             "needs Debian's chromium and chromium-driver (/usr/bin/chromium, "
@@ -94,15 +103,15 @@ def _kill_both_servers_story(lab: RunningLab, browser: Any) -> None:
         )
         return found
 
-    def click(side: str, action: str, service: str | None = None) -> None:
+    def click(impl: str, action: str, service: str | None = None) -> None:
         """Click like a person, and wait until the page's log has taken the action."""
-        css = f'[data-side="{side}"][data-action="{action}"]'
+        css = f'[data-implementation="{impl}"][data-action="{action}"]'
         if service:
             css += f'[data-service="{service}"]'
         logged = rows(f"#events tr{css}")
         browser.find_element(By.CSS_SELECTOR, f"button{css}").click()
         page_until(
-            f"{action} {service or side} in the log", 20, lambda: rows(f"#events tr{css}") > logged
+            f"{action} {service or impl} in the log", 20, lambda: rows(f"#events tr{css}") > logged
         )
 
     def number(element_id: str) -> int:

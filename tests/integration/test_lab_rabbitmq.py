@@ -1,4 +1,4 @@
-"""The lab against a stack whose Celery side runs on RabbitMQ: it says so, it
+"""The lab against a stack whose Celery runs on RabbitMQ: it says so, it
 shows and controls the broker, and a killed worker's task comes back."""
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 
 
 def test_the_page_says_which_broker_and_controls_it(lab: RunningLab) -> None:
-    state = lab.state()
-    assert state["settings"]["broker"] == "rabbitmq"
-    procs = {p["service"]: p for p in state["sides"]["celery"]["processes"]}
+    celery = lab.state()["implementations"]["celery"]
+    assert celery["redelivery"]["broker"] == "rabbitmq"
+    assert "RabbitMQ" in celery["about"]
+    procs = {p["service"]: p for p in celery["processes"]}
     assert procs["rabbitmq"]["up"] and procs["redis"]["up"]  # the broker, and the ledger
-    assert state["links"]["rabbitmq"].startswith("http://127.0.0.1:")
+    links = {x["label"]: x["url"] for x in celery["links"]}
+    assert links["rabbitmq"].startswith("http://127.0.0.1:")
+    assert celery["controls"]["rabbitmq"] == ["restart"]
     r = lab.act("celery", "restart", "rabbitmq").json()
     assert r["status"] == "ok" and "rabbitmq up again" in r["result"], r
 
@@ -36,7 +39,7 @@ def test_a_killed_workers_task_comes_back_on_rabbitmq(lab: RunningLab) -> None:
     assert lab.act("celery", "restart", "worker").json()["status"] == "ok"
 
     def redelivered() -> bool:
-        tasks = lab.state()["sides"]["celery"]["tasks"]
+        tasks = lab.state()["implementations"]["celery"]["tasks"]
         done = [t for t in tasks if t["kind"] == "notification" and t["state"] == "succeeded"]
         return bool(done) and done[-1]["executions"] == 2
 

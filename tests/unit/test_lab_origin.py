@@ -1,4 +1,4 @@
-"""The lab answers only requests addressed to itself (``experiments.lab.app.SameOrigin``):
+"""The lab answers only requests addressed to itself (``lab.app.SameOrigin``):
 a foreign Host (DNS rebinding) or a foreign Origin (another site's form or fetch)
 gets a 403 before any route runs. The lab here is a stub: no process is started."""
 
@@ -11,12 +11,12 @@ from typing import Any, cast
 import pytest
 from fastapi.testclient import TestClient
 
-from experiments.lab.app import SameOrigin, create_app, own_authorities
-from experiments.lab.state import Lab, LabSettings
+from lab.app import SameOrigin, create_app, own_authorities
+from lab.state import Lab, LabSettings
 
 PORT = 8000
 OURS = f"127.0.0.1:{PORT}"
-ACTION = {"side": "bg", "action": "kill", "service": "bg-api"}
+ACTION = {"implementation": "bg", "action": "kill", "service": "bg-api"}
 
 
 @dataclass
@@ -35,7 +35,7 @@ class StubLab:
     on_change: Any = None
 
     def poll_once(self) -> dict[str, Any]:
-        return {"now": 0.0, "sides": {}, "events": []}
+        return {"now": 0.0, "implementations": {}, "events": []}
 
     def act(self, *args: Any) -> str:
         self.acted.append(args)
@@ -90,7 +90,7 @@ def test_the_pages_own_fetch_passes(client: TestClient, lab: StubLab, host: str)
 def test_the_page_and_its_state_pass(client: TestClient) -> None:
     assert client.get("/").status_code == 200
     assert client.get("/static/lab.js").status_code == 200
-    assert client.get("/api/state").json()["sides"] == {}
+    assert client.get("/api/state").json()["implementations"] == {}
 
 
 # --- what is refused ----------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_a_cross_origin_form_post_is_refused_before_the_body_is_read(
     # What a plain <form method=post action=http://127.0.0.1:8000/api/actions> sends.
     r = client.post(
         "/api/actions",
-        content=b"side=bg&action=kill&service=bg-api",
+        content=b"implementation=bg&action=kill&service=bg-api",
         headers={
             "Origin": "http://evil.example",
             "Content-Type": "application/x-www-form-urlencoded",

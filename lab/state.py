@@ -1,5 +1,9 @@
-"""The lab's state: one target, the actions the page may take, and the poll that
-turns what the target shows into the snapshot the page renders.
+"""The lab's state: one target, the implementations it runs (a column each), the
+actions the page may take, and the poll that turns what the target shows into the
+snapshot the page renders.
+
+Every implementation, its services and what the lab may do to them come from the
+declaration (``shared.services``): nothing here names one.
 
 Blocking code: the actions and the poll run in worker threads (the web app hands
 them to ``asyncio.to_thread``); ``_lock`` guards what both touch. What becomes of
@@ -20,27 +24,44 @@ from typing import Any, Literal
 import httpx
 
 from harness.observe import rules_for
-from harness.target import RUNS_THE_WORK, ServiceState, Target
+from harness.target import ServiceState, Target
 from shared.models import RunnerRecord, TaskRecord
-from shared.services import DEFAULT_IMPLEMENTATIONS, implementation_of, services_of
+from shared.services import (
+    DEFAULT_IMPLEMENTATIONS,
+    IMPLEMENTATIONS,
+    Delivery,
+    Implementation,
+    services_of,
+)
 from shared.services import SERVICES as SERVICE_TABLE
-from shared.verdict import FINAL, Observation, TaskVerdict, Verdict, judge
+from shared.verdict import FINAL, Observation, Redelivery, TaskVerdict, Verdict, judge
 
 logger = logging.getLogger(__name__)
 
-# What the page may do to which service (the table's controls); the lab touches
-# nothing else. Redis is the Celery side's broker (and both sides' ledger): its
-# button lives there.
-# The implementations the lab shows, a column each.
-COLUMNS: tuple[str, ...] = tuple(DEFAULT_IMPLEMENTATIONS)
-CONTROLS: dict[str, tuple[str, frozenset[str]]] = {
-    name: (implementation_of(name), s.controls) for name, s in SERVICE_TABLE.items() if s.controls
-}
-# The status row of each side: its own services, and Redis on every side (it
-# holds both ledgers), beside the broker's place on the Celery side.
-STATUS_SERVICES: dict[str, tuple[str, ...]] = {
-    side: (*services_of(side), "redis") for side in COLUMNS
-}
+# The services of no implementation (Redis: every ledger, and a broker): each
+# column shows them, and takes their controls, since each depends on them.
+SHARED_SERVICES: tuple[str, ...] = tuple(
+    name for name, s in SERVICE_TABLE.items() if s.implementation is None
+)
+# The process actions, in the order the page shows them.
+PROCESS_ACTIONS = ("kill", "stop", "restart")
+
+
+def column_services(impl: Implementation) -> tuple[str, ...]:
+    """What a column shows the state of: its implementation's services, then the shared ones."""
+    return (*services_of(impl), *SHARED_SERVICES)
+
+
+def controls_of(impl: Implementation) -> dict[str, tuple[str, ...]]:
+    """What the page may do to which service from this column (the table's controls);
+    the lab touches nothing else."""
+    return {
+        name: tuple(a for a in PROCESS_ACTIONS if a in SERVICE_TABLE[name].controls)
+        for name in column_services(impl)
+        if SERVICE_TABLE[name].controls
+    }
+
+
 ACTIONS = frozenset({"item", "send", "fail", "kill", "stop", "restart"})
 
 # How the page shows a verdict: a task in flight shows the ledger's own state.
@@ -62,7 +83,7 @@ COUNTERS = (
     "lost",
     "skipped",
 )
-TABLE_ROWS = 150  # per side; the counters always count every task of the round
+TABLE_ROWS = 150  # per column; the counters always count every task of the round
 EVENTS_KEPT = 200
 
 
@@ -70,6 +91,8 @@ EVENTS_KEPT = 200
 class LabSettings:
     """How the lab behaves (the stack's own settings come from the target)."""
 
+    # The implementations it runs, a column each, in this order.
+    implementations: tuple[Implementation, ...] = DEFAULT_IMPLEMENTATIONS
     fail_attempts: int = 2
     poll_interval: float = 0.4
     # How long "stop" (SIGTERM) waits for a process before it is killed.
@@ -85,23 +108,25 @@ class ActionRefused(ValueError):
 class LabEvent:
     id: int
     at: float
-    side: str
+    implementation: Implementation
     action: str
     label: str
     service: str | None = None
     status: Literal["pending", "ok", "error"] = "pending"
     result: str = ""
     duration: float | None = None
-    # The side's tasks in flight when a process action began: id -> shown state then.
+    # The column's tasks in flight when a process action began: id -> shown state then.
     in_flight: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self, states_now: dict[str, str]) -> dict[str, Any]:
         return {
             "id": self.id,
             "at": self.at,
-            "side": self.side,
+            "implementation": self.implementation.value,
             "action": self.action,
             "service": self.service,
+            # A shared service's action concerns every column (its timeline marks it).
+            "shared": self.service in SHARED_SERVICES,
             "label": self.label,
             "status": self.status,
             "result": self.result,
@@ -161,69 +186,134 @@ def count(tasks: Sequence[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def redelivery_view(rule: Redelivery | None) -> dict[str, Any] | None:
+    """When a task whose worker died comes back, as the page shows it (None: nothing
+    holds the task but the process that runs it)."""
+    if rule is None:
+        return None
+    if not rule.acks_late:
+        when = f"never: {rule.why_lost}"
+    elif rule.broker != "redis":
+        when = "requeued by the broker when its worker's connection drops"
+    elif rule.visibility_timeout == float("inf"):
+        when = "never: nothing hands it back"
+    else:
+        when = (
+            f"handed back {rule.visibility_timeout:g} s after it started, "
+            f"at a live worker's scan (every {rule.restore_interval:g} s)"
+        )
+    return {
+        "broker": rule.broker,
+        "visibility_timeout": rule.visibility_timeout,
+        "restore_interval": rule.restore_interval,
+        "acks_late": rule.acks_late,
+        "when": when,
+    }
+
+
+BROKER_TITLES = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
+
+
+def about(impl: Implementation, rule: Redelivery | None) -> str:
+    """Where a column's tasks go and what runs them (its subtitle is how they are delivered)."""
+    spec = IMPLEMENTATIONS[impl]
+    if spec.delivery == Delivery.in_process or rule is None:
+        return f"run by {spec.runs_the_work} itself, after the response"
+    broker = BROKER_TITLES.get(rule.broker, rule.broker)
+    return f"published to {broker}, run by {spec.runs_the_work}"
+
+
 class Lab:
-    """One target, the actions on it, and the snapshot of what it shows."""
+    """One target, the implementations it runs, the actions on them, and the snapshot
+    of what it shows."""
 
     def __init__(self, target: Target, settings: LabSettings) -> None:
         self.target = target
         self.settings = settings
+        self.implementations = tuple(dict.fromkeys(settings.implementations))
+        if not self.implementations:
+            raise ValueError("the lab needs at least one implementation")
+        # Per column, what the page may do to which service: the declared controls of
+        # the services this target has.
+        self.controls: dict[Implementation, dict[str, tuple[str, ...]]] = {
+            impl: {
+                name: actions
+                for name, actions in controls_of(impl).items()
+                if name in target.services
+            }
+            for impl in self.implementations
+        }
         self.since = time.time()
         self._lock = threading.RLock()
         # Serializes actions on the same service (two restarts of one worker).
-        self._service_locks = {name: threading.Lock() for name in CONTROLS}
+        self._service_locks = {
+            name: threading.Lock()
+            for name in (
+                *(name for controls in self.controls.values() for name in controls),
+                *(IMPLEMENTATIONS[impl].runs_the_work for impl in self.implementations),
+            )
+        }
         self._ids = itertools.count(1)
         self._items = itertools.count(1)
         self.events: list[LabEvent] = []
-        self.fail: dict[str, int] = {
-            side: target.settings_for(RUNS_THE_WORK[side]).notification_fail_first_attempts
-            for side in COLUMNS
+        self.fail: dict[Implementation, int] = {
+            impl: target.settings_for(
+                IMPLEMENTATIONS[impl].runs_the_work
+            ).notification_fail_first_attempts
+            for impl in self.implementations
         }
         self.broker_up_since = float("-inf")
         self._status: dict[str, ServiceState] = {}
         self._records: list[TaskRecord] = []
         self._states: dict[str, str] = {}
-        self._views: dict[str, list[dict[str, Any]]] = {side: [] for side in COLUMNS}
+        self._views: dict[Implementation, list[dict[str, Any]]] = self._empty_views()
         self.ledger_note = ""
         # Called when an action changed something (the web app polls at once).
         self.on_change: Any = lambda: None
 
+    def _empty_views(self) -> dict[Implementation, list[dict[str, Any]]]:
+        return {impl: [] for impl in self.implementations}
+
     # --- actions ------------------------------------------------------------------------
 
-    def act(self, side: str, action: str, service: str | None = None, count: int = 5) -> LabEvent:
+    def act(
+        self, implementation: str, action: str, service: str | None = None, count: int = 5
+    ) -> LabEvent:
         """Run one action to the end (blocking: call it from a thread); confirm it in the log."""
-        if side not in COLUMNS:
-            raise ActionRefused(f"unknown side {side!r}")
+        if implementation not in self.implementations:
+            raise ActionRefused(f"this lab runs no {implementation!r}")
+        impl = Implementation(implementation)
         if action not in ACTIONS:
             raise ActionRefused(f"unknown action {action!r}")
-        if action in ("kill", "stop", "restart"):
-            if service not in CONTROLS:
+        if action in PROCESS_ACTIONS:
+            if service not in SERVICE_TABLE or not SERVICE_TABLE[service].controls:
                 raise ActionRefused(f"the lab does not control {service!r}")
-            owner, allowed = CONTROLS[service]
-            if owner != side or action not in allowed:
-                raise ActionRefused(f"{action} {service} is not an action of the {side} side")
-            if service not in self.target.services:
+            if action not in controls_of(impl).get(service, ()):
+                raise ActionRefused(
+                    f"{action} {service} is not an action of the {impl.value} column"
+                )
+            if service not in self.controls[impl]:
                 raise ActionRefused(f"this stack runs no {service}")
         else:
             service = None
         if not 1 <= count <= 100:
             raise ActionRefused("count must be between 1 and 100")
-        typed: str = side
-        event = self._begin(typed, action, service, count)
+        event = self._begin(impl, action, service, count)
         started = time.monotonic()
         try:
             if action == "item":
-                event.result = self._create_item(typed)
+                event.result = self._create_item(impl)
             elif action == "send":
-                event.result = self._send(typed, count)
+                event.result = self._send(impl, count)
             elif action == "fail":
-                event.result = self._toggle_fail(typed)
+                event.result = self._toggle_fail(impl)
             else:
                 assert service is not None
                 with self._service_locks[service]:
                     event.result = getattr(self, f"_{action}")(service)
             event.status = "ok"
         except Exception as exc:
-            logger.warning("%s %s failed: %s", action, service or side, exc)
+            logger.warning("%s %s failed: %s", action, service or impl.value, exc)
             event.status = "error"
             event.result = event.result or f"{type(exc).__name__}: {exc}"
         finally:
@@ -231,44 +321,48 @@ class Lab:
             self.on_change()
         return event
 
-    def _begin(self, side: str, action: str, service: str | None, count: int) -> LabEvent:
+    def _begin(
+        self, impl: Implementation, action: str, service: str | None, count: int
+    ) -> LabEvent:
         labels = {
             "item": "create an item",
             "send": f"send {count} notification{'s' if count != 1 else ''}",
             "fail": "make the next notifications fail"
-            if not self.fail[side]
+            if not self.fail[impl]
             else "make notifications succeed again",
             "kill": f"kill {service} (SIGKILL)",
             "stop": f"stop {service} (SIGTERM)",
             "restart": f"restart {service}",
         }
         with self._lock:
-            event = LabEvent(next(self._ids), time.time(), side, action, labels[action], service)
-            if action in ("kill", "stop", "restart", "fail"):
-                event.in_flight = {t["id"]: t["state"] for t in self._views[side] if t["in_flight"]}
+            event = LabEvent(next(self._ids), time.time(), impl, action, labels[action], service)
+            if action in (*PROCESS_ACTIONS, "fail"):
+                event.in_flight = {t["id"]: t["state"] for t in self._views[impl] if t["in_flight"]}
             self.events.append(event)
             del self.events[:-EVENTS_KEPT]
         self.on_change()
         return event
 
-    def _post(self, side: str, path: str, body: dict[str, Any] | None = None) -> list[str]:
-        r = httpx.post(self.target.url(side) + path, json=body, timeout=10)
+    def _post(
+        self, impl: Implementation, path: str, body: dict[str, Any] | None = None
+    ) -> list[str]:
+        r = httpx.post(self.target.url(impl.value) + path, json=body, timeout=10)
         if r.status_code >= 300:
             raise RuntimeError(f"{path} answered {r.status_code}: {r.text[:200]}")
         ids: list[str] = r.json()["task_ids"]
         return ids
 
-    def _create_item(self, side: str) -> str:
+    def _create_item(self, impl: Implementation) -> str:
         n = next(self._items)
-        ids = self._post(side, "/items/", {"name": f"lab item {n}", "price": 1000 + n})
+        ids = self._post(impl, "/items/", {"name": f"lab item {n}", "price": 1000 + n})
         return f"item created; task {ids[0][:8]} queued"
 
-    def _send(self, side: str, n: int) -> str:
+    def _send(self, impl: Implementation, n: int) -> str:
         accepted = 0
         errors: list[str] = []
         for i in range(n):
             try:
-                self._post(side, f"/send-notification/lab-{i + 1}@example.com")
+                self._post(impl, f"/send-notification/lab-{i + 1}@example.com")
                 accepted += 1
             except (httpx.HTTPError, RuntimeError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -277,15 +371,15 @@ class Lab:
             raise RuntimeError(f"{summary}; refused: {errors[0]}")
         return summary + " (each: a notification, then its log line)"
 
-    def _toggle_fail(self, side: str) -> str:
-        value = 0 if self.fail[side] else self.settings.fail_attempts
-        service = RUNS_THE_WORK[side]
+    def _toggle_fail(self, impl: Implementation) -> str:
+        value = 0 if self.fail[impl] else self.settings.fail_attempts
+        service = IMPLEMENTATIONS[impl].runs_the_work
         with self._service_locks[service]:
             # The setting is read at process start: a graceful restart with it changed.
             self.target.reconfigure(
                 service, timeout=self.settings.stop_timeout, notification_fail_first_attempts=value
             )
-            self.fail[side] = value
+            self.fail[impl] = value
         what = (
             f"the first {value} attempts of every notification fail"
             if value
@@ -310,7 +404,7 @@ class Lab:
         if took >= self.settings.stop_timeout:
             return (
                 f"{service}{where} did not exit within {self.settings.stop_timeout:.0f}s of "
-                "SIGTERM (uvicorn waits for its background tasks, a Celery worker for its "
+                "SIGTERM (uvicorn waits for its background tasks, a worker for its "
                 "running tasks): killed"
             )
         return f"{service}{where} exited after {took:.1f}s"
@@ -331,7 +425,7 @@ class Lab:
             self.since = time.time()
             self.events.clear()
             self._records = []
-            self._views = {side: [] for side in COLUMNS}
+            self._views = self._empty_views()
         self.on_change()
 
     def event_dict(self, event: LabEvent) -> dict[str, Any]:
@@ -364,7 +458,12 @@ class Lab:
             broker_up_since = None
         with self._lock:
             since = self.since
-            records = [r for r in records if (r.queued_at or now) >= since]
+            # Only the columns' tasks: another implementation may share the ledger.
+            records = [
+                r
+                for r in records
+                if (r.queued_at or now) >= since and r.implementation in self.implementations
+            ]
             self._records = records
             self._status = status
             judgement = judge(
@@ -377,26 +476,48 @@ class Lab:
                 )
             )
             by_runner = {r.runner: r for r in runners}
-            views: dict[str, list[dict[str, Any]]] = {side: [] for side in COLUMNS}
+            views = self._empty_views()
             for record in sorted(records, key=lambda r: r.queued_at or 0):
                 t = judgement.tasks[record.task_id]
-                views[record.implementation.value].append(task_view(t, by_runner))
+                views[record.implementation].append(task_view(t, by_runner))
             self._views = views
-            self._states = {t["id"]: t["state"] for side in COLUMNS for t in views[side]}
+            self._states = {t["id"]: t["state"] for tasks in views.values() for t in tasks}
             events = [e.as_dict(self._states) for e in self.events]
-            return self._snapshot(now, status, views, events)
+            return self._snapshot(now, status, views, events, rules["redeliveries"])
+
+    def _links(self, impl: Implementation, status: dict[str, ServiceState]) -> list[dict[str, Any]]:
+        """Where to look at a column from outside the lab: its API's Swagger UI, and the
+        web UIs of its services the target runs (a URL of None: not running here)."""
+        spec = IMPLEMENTATIONS[impl]
+        links: list[dict[str, Any]] = [
+            {"label": f"{spec.api} /docs", "url": self.target.url(impl.value) + "/docs"}
+        ]
+        # The target knows where each web UI answers; a service of this column that
+        # publishes a port and is not running here is named, without a link.
+        uis = {"flower": self.target.flower_url, "rabbitmq": self.target.rabbitmq_ui}
+        for service in services_of(impl):
+            if service == spec.api or not SERVICE_TABLE[service].port:
+                continue
+            url = uis.get(service) if service in status else None
+            if url:
+                links.append({"label": service, "url": url})
+            elif SERVICE_TABLE[service].python:
+                links.append({"label": service, "url": None, "note": "not run by this target"})
+        return links
 
     def _snapshot(
         self,
         now: float,
         status: dict[str, ServiceState],
-        views: dict[str, list[dict[str, Any]]],
+        views: dict[Implementation, list[dict[str, Any]]],
         events: list[dict[str, Any]],
+        redeliveries: dict[Implementation, Redelivery],
     ) -> dict[str, Any]:
-        sides: dict[str, Any] = {}
-        for side in COLUMNS:
+        columns: dict[str, Any] = {}
+        for impl in self.implementations:
+            spec = IMPLEMENTATIONS[impl]
             procs = []
-            for service in STATUS_SERVICES[side]:
+            for service in column_services(impl):
                 state = status.get(service)
                 if state is None:
                     continue  # not part of this target (local runs no Flower)
@@ -408,10 +529,20 @@ class Lab:
                         "pid": state.pid,
                     }
                 )
-            tasks = views[side]
-            sides[side] = {
+            rule = redeliveries.get(impl) if spec.delivery == Delivery.broker else None
+            tasks = views[impl]
+            columns[impl.value] = {
+                "title": spec.title,
+                "about": about(impl, rule),
+                "shown_by_default": impl in DEFAULT_IMPLEMENTATIONS,
+                "api": spec.api,
+                "runs_the_work": spec.runs_the_work,
+                "delivery": spec.delivery.value,
+                "redelivery": redelivery_view(rule),
+                "links": self._links(impl, status),
+                "controls": {name: list(a) for name, a in self.controls[impl].items()},
                 "processes": procs,
-                "fail_first": self.fail[side],
+                "fail_first": self.fail[impl],
                 "counters": count([t for t in tasks if t["kind"] == "notification"]),
                 "all": count(tasks),
                 "tasks": tasks[-TABLE_ROWS:],
@@ -422,22 +553,12 @@ class Lab:
             "since": self.since,
             "target": self.target.name,
             "ledger_note": self.ledger_note,
-            "links": {
-                "bg_docs": self.target.url("bg") + "/docs",
-                "celery_docs": self.target.url("celery") + "/docs",
-                "flower": self.target.flower_url if status.get("flower") else None,
-                "rabbitmq": self.target.rabbitmq_ui,
-            },
             "settings": {
-                "broker": s.broker,
                 "notification_delay": s.notification_delay_seconds,
-                "visibility_timeout": s.celery_visibility_timeout,
-                "restore_interval": s.celery_restore_interval,
-                "acks_late": s.celery_acks_late,
-                "worker_concurrency": self.target.worker_processes,
                 "lost_after": rules_for(self.target)["slack"],
                 "compose": self.target.name == "compose",
             },
-            "sides": sides,
+            # A column each, in the order the lab was given them.
+            "implementations": columns,
             "events": events,
         }

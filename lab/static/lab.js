@@ -1,8 +1,9 @@
-// The lab page: renders the snapshots the server pushes over server-sent events,
-// and POSTs the actions. No build step, no framework.
+// The lab page: a column per implementation the lab runs, built from the snapshots
+// the server pushes over server-sent events (the implementations, their titles,
+// services and controls all come from there); the actions are POSTs. No build step,
+// no framework.
 "use strict";
 
-const SIDES = ["bg", "celery"];
 const COUNTERS = ["submitted", "queued", "running", "retrying", "redelivery",
                   "succeeded", "failed", "lost", "skipped"];
 const COUNTER_LABELS = {redelivery: "awaiting redelivery"};
@@ -11,15 +12,25 @@ const COLORS = {
   succeeded: "#23884a", failed: "#d0452f", lost: "#a4001d", skipped: "#8d8d8d",
 };
 const MARKS = {kill: "#a4001d", stop: "#d08a00", restart: "#23884a", fail: "#8a4fd0"};
-const SIDE_NAMES = {bg: "BackgroundTasks", celery: "Celery"};
+const ACTION_BUTTONS = {
+  kill: {label: "kill", cls: "danger", title: "SIGKILL: it dies at once, with whatever it runs"},
+  stop: {label: "stop", cls: "warn", title: "SIGTERM: a graceful stop (SIGKILL if it takes too long)"},
+  restart: {label: "restart", cls: "ok", title: "stop it if it runs, then start it and wait until it serves"},
+};
+// Which columns this browser shows: {implementation: true|false} for the ones the
+// user chose; any other column shows if the lab says it does by default.
+const SHOWN_KEY = "lab.shown-columns";
 
 let snap = null;
+let columns = [];  // the implementations the lab runs, in its order
+let layout = "";  // what the columns were built from: rebuilt only when it changes
 let clockOffset = 0;  // server time minus this browser's, in seconds
 const localEvents = [];  // actions the lab refused (never reached its log)
 
 const $ = (id) => document.getElementById(id);
 const serverNow = () => Date.now() / 1000 + clockOffset;
 const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+const titleOf = (impl) => snap?.implementations[impl]?.title || impl;
 
 function age(seconds) {
   if (seconds == null || seconds < 0) return "";
@@ -37,18 +48,100 @@ function stateChip(state, text) {
   return `<span class="st ${esc(state)}">${esc(text ?? label)}</span>`;
 }
 
-// --- counters -------------------------------------------------------------------------
+// --- which columns are shown --------------------------------------------------------
 
-function buildCounters(side) {
-  const head = COUNTERS.map((c) => `<th>${COUNTER_LABELS[c] || c}</th>`).join("");
-  const row = (key, label, prefix) => `<tr><th>${label}</th>` +
-    COUNTERS.map((c) => `<td id="${prefix}-${c}" class="c-${c}" data-counter="${c}">0</td>`).join("") + "</tr>";
-  $(`${side}-counters`).innerHTML = `<thead><tr><th></th>${head}</tr></thead><tbody>` +
-    row("counters", "notifications", side) + row("all", "all tasks", `${side}-all`) + "</tbody>";
+function chosen() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(SHOWN_KEY) || "{}");
+    return stored && typeof stored === "object" ? stored : {};
+  } catch {
+    return {};  // unreadable, or storage refused: the defaults
+  }
 }
 
-function renderCounters(side, data) {
-  for (const [key, prefix] of [["counters", side], ["all", `${side}-all`]]) {
+function shownColumns() {
+  const choice = chosen();
+  const shown = columns.filter((impl) =>
+    impl in choice ? Boolean(choice[impl]) : snap.implementations[impl].shown_by_default);
+  // None of the defaults runs and nothing was chosen here: every column.
+  if (!shown.length && !columns.some((impl) => impl in choice)) return columns.slice();
+  return shown;
+}
+
+function choose(impl, show) {
+  const choice = chosen();
+  choice[impl] = show;
+  try { localStorage.setItem(SHOWN_KEY, JSON.stringify(choice)); } catch { /* kept for this page only */ }
+  applyShown();
+}
+
+function applyShown() {
+  const shown = shownColumns();
+  $("columns").style.setProperty("--columns", String(Math.max(shown.length, 1)));
+  for (const impl of columns) {
+    const visible = shown.includes(impl);
+    $(`col-${impl}`).hidden = !visible;
+    const box = document.querySelector(`#choose input[data-column="${impl}"]`);
+    if (box) box.checked = visible;
+    if (visible && snap) renderColumn(impl);
+  }
+}
+
+// --- the columns, built from the snapshot --------------------------------------------
+
+function controlsRow(impl, controls) {
+  return Object.entries(controls).map(([service, actions]) =>
+    `<span class="svcname">${esc(service)}</span>` + actions.map((action) => {
+      const b = ACTION_BUTTONS[action] || {label: action, cls: "", title: ""};
+      return `<button type="button" class="${b.cls}" title="${esc(b.title)}" data-implementation="${esc(impl)}" ` +
+        `data-action="${esc(action)}" data-service="${esc(service)}">${esc(b.label)}</button>`;
+    }).join("")).join("");
+}
+
+function columnHtml(impl, d) {
+  const i = esc(impl);
+  return `<section class="column" id="col-${i}" data-implementation="${i}">` +
+    `<h2>${esc(d.title)} <small>${esc(d.delivery)}</small></h2>` +
+    `<div class="about"><span id="${i}-about"></span> <span class="links" id="${i}-links"></span></div>` +
+    `<div class="procs" id="${i}-procs"></div>` +
+    `<div class="actions"><div class="row">` +
+    `<button type="button" data-implementation="${i}" data-action="item">create an item</button>` +
+    `<label class="count">N <input type="number" id="${i}-count" value="5" min="1" max="100"></label>` +
+    `<button type="button" class="primary" data-implementation="${i}" data-action="send">send 5 notifications</button>` +
+    `<button type="button" data-implementation="${i}" data-action="fail" id="${i}-fail">make the next notifications fail</button>` +
+    `</div><div class="row svc">${controlsRow(impl, d.controls)}</div></div>` +
+    `<table class="counters" id="${i}-counters"></table>` +
+    `<svg class="timeline" id="${i}-timeline" role="img" aria-label="${esc(d.title)} timeline"></svg>` +
+    `<div class="tasks"><table>` +
+    `<thead><tr><th>task</th><th>kind</th><th>state</th><th>att.</th><th>age</th><th>why</th></tr></thead>` +
+    `<tbody id="${i}-tasks"></tbody></table></div></section>`;
+}
+
+function buildColumns(data) {
+  columns = Object.keys(data.implementations);
+  $("columns").innerHTML = columns.map((impl) => columnHtml(impl, data.implementations[impl])).join("");
+  $("choose").innerHTML = "show: " + columns.map((impl) =>
+    `<label><input type="checkbox" data-column="${esc(impl)}"> ${esc(data.implementations[impl].title)}</label>`).join(" ");
+  for (const impl of columns) {
+    buildCounters(impl);
+    $(`${impl}-count`).addEventListener("input", updateSendLabels);
+  }
+  $("titles").textContent = columns.map(titleOf).join(" vs ");
+  updateSendLabels();
+}
+
+// --- counters -------------------------------------------------------------------------
+
+function buildCounters(impl) {
+  const head = COUNTERS.map((c) => `<th>${COUNTER_LABELS[c] || c}</th>`).join("");
+  const row = (label, prefix) => `<tr><th>${label}</th>` +
+    COUNTERS.map((c) => `<td id="${prefix}-${c}" class="c-${c}" data-counter="${c}">0</td>`).join("") + "</tr>";
+  $(`${impl}-counters`).innerHTML = `<thead><tr><th></th>${head}</tr></thead><tbody>` +
+    row("notifications", impl) + row("all tasks", `${impl}-all`) + "</tbody>";
+}
+
+function renderCounters(impl, data) {
+  for (const [key, prefix] of [["counters", impl], ["all", `${impl}-all`]]) {
     for (const c of COUNTERS) {
       const cell = $(`${prefix}-${c}`);
       const value = data[key][c] || 0;
@@ -58,14 +151,14 @@ function renderCounters(side, data) {
   }
 }
 
-// --- processes, buttons ------------------------------------------------------------
+// --- processes, links, buttons ---------------------------------------------------------
 
-function renderProcs(side, data) {
-  $(`${side}-procs`).innerHTML = data.processes.map((p) =>
-    `<span class="proc ${p.up ? "up" : "down"}" id="${side}-proc-${p.service}" data-up="${p.up}">` +
+function renderProcs(impl, data) {
+  $(`${impl}-procs`).innerHTML = data.processes.map((p) =>
+    `<span class="proc ${p.up ? "up" : "down"}" id="${esc(impl)}-proc-${esc(p.service)}" data-up="${p.up}">` +
     `${esc(p.service)} ${p.up ? "up" : "down"}` +
     (p.detail ? `<span class="detail">${esc(p.detail)}</span>` : "") + "</span>").join("");
-  const fail = $(`${side}-fail`);
+  const fail = $(`${impl}-fail`);
   const n = data.fail_first;
   fail.classList.toggle("on", n > 0);
   fail.dataset.state = n > 0 ? "on" : "off";
@@ -74,17 +167,27 @@ function renderProcs(side, data) {
     : "make the next notifications fail";
 }
 
+function renderAbout(impl, data) {
+  const about = (data.redelivery ? `${data.about}; a dead worker's task: ${data.redelivery.when}` : data.about) + ".";
+  const node = $(`${impl}-about`);
+  if (node.textContent !== about) node.textContent = about;
+  const links = data.links.map((l) => l.url
+    ? `<a href="${esc(l.url)}" target="_blank" rel="noopener">${esc(l.label)}</a>`
+    : `<span class="why">${esc(l.label)}: ${esc(l.note || "")}</span>`).join(" ");
+  if ($(`${impl}-links`).innerHTML !== links) $(`${impl}-links`).innerHTML = links;
+}
+
 function updateSendLabels() {
-  for (const side of SIDES) {
-    const n = Math.max(1, parseInt($(`${side}-count`).value, 10) || 1);
-    document.querySelector(`button[data-side="${side}"][data-action="send"]`).textContent =
+  for (const impl of columns) {
+    const n = Math.max(1, parseInt($(`${impl}-count`).value, 10) || 1);
+    document.querySelector(`button[data-implementation="${impl}"][data-action="send"]`).textContent =
       `send ${n} notification${n === 1 ? "" : "s"}`;
   }
 }
 
 // --- task table -----------------------------------------------------------------------
 
-function renderTasks(side, data) {
+function renderTasks(impl, data) {
   const now = serverNow();
   const rows = data.tasks.slice().reverse().map((t) => {
     const why = [t.note, t.error].filter(Boolean).join(" · ");
@@ -95,7 +198,7 @@ function renderTasks(side, data) {
       `<td class="age" data-since="${t.queued_at ?? ""}">${age(now - t.queued_at)}</td>` +
       `<td class="why" title="${esc(t.runner ?? "")}">${esc(why)}</td></tr>`;
   });
-  $(`${side}-tasks`).innerHTML = rows.join("") ||
+  $(`${impl}-tasks`).innerHTML = rows.join("") ||
     `<tr><td colspan="6" class="why">no tasks yet in this round</td></tr>`;
 }
 
@@ -105,7 +208,7 @@ function tickAges() {
     const since = parseFloat(cell.dataset.since);
     if (!Number.isNaN(since)) cell.textContent = age(now - since);
   }
-  if (snap) for (const side of SIDES) renderTimeline(side);
+  if (snap) for (const impl of shownColumns()) renderTimeline(impl);
 }
 
 // --- timeline (SVG): a bar per task, a line per kill / stop / restart ----------------
@@ -119,15 +222,16 @@ function el(name, attrs, text) {
   return node;
 }
 
-function renderTimeline(side) {
-  const svg = $(`${side}-timeline`);
+function renderTimeline(impl) {
+  const svg = $(`${impl}-timeline`);
   const width = svg.clientWidth || 600;
   const height = svg.clientHeight || 170;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.replaceChildren();
   const now = serverNow();
-  const tasks = snap.sides[side].tasks.filter((t) => t.kind !== "beat").slice(-18);
-  const marks = snap.events.filter((e) => e.service && (e.side === side || e.service === "redis"));
+  const tasks = snap.implementations[impl].tasks.filter((t) => t.kind !== "beat").slice(-18);
+  // Its own actions, and those on a service every column shares (Redis).
+  const marks = snap.events.filter((e) => e.service && (e.implementation === impl || e.shared));
   let t0 = snap.since;
   if (tasks.length) t0 = Math.max(t0, Math.min(...tasks.map((t) => t.queued_at)) - 1);
   t0 = Math.max(t0, now - 180);
@@ -204,9 +308,9 @@ function renderEvents() {
   $("events").innerHTML = events.map((e) => {
     const status = e.status === "pending" ? "…running" : e.status === "ok" ? "✓ ok" : "✗ error";
     const took = e.duration != null ? ` <span class="why">(${e.duration.toFixed(1)} s)</span>` : "";
-    return `<tr data-event="${e.id}" data-status="${esc(e.status)}" data-action="${esc(e.action)}" ` +
-      `data-side="${esc(e.side)}" data-service="${esc(e.service ?? "")}">` +
-      `<td class="time">${clock(e.at)}</td><td class="side">${esc(SIDE_NAMES[e.side] || e.side)}</td>` +
+    return `<tr data-event="${esc(e.id)}" data-status="${esc(e.status)}" data-action="${esc(e.action)}" ` +
+      `data-implementation="${esc(e.implementation)}" data-service="${esc(e.service ?? "")}">` +
+      `<td class="time">${clock(e.at)}</td><td class="impl">${esc(titleOf(e.implementation))}</td>` +
       `<td>${esc(e.label)}</td><td class="status-${esc(e.status)}">${status}${took}</td>` +
       `<td>${esc(e.result)}${inFlightSummary(e.in_flight || [])}</td></tr>`;
   }).join("") || `<tr><td class="why">nothing done yet in this round</td></tr>`;
@@ -214,37 +318,35 @@ function renderEvents() {
 
 // --- snapshot -------------------------------------------------------------------------
 
+function renderColumn(impl) {
+  const d = snap.implementations[impl];
+  renderAbout(impl, d);
+  renderProcs(impl, d);
+  renderCounters(impl, d);
+  renderTasks(impl, d);
+  renderTimeline(impl);
+}
+
 function render(data) {
   snap = data;
   clockOffset = data.now - Date.now() / 1000;
+  const shape = JSON.stringify(Object.entries(data.implementations).map(
+    ([impl, d]) => [impl, d.title, d.delivery, d.controls]));
+  if (shape !== layout) {
+    layout = shape;
+    buildColumns(data);
+    applyShown();
+  }
   $("target").textContent = data.target;
-  $("bg-docs-link").href = data.links.bg_docs;
-  $("celery-docs-link").href = data.links.celery_docs;
-  $("flower-link").innerHTML = data.links.flower
-    ? `<a href="${esc(data.links.flower)}" target="_blank" rel="noopener">Flower</a>`
-    : "Flower: not started in local mode (<code>docker compose up</code> runs it on :5555)";
   const s = data.settings;
-  const rabbit = s.broker === "rabbitmq";
-  $("broker-name").textContent = rabbit ? "RabbitMQ" : "Redis";
-  for (const node of document.querySelectorAll(".rabbitmq-only")) node.hidden = !rabbit;
-  $("rabbitmq-link").innerHTML = data.links.rabbitmq
-    ? `<a href="${esc(data.links.rabbitmq)}" target="_blank" rel="noopener">RabbitMQ</a>` : "";
+  // Each column's subtitle says when its broker hands a dead worker's task back.
   $("settings-line").textContent =
-    `${s.compose ? "The compose stack's settings" : "Demo settings"}: Celery's broker is ` +
-    `${rabbit ? "RabbitMQ" : "Redis"}; a notification takes ${s.notification_delay} s; ` +
-    (rabbit ? "a dead worker's task is requeued when its connection drops; "
-            : `visibility timeout ${s.visibility_timeout} s, restore interval ${s.restore_interval} s; `) +
-    `worker processes ${s.worker_concurrency}; acks_late ${s.acks_late ? "on" : "off"}.`;
+    `${s.compose ? "The compose stack's settings" : "Demo settings"}: a notification takes ` +
+    `${s.notification_delay} s.`;
   const note = $("ledger-note");
   note.hidden = !data.ledger_note;
   note.textContent = data.ledger_note || "";
-  for (const side of SIDES) {
-    const d = data.sides[side];
-    renderProcs(side, d);
-    renderCounters(side, d);
-    renderTasks(side, d);
-    renderTimeline(side);
-  }
+  for (const impl of shownColumns()) renderColumn(impl);
   renderEvents();
   document.body.dataset.version = String((Number(document.body.dataset.version) || 0) + 1);
 }
@@ -260,12 +362,17 @@ function connect() {
 // --- actions --------------------------------------------------------------------------
 
 async function act(button) {
-  const side = button.dataset.side;
+  const implementation = button.dataset.implementation;
   const body = {
-    side,
+    implementation,
     action: button.dataset.action,
     service: button.dataset.service || null,
-    count: Math.max(1, parseInt($(`${side}-count`).value, 10) || 1),
+    count: Math.max(1, parseInt($(`${implementation}-count`).value, 10) || 1),
+  };
+  const refused = (result) => {
+    localEvents.push({id: `local-${localEvents.length}`, at: serverNow(), implementation, action: body.action,
+                      service: body.service, label: `${body.action} ${body.service || ""}`, status: "error", result});
+    if (snap) renderEvents();
   };
   button.disabled = true;
   try {
@@ -274,29 +381,23 @@ async function act(button) {
     });
     if (!r.ok) {
       const detail = (await r.json().catch(() => ({}))).detail;
-      localEvents.push({id: `local-${localEvents.length}`, at: serverNow(), side, action: body.action,
-                        label: `${body.action} ${body.service || ""}`, status: "error",
-                        result: `refused: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`});
-      if (snap) renderEvents();
+      refused(`refused: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
     }
   } catch (err) {
-    localEvents.push({id: `local-${localEvents.length}`, at: serverNow(), side, action: body.action,
-                      label: body.action, status: "error", result: `the lab did not answer: ${err}`});
-    if (snap) renderEvents();
+    refused(`the lab did not answer: ${err}`);
   } finally {
     button.disabled = false;
   }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  for (const side of SIDES) {
-    buildCounters(side);
-    $(`${side}-count`).addEventListener("input", updateSendLabels);
-  }
-  updateSendLabels();
   document.addEventListener("click", (e) => {
-    const button = e.target.closest("button[data-action][data-side]");
+    const button = e.target.closest("button[data-action][data-implementation]");
     if (button) act(button);
+  });
+  document.addEventListener("change", (e) => {
+    const box = e.target.closest("#choose input[data-column]");
+    if (box) choose(box.dataset.column, box.checked);
   });
   $("reset").addEventListener("click", async () => {
     localEvents.length = 0;

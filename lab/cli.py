@@ -1,12 +1,15 @@
-"""``python -m experiments lab`` (``make lab``): the page on http://127.0.0.1:8000.
+"""``python -m lab`` (``python -m experiments lab``, ``make lab``): the page on
+http://127.0.0.1:8000, a column for each implementation it runs (``--implementations``).
 
 Against either target: local processes it starts itself (Redis with its
-append-only file on, as in compose), or a running ``docker compose`` project
-(``--target compose``, driven by ``docker compose kill/stop/start`` from here).
+append-only file on, as in compose; each implementation's declared services), or a
+running ``docker compose`` project (``--target compose``, driven by
+``docker compose kill/stop/start`` from here).
 
-Safety: binds 127.0.0.1 unless told otherwise; controls only the services in
-``state.CONTROLS`` of the target it was given; stops the processes it started by
-PID or process group when it exits (Ctrl-C and SIGTERM included).
+Safety: binds 127.0.0.1 unless told otherwise; controls only the services whose
+declared controls allow it (``state.controls_of``), of the target it was given; stops
+the processes it started by PID or process group when it exits (Ctrl-C and SIGTERM
+included).
 """
 
 from __future__ import annotations
@@ -17,24 +20,29 @@ import logging
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import webbrowser
 from collections.abc import Iterator
 from pathlib import Path
 
-from experiments.common import add_target_arguments, where_from
-from experiments.lab.state import Lab, LabSettings
-from harness.local import SERVICES, LocalStack
-from harness.stacks import BROKERS
+from experiments.common import (
+    add_implementations_argument,
+    add_target_arguments,
+    say,
+    where_from,
+)
+from harness.local import LocalStack
+from harness.stacks import BROKERS, NEEDED_SERVICES
 from harness.target import Target
+from lab.state import Lab, LabSettings
+from shared.services import DEFAULT_IMPLEMENTATIONS, IMPLEMENTATIONS, Implementation
 from shared.settings import explicit_settings
 
 logger = logging.getLogger(__name__)
 
 # The demo: a notification takes 5 s (time to kill something mid-run); a dead
-# worker's message comes back 10 s after its delivery.
+# worker's message comes back 10 s after its delivery (whichever broker holds it).
 DEMO = {
     "notification_delay_seconds": 5.0,
     "celery_visibility_timeout": 10.0,
@@ -48,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="the page's port (default 8000)")
     add_target_arguments(parser, reports=False)
+    add_implementations_argument(
+        parser, DEFAULT_IMPLEMENTATIONS, "the implementations the lab runs, a column each"
+    )
     parser.add_argument("--open", action="store_true", help="open the page in a browser")
     parser.add_argument(
         "--fail-attempts",
@@ -66,7 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
     )
     local.add_argument(
-        "--visibility-timeout", type=float, default=DEMO["celery_visibility_timeout"], metavar="S"
+        "--visibility-timeout",
+        type=float,
+        default=DEMO["celery_visibility_timeout"],
+        metavar="S",
+        help="how long a dead worker's task waits in its broker before it is handed out "
+        "again: CELERY_VISIBILITY_TIMEOUT and TASKIQ_IDLE_TIMEOUT_SECONDS "
+        f"(default {DEMO['celery_visibility_timeout']:g})",
     )
     local.add_argument(
         "--restore-interval", type=float, default=DEMO["celery_restore_interval"], metavar="S"
@@ -79,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--broker",
         choices=BROKERS,
         default="redis",
-        help="the Celery side's broker (a rabbitmq-server of its own: Debian's package)",
+        help="the broker of the implementations whose needs name one (a rabbitmq-server "
+        "of its own: Debian's package)",
     )
 
 
@@ -90,6 +108,7 @@ def build_target(args: argparse.Namespace, workdir: Path) -> Target:
     settings = explicit_settings(
         notification_delay_seconds=args.notification_delay,
         celery_visibility_timeout=args.visibility_timeout,
+        taskiq_idle_timeout_seconds=args.visibility_timeout,
         celery_restore_interval=args.restore_interval,
         beat_interval_seconds=args.beat_interval,
     )
@@ -101,6 +120,32 @@ def build_target(args: argparse.Namespace, workdir: Path) -> Target:
         worker_concurrency=args.worker_concurrency,
         broker=args.broker,
     )
+
+
+def services_to_start(
+    implementations: tuple[Implementation, ...], broker_service: str
+) -> list[str]:
+    """What a local lab starts: Redis first (every ledger), then each implementation's
+    declared needs ("broker": the stack's broker service) and the service that sends
+    its periodic task, each once."""
+    wanted = ["redis"]
+    for impl in implementations:
+        periodic = IMPLEMENTATIONS[impl].periodic
+        for name in (*NEEDED_SERVICES[impl], *([periodic] if periodic else [])):
+            wanted.append(broker_service if name == "broker" else name)
+    return list(dict.fromkeys(wanted))
+
+
+def missing_apis(target: Target, implementations: tuple[Implementation, ...]) -> list[str]:
+    """The chosen implementations whose API the target does not reach (a compose
+    project started without their profile)."""
+    missing = []
+    for impl in implementations:
+        try:
+            target.url(impl.value)
+        except KeyError:
+            missing.append(f"{impl.value} ({IMPLEMENTATIONS[impl].api})")
+    return missing
 
 
 @contextlib.contextmanager
@@ -121,7 +166,7 @@ def _sigterm_as_exit() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from experiments.lab.app import create_app
+    from lab.app import create_app
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the lab binds %s: anyone who reaches it can kill processes", args.host)
@@ -129,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         with socket.create_server((args.host, args.port)):
             pass
     except OSError as exc:
-        print(f"lab: cannot serve on {args.host}:{args.port}: {exc} (try --port)", file=sys.stderr)
+        say(f"lab: cannot serve on {args.host}:{args.port}: {exc} (try --port)")
         return 2
     made_workdir = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="lab-")) if made_workdir else args.workdir
@@ -137,21 +182,30 @@ def run(args: argparse.Namespace) -> int:
         target = build_target(args, workdir)
         try:
             local = target.name == "local"
+            implementations: tuple[Implementation, ...] = args.implementations
             if local:
-                print(f"lab: starting the local stack in {workdir} ...", file=sys.stderr)
-                # Redis first (the ledger), then the broker (RabbitMQ, or Redis again:
-                # named once), then the rest of SERVICES.
+                names = ",".join(implementations)
+                say(f"lab: starting {names} as local processes in {workdir} ...")
                 assert isinstance(target, LocalStack)
-                target.start_many(
-                    list(dict.fromkeys(("redis", target.broker_service, *SERVICES))), 90
+                target.start_many(services_to_start(implementations, target.broker_service), 90)
+            elif missing := missing_apis(target, implementations):
+                say(
+                    f"lab: the compose project publishes no API of {', '.join(missing)}: "
+                    "start it with that implementation's profile (docker compose --profile "
+                    "NAME up), or leave it out of --implementations"
                 )
+                return 2
             lab = Lab(
                 target,
-                LabSettings(fail_attempts=args.fail_attempts, poll_interval=args.poll_interval),
+                LabSettings(
+                    implementations=implementations,
+                    fail_attempts=args.fail_attempts,
+                    poll_interval=args.poll_interval,
+                ),
             )
             url = f"http://{args.host}:{args.port}"
             stops = "the lab and what it started" if local else "the lab; the stack keeps running"
-            print(f"lab: open {url}  (Ctrl-C stops {stops})", file=sys.stderr)
+            say(f"lab: open {url}  (Ctrl-C stops {stops})")
             config = uvicorn.Config(
                 create_app(lab),
                 host=args.host,
@@ -166,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            print("lab: stopping ...", file=sys.stderr)
+            say("lab: stopping ...")
             target.close()
             if made_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)

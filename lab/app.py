@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -22,7 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from experiments.lab.state import ActionRefused, Lab
+from lab.state import ActionRefused, Lab
+from shared.services import Implementation
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,8 @@ class Publisher:
 
 
 class ActionRequest(BaseModel):
-    side: Literal["bg", "celery"]
+    # A declared implementation (else 422); the lab refuses one it does not run (400).
+    implementation: Implementation
     action: str
     service: str | None = None
     count: int = Field(default=5, ge=1, le=100)
@@ -196,7 +198,7 @@ def create_app(lab: Lab) -> FastAPI:
         with contextlib.suppress(asyncio.CancelledError):
             await poller
 
-    app = FastAPI(title="BackgroundTasks vs Celery: the lab", lifespan=lifespan)
+    app = FastAPI(title="The lab", lifespan=lifespan)
     app.add_middleware(SameOrigin)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -228,7 +230,7 @@ def create_app(lab: Lab) -> FastAPI:
     async def act(body: ActionRequest, request: Request) -> dict[str, Any]:
         try:
             event = await asyncio.to_thread(
-                lab.act, body.side, body.action, body.service, body.count
+                lab.act, body.implementation.value, body.action, body.service, body.count
             )
         except ActionRefused as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
