@@ -76,7 +76,7 @@ check-floors: | $(UV) ## the unit tests on the lowest versions pyproject.toml al
 	PYTHONPATH=$(CURDIR) .venv-floors/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
 dev: $(STAMP) ## run the six services as local processes (no Docker); Ctrl-C stops them
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m experiments dev $(ARGS)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m harness.dev $(ARGS)
 
 compose-smoke: ## docker compose up, check both sides, kill things, down -v (needs Docker)
 	bash scripts/compose-smoke.sh

@@ -65,7 +65,7 @@ COMMANDS: dict[str, Command] = {
     "soak": Command("experiments.soak", "traffic to both sides while faults keep coming", False),
     "lab": Command("lab.cli", "the live comparison page (the lab/ web app)", False, None),
     "dev": Command(
-        "experiments.dev", "run every service as a local process (no Docker)", False, None
+        "harness.dev", "run every service as a local process (no Docker)", False, None
     ),
     "docs": Command(
         "experiments.reporting.docs", "regenerate docs/ tables from reports/*.json", False, None

@@ -7,4 +7,5 @@
 - ``local``: ``LocalStack``, the stack as local processes (the default target).
 - ``compose``: every ``docker compose`` command, and ``ComposeTarget``.
 - ``observe``: what a target shows (ledger, runners, effects) turned into ``shared.verdict`` input.
+- ``dev``: ``make dev``, the Procfile's services under honcho, for a person at a terminal.
 """

@@ -48,7 +48,7 @@ def test_make_dev_starts_six_services_and_ctrl_c_stops_them_all(tmp_path: Path) 
         "FLOWER_PASSWORD": "dev-test-password",
         **{name: str(port) for name, port in ports.items()},
     }
-    dev = Proc("dev", [sys.executable, "-m", "experiments", "dev"], env, tmp_path / "dev.out")
+    dev = Proc("dev", [sys.executable, "-m", "harness.dev"], env, tmp_path / "dev.out")
     try:
         dev.start()
         bg, celery, flower = (f"http://127.0.0.1:{p}" for p in ports.values())

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.dev import service_env
+from harness.dev import service_env
 from harness.local import LocalStack
 from harness.ports import free_port
 from harness.procs import REPO_ROOT, Proc, stop_all, wait_http, wait_until

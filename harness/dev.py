@@ -1,4 +1,5 @@
-"""``make dev`` (``python -m experiments dev``): the six services as local processes.
+"""``make dev`` (``python -m harness.dev``, or ``python -m experiments dev``): the
+services as local processes.
 
 The same services and ports as ``docker-compose.yml``, without Docker: a
 redis-server of its own when nothing answers at ``REDIS_URL`` (only for a local
@@ -153,3 +154,13 @@ def run(args: argparse.Namespace) -> int:
             # SIGTERM (Redis writes its AOF and exits), SIGKILL to its group after 10 s.
             redis_proc.stop(grace=10)
             print(f"dev: redis-server stopped (pid={redis_proc.pid})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.dev", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
