@@ -10,3 +10,9 @@ def horizon(seconds: float, scan: float) -> dict[str, Any]:
     """On Redis: the visibility timeout and kombu's unacked scan. (RabbitMQ requeues
     at once when the dead worker's connection closes: these change nothing there.)"""
     return {"celery_visibility_timeout": seconds, "celery_restore_interval": scan}
+
+
+def stock() -> dict[str, Any]:
+    """Celery as it ships: a task acknowledged as it starts (a worker's death loses it),
+    four messages prefetched per process. This project: acks_late, one."""
+    return {"celery_acks_late": False, "celery_prefetch_multiplier": 4}

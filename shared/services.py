@@ -72,6 +72,9 @@ class ImplementationSpec:
     # The settings that bring a dead worker's task back within a horizon:
     # "module:function" of (seconds, scan every) -> settings; None: nothing comes back.
     horizon: str | None = None
+    # The settings that run it as its library ships, where this project departs from
+    # that (the experiments' "stock" rows): "module:function" () -> settings.
+    stock: str | None = None
     # The command that drops the messages waiting in its broker, run where its work
     # runs (between measurements); empty: nothing waits anywhere but in a process.
     purge: tuple[str, ...] = ()
@@ -131,6 +134,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         retries=True,
         redelivery="shared.verdict:Redelivery.of",
         horizon="celery_app.delivery:horizon",
+        stock="celery_app.delivery:stock",
         purge=("celery", "-A", "celery_app.worker", "purge", "-f"),
         received=r"Task \S+\[([0-9a-f-]{36})\] received",
     ),
@@ -147,6 +151,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         retries=True,
         redelivery="taskiq_app.delivery:redelivery",
         horizon="taskiq_app.delivery:horizon",
+        stock="taskiq_app.delivery:stock",
     ),
 }
 
@@ -343,6 +348,12 @@ def horizon_settings(seconds: float, scan: float) -> dict[str, Any]:
         if spec.horizon is not None:
             found.update(declared(spec.horizon)(seconds, scan))
     return found
+
+
+def stock_settings(impl: Implementation | str) -> dict[str, Any]:
+    """The settings that run ``impl`` as its library ships ({}: nothing departs)."""
+    spec = IMPLEMENTATIONS[Implementation(impl)]
+    return dict(declared(spec.stock)()) if spec.stock is not None else {}
 
 
 def api_of(impl: Implementation | str) -> str:

@@ -26,6 +26,7 @@ from shared.services import (
     horizon_settings,
     implementation_of,
     service,
+    stock_settings,
 )
 from shared.settings import explicit_settings
 from tests.unit.conftest import REPO
@@ -144,3 +145,18 @@ def test_each_declared_horizon_brings_a_dead_workers_task_back_within_it() -> No
         assert spec.horizon is not None, impl
         rule = declared(spec.redelivery)(settings)
         assert rule.acks_late and rule.due(0.0, 0.0) <= 7.0 + 0.5, impl
+
+
+def test_stock_settings_change_when_a_dead_workers_task_comes_back() -> None:
+    # Where the project departs from its library, and the verdict reads the difference.
+    project = explicit_settings(**horizon_settings(7.0, 0.5))
+    for impl, spec in IMPLEMENTATIONS.items():
+        if spec.redelivery is None:
+            assert stock_settings(impl) == {}, impl
+            continue
+        stock = explicit_settings(**{**horizon_settings(7.0, 0.5), **stock_settings(impl)})
+        rule, ours = declared(spec.redelivery)(stock), declared(spec.redelivery)(project)
+        assert rule != ours, impl
+        # Stock Celery loses a running task (acked as it starts); stock taskiq-redis
+        # keeps it but has no bound on when it comes back.
+        assert not rule.acks_late or rule.due(0.0, 0.0) == float("inf"), impl
