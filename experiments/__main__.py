@@ -59,14 +59,14 @@ COMMANDS: dict[str, Command] = {
     "crash": Command(
         "experiments.crash.cli",
         "kill servers mid-task: loss vs retry, both sides",
-        report="experiments.crash.report",
+        report="experiments.reporting.crash",
     ),
     # Minutes long: run on its own.
-    "soak": Command("experiments.soak", "traffic to both sides while faults keep coming", False),
-    "lab": Command("lab.cli", "the live comparison page (the lab/ web app)", False, None),
-    "dev": Command(
-        "harness.dev", "run every service as a local process (no Docker)", False, None
+    "soak": Command(
+        "experiments.soak", "traffic to every implementation while faults keep coming", False
     ),
+    "lab": Command("lab.cli", "the live comparison page (the lab/ web app)", False, None),
+    "dev": Command("harness.dev", "run every service as a local process (no Docker)", False, None),
     "docs": Command(
         "experiments.reporting.docs", "regenerate docs/ tables from reports/*.json", False, None
     ),

@@ -4,6 +4,7 @@
 - ``runner``: one scenario end to end on a target, counted by ``shared.verdict``;
 - ``broker_faults``: a worker cut off its broker, the broker's leader killed for good;
 - ``outcome``: what one scenario measured, the record the report reads;
-- ``report``: the table and the notes;
 - ``cli``: the command line.
+
+Its table and notes are drawn by ``experiments.reporting.crash``, with every other report.
 """

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 
 from experiments.common import add_implementations_argument, add_target_arguments, where_from
-from experiments.crash import report
 from experiments.crash.outcome import Say
 from experiments.crash.runner import adapt, run_scenario
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, Scenario, pick
+from experiments.reporting import crash as report
 from experiments.reporting.report import load_if_any, publish
 from harness.stacks import BROKER_VARIANTS, variant_of
 from shared.services import IMPLEMENTATIONS

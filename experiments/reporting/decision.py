@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.reporting.report import load_if_any
+from shared.services import IMPLEMENTATIONS, Delivery, Implementation
 
 TESTS = "tests/integration"
 HEAVY = "docs/measured.md#heavy-work-cpu-bound-tasks-in-the-api-process"
@@ -15,6 +16,7 @@ FOOTPRINT = "docs/measured.md#footprint-resident-memory"
 BROKERS = "docs/brokers.md#measured-side-by-side"
 CAPACITY = "docs/measured.md#capacity-requests-a-second-at-saturation"
 LOST_MACHINE = "docs/brokers.md#when-the-brokers-machine-is-lost"
+BROKER_NAMES = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
 
 
 def _scenario(crash: Mapping[str, Any], key: str, broker: str = "") -> Mapping[str, Any]:
@@ -35,16 +37,18 @@ def _rerun(o: Mapping[str, Any]) -> str:
 
 
 def _capacity(reports: Path) -> str:
-    """What the hand-over costs the API per task, and what one process takes."""
+    """What the hand-over costs the API per task, and what one process takes: each
+    measured implementation's route, on one process, its sent events (if it has
+    any) as they are by default."""
     data = load_if_any("capacity", reports) or {}
-    runs = [r for r in data.get("runs", []) if r["processes"] == 1]
-    default = [r for r in runs if not r["sent_event"]] or runs
-    if not default:
+    runs = [r for r in data.get("runs", []) if r["processes"] == 1 and not r.get("switched")]
+    ladders = [lad for run in runs for lad in run["ladders"]]
+    if not ladders:
         return ""
 
-    def at(run: Mapping[str, Any], side: str) -> Mapping[str, Any]:
-        level = str(max(int(c) for c in run["levels"]))
-        found: Mapping[str, Any] = run["levels"][level].get(side, {})
+    def route(ladder: Mapping[str, Any]) -> Mapping[str, Any]:
+        level = str(max(int(c) for c in ladder["levels"]))
+        found: Mapping[str, Any] = ladder["levels"][level]
         return found
 
     def per_task(rungs: Mapping[str, Any]) -> str:
@@ -53,17 +57,26 @@ def _capacity(reports: Path) -> str:
             return "?"
         return f"{(cpu[0] - cpu[1]) / 2:,.0f} µs"
 
-    by = {r["broker"]: r for r in default}
-    bg = next((at(r, "bg") for r in default if at(r, "bg")), {})
-    redis = at(by["redis"], "celery") if "redis" in by else {}
-    rabbit = at(by["rabbitmq"], "celery") if "rabbitmq" in by else {}
-    rate = "{:,.0f}".format
+    def name(ladder: Mapping[str, Any]) -> str:
+        broker = ladder.get("broker")
+        on = f" on {BROKER_NAMES.get(broker, broker)}" if broker else ""
+        return f"{ladder['title']}{on}"
+
+    def does_the_work(ladder: Mapping[str, Any]) -> bool:
+        spec = IMPLEMENTATIONS[Implementation(ladder["implementation"])]
+        return spec.delivery == Delivery.in_process
+
+    costs = ", ".join(
+        f"{per_task(route(lad))} on {name(lad)}"
+        + (" (the work included)" if does_the_work(lad) else "")
+        for lad in ladders
+    )
+    rates = ", ".join(
+        f"{route(lad).get('default', {}).get('per_s', 0):,.0f} on {name(lad)}" for lad in ladders
+    )
     return (
-        f"- **What the hand-over costs the API**, per task: {per_task(bg)} of its CPU on "
-        f"BackgroundTasks (the work included), {per_task(redis)} for a Celery publish on "
-        f"Redis, {per_task(rabbit)} on RabbitMQ; [one process takes]({CAPACITY}) "
-        f"{rate(bg.get('default', {}).get('per_s', 0))} requests a second on BackgroundTasks, "
-        f"{rate(redis.get('default', {}).get('per_s', 0))} on Celery."
+        f"- **What the hand-over costs the API**, per task, of its CPU: {costs}; "
+        f"[one process takes]({CAPACITY}) requests a second: {rates}."
     )
 
 

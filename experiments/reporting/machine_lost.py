@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiments.crash.report import broker_label, when_ran
+from experiments.reporting.crash import broker_label, when_ran
 from experiments.reporting.report import load_if_any
 from experiments.reporting.tables import markdown_table
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.crash.report import merge
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
+from experiments.reporting.crash import merge
 from shared.services import IMPLEMENTATIONS, SERVICES, Implementation
 
 
