@@ -1,22 +1,31 @@
-"""``python -m experiments soak``: continuous traffic to both sides while faults
-come every few seconds; at the end, one accounting per side from the verdict.
+"""``python -m experiments soak``: continuous traffic to every implementation while
+faults come every few seconds; at the end, one accounting per implementation from
+the verdict.
 
-Traffic: ``--rate`` notification requests per second to each API, for ``--duration``
-seconds, or until the last fault is back (each request schedules two tasks: the
-notification, then its log line). Faults, one at every multiple of ``--fault-every``
-seconds inside the duration (late, never dropped, when a restart takes longer; each
-is bounded), in turn: SIGKILL and restart of bg-api, of one of the Celery workers
-(two run), of celery-api, and of the broker (Redis with its append-only file on; or
-RabbitMQ, and then Redis, the ledger, too), and a partition: one of the workers, in
-turn, cut off its broker (and, on Redis, its ledger: the same server) for ``--cut``
-seconds, its connections left open, then healed (``harness.proxy``). Each fault
-records the tasks in flight at that moment.
+Which implementations: ``--implementations`` (default: every declared one). What
+each fault hits comes from their declaration (``shared.services``): each one's
+API, what runs its work (``runs_the_work``) and how its tasks are delivered
+(``delivery``); nothing here names an implementation.
 
-At the end the traffic stops, every service is up again, and the stack is
-watched until every accepted task has a final verdict (``shared.verdict``); then,
-per side: accepted, completed, lost, executed more than once, effects written more
-than once, and the faults. BackgroundTasks loses what its process held at each of
-its kills; the report sets that against the loss it counts.
+Traffic: ``--rate`` notification requests per second to each implementation's API,
+for ``--duration`` seconds, or until the last fault is back (each request schedules
+two tasks: the notification, then its log line). Faults, one at every multiple of
+``--fault-every`` seconds inside the duration (late, never dropped, when a restart
+takes longer; each is bounded), in turn (``faults_for``), each hitting every
+implementation at the same moment: SIGKILL and restart of every API; of what runs
+every implementation's work (one copy in turn where the stack runs several); of the
+broker (Redis with its append-only file on; or RabbitMQ, and then Redis, the ledger,
+too); and a partition: the work runner of every implementation whose broker
+redelivers, cut off its broker (and, on Redis, its ledger: the same server) for
+``--cut`` seconds, its connections left open, then healed (``harness.proxy``). Each
+fault records the tasks in flight at that moment, and those held by the processes
+it hit.
+
+At the end the traffic stops, every service is up again, and the stack is watched
+until every accepted task has a final verdict (``shared.verdict``); then, per
+implementation: accepted, completed, lost (held by a process of its when that
+process was killed, never started, otherwise), executed more than once, effects
+written more than once, and the faults that hit it.
 
 Local only: a compose stack would need one worker container killed at a time,
 and a proxy to freeze.
@@ -27,28 +36,32 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import httpx
-
-from experiments.common import add_target_arguments, say, where_from
+from experiments.common import add_implementations_argument, add_target_arguments, say, where_from
 from experiments.reporting.report import publish
-from experiments.reporting.tables import markdown_table
+from experiments.reporting.soak import API, BROKER, LEDGER, PARTITION, WORK, render
 from experiments.traffic import Traffic
 from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout
-from harness.stacks import StackSpec, open_stack
+from harness.stacks import NEEDED_SERVICES, StackSpec, open_stack
 from harness.target import Target, Unsupported
 from shared.models import Implementation
-from shared.services import DEFAULT_IMPLEMENTATIONS, IMPLEMENTATIONS
-from shared.verdict import Judgement, Verdict, judge
+from shared.services import IMPLEMENTATIONS, Delivery, horizon_settings, service
+from shared.verdict import Judgement, Verdict, declared_redeliveries, judge
 
 NAME = "soak"
-PARTITION = "partition"  # the fault that cuts a worker off its broker, not a service
+KILL = "kill"
 TARGETS = {"faults": 20, "accepted": 2000}
+# Copies of a work runner, where the stack can run several: a kill takes one at a
+# time, and the other goes on taking tasks.
+WORKERS = 2
+# Settle: how long the ledger must stay still, and the bound on the whole watch.
+QUIET_S, SETTLE_CAP_S = 5.0, 240.0
 
 
 def positive(text: str) -> float:
@@ -60,37 +73,71 @@ def positive(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
+    add_implementations_argument(parser, tuple(IMPLEMENTATIONS), "the implementations to soak")
     parser.add_argument("--duration", type=positive, default=180, help="seconds of traffic (180)")
     parser.add_argument(
         "--fault-every", type=positive, default=6, help="seconds between faults (6)"
     )
-    parser.add_argument("--rate", type=float, default=6, help="requests per second to each API (6)")
+    parser.add_argument(
+        "--rate", type=float, default=6, help="requests per second to each implementation (6)"
+    )
     parser.add_argument("--delay", type=float, default=0.5, help="NOTIFICATION_DELAY_SECONDS")
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
     parser.add_argument(
         "--cut",
         type=float,
         default=None,
-        help="seconds a partition lasts (default: past the soak's visibility timeout and "
-        "a scan, so that the other worker takes what the cut one held)",
+        help="seconds a partition lasts (default: past every redelivery horizon and a "
+        "scan, so that another worker takes what the cut one held)",
     )
     parser.add_argument("--quick", action="store_true", help="30 s, a fault every 5 s")
 
 
+# --- the plan: pure, from the declaration --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one implementation offers the faults, as its declaration says."""
+
+    implementation: Implementation
+    title: str
+    api: str
+    work: str  # the service whose processes run its tasks
+    delivery: Delivery
+
+    @property
+    def cut(self) -> bool:
+        """Its work runner reaches a broker, so a partition can cut it off."""
+        return self.delivery == Delivery.broker
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "api": self.api,
+            "runs_the_work": self.work,
+            "delivery": self.delivery.value,
+            "partitioned": self.cut,
+        }
+
+
+def plan_for(implementations: Sequence[Implementation]) -> dict[Implementation, Role]:
+    """Each implementation's role, from its declaration, in the order given."""
+    return {
+        impl: Role(impl, s.title, s.api, s.runs_the_work, s.delivery)
+        for impl in implementations
+        for s in (IMPLEMENTATIONS[impl],)
+    }
+
+
 def faults_for(broker: str) -> list[str]:
-    """What the faults hit, in turn: each side's API and what runs its work (the
-    table's), then the broker; on RabbitMQ, Redis too (the ledger's store); then a
-    worker's way to its broker (a partition)."""
-    cycle = list(
-        dict.fromkeys(
-            s
-            for side in (IMPLEMENTATIONS[impl] for impl in DEFAULT_IMPLEMENTATIONS)
-            for s in (side.api, side.runs_the_work)
-        )
-    )
-    cycle.append("broker")
-    if broker != "redis":
-        cycle.append("redis")
+    """What the faults hit, in turn: every API, every work runner, the broker; on
+    RabbitMQ, Redis too (the ledger's store); then the work runners' way to their
+    broker (a partition). The same cycle whatever the implementations: each fault
+    hits every one of them at the same moment."""
+    cycle = [API, WORK, BROKER]
+    if broker != LEDGER:
+        cycle.append(LEDGER)
     cycle.append(PARTITION)
     return cycle
 
@@ -103,78 +150,194 @@ def planned_faults(duration: float, every: float) -> int:
     return max(0, math.ceil(duration / every) - 1)
 
 
-def expected(traffic: dict[str, Traffic]) -> dict[str, Implementation]:
-    out: dict[str, Implementation] = {}
-    for side, tr in traffic.items():
-        out |= expected_of(list(tr.accepted), side)  # a copy: its thread may still append
+def stack_services(implementations: Sequence[Implementation]) -> tuple[str, ...]:
+    """What the selected implementations need running, each service once."""
+    return tuple(dict.fromkeys(s for impl in implementations for s in NEEDED_SERVICES[impl]))
+
+
+def partitioned(plan: Mapping[Implementation, Role]) -> tuple[str, ...]:
+    """The services a partition cuts: each broker implementation's work runner (its
+    first copy: the others go on taking tasks meanwhile)."""
+    return tuple(dict.fromkeys(r.work for r in plan.values() if r.cut))
+
+
+def copies(name: str, services: Sequence[str]) -> list[str]:
+    """``name`` and its numbered copies ("worker", "worker-2", ...) among ``services``."""
+    out = []
+    for s in services:
+        base, _, number = s.rpartition("-")
+        if s == name or (base == name and number.isdigit()):
+            out.append(s)
     return out
 
 
-def in_flight_now(target: Target, since: float, traffic: dict[str, Traffic]) -> Judgement | None:
+def hits(impl: Implementation, services: Sequence[str]) -> bool:
+    """Does a fault on these services hit ``impl``: one of its own, or one every
+    implementation uses (Redis: every ledger)."""
+    return any(service(s).implementation in (None, impl) for s in services)
+
+
+def worker_concurrency(rate: float, delay: float) -> int:
+    """Tasks one work runner runs at once: enough for the whole traffic with a quarter
+    to spare, so that one copy alone carries it while another is down (and an
+    implementation with one copy keeps up at all)."""
+    return max(2, math.ceil(1.25 * rate * delay))
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+class Rotation:
+    """Which services each fault kind hits next: copies of a work runner in turn."""
+
+    def __init__(self, plan: Mapping[Implementation, Role], target: Target) -> None:
+        self.plan = plan
+        self.target = target
+        running = target.services
+        self.work: dict[Implementation, Iterator[str]] = {
+            impl: itertools.cycle(copies(r.work, running) or [r.work]) for impl, r in plan.items()
+        }
+
+    def services(self, kind: str) -> list[str]:
+        if kind == API:
+            found = [r.api for r in self.plan.values()]
+        elif kind == WORK:
+            found = [next(self.work[impl]) for impl in self.plan]
+        elif kind == BROKER:
+            found = [self.target.broker_service]
+        elif kind == LEDGER:
+            found = [LEDGER]
+        elif kind == PARTITION:
+            found = list(partitioned(self.plan))
+        else:
+            raise ValueError(f"unknown fault {kind!r}")
+        return list(dict.fromkeys(found))
+
+
+def check_horizons(target: Target, plan: Mapping[Implementation, Role], horizon: float) -> float:
+    """When the last broker implementation hands a dead worker's task back, counted
+    from its delivery (its declared rule, with the stack's settings); Unsupported if
+    any one comes back later than ``horizon`` (a setting the soak does not set)."""
+    rules = declared_redeliveries(target.settings)
+    latest = 0.0
+    for impl, role in plan.items():
+        rule = rules.get(impl)
+        if not role.cut or rule is None or not rule.acks_late:
+            continue
+        due = rule.due(0.0, 0.0)
+        if not due <= horizon:
+            raise Unsupported(
+                f"{role.title} hands a dead worker's task back {due:g} s after its delivery "
+                f"with these settings, past the soak's {horizon:g} s: "
+                "its declared horizon (ImplementationSpec.horizon) must set its timeout"
+            )
+        latest = max(latest, due)
+    return latest
+
+
+def expected(traffic: Mapping[Implementation, Traffic]) -> dict[str, Implementation]:
+    out: dict[str, Implementation] = {}
+    for impl, tr in traffic.items():
+        out |= expected_of(list(tr.accepted), impl)  # a copy: its thread may still append
+    return out
+
+
+def look(
+    target: Target, since: float, traffic: Mapping[Implementation, Traffic], services: list[str]
+) -> tuple[Judgement, set[str]] | None:
+    """What is in flight now, and the live processes (runners) of ``services``; None
+    while the ledger does not answer (the fault before took it down)."""
     try:
-        return judge(
+        now = judge(
             observe(
                 target, since=since, expected=expected(traffic), effects=False,
                 skipped_writes=False,
             )
         )  # fmt: skip
-    except (RuntimeError, OSError):  # the ledger is down (the fault before)
+        runners = {
+            r.runner
+            for r in target.ledger().runners()
+            if r.stopped_at is None and target.service_of(r.runner) in services
+        }
+    except (RuntimeError, OSError):
         return None
+    return now, runners
+
+
+@dataclass
+class Fault:
+    at: float
+    kind: str
+    services: list[str]
+    # Per implementation: its tasks in flight at that moment, and those of them held
+    # by a process of the services hit (in its memory, or running there).
+    in_flight: dict[str, int]
+    held: dict[str, int]
+    down_s: float = 0.0
+    up_at: float = 0.0
+    # Not reported: the processes killed, and the tasks they held.
+    runners: frozenset[str] = frozenset()
+    held_ids: frozenset[str] = frozenset()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["runners"], out["held_ids"]
+        return out
 
 
 def inject(
     target: Target,
-    service: str,
+    kind: str,
+    services: list[str],
     since: float,
-    traffic: dict[str, Traffic],
-    cut: float | None = None,
-) -> dict[str, Any]:
-    """One fault: SIGKILL, then start again (or, with ``cut``, a partition of that
-    long, then healed); with what was in flight at that moment."""
-    now = in_flight_now(target, since, traffic)
-    fault: dict[str, Any] = {
-        "at": time.time(),
-        "service": service,
-        "kind": "kill" if cut is None else PARTITION,
-        "in_flight": {},
-    }
-    held: list[str] = []
-    if now is not None:
-        for side in ("bg", "celery"):
-            going = now.ids(
-                Verdict.in_flight, Verdict.awaiting_redelivery, implementation=Implementation(side)
-            )
-            fault["in_flight"][side] = len(going)
-            if side == "bg" and service == "bg-api":
-                held = going  # one bg-api process: everything in flight is in its memory
-    fault["held_by_killed"] = len(held)
-    fault["held_ids"] = held
-    if service == "bg-api":
-        # The process about to die: every bg task it still holds at the kill is lost.
-        try:
-            fault["runner"] = httpx.get(target.url("bg") + "/health", timeout=2).json()["runner"]
-        except (httpx.HTTPError, ValueError, KeyError):
-            fault["runner"] = None
+    traffic: Mapping[Implementation, Traffic],
+    cut: float,
+) -> Fault:
+    """One fault: SIGKILL every one of ``services``, then start each again; or (a
+    partition) cut each off its broker for ``cut`` seconds, then heal them. With what
+    was in flight at that moment."""
+    seen = look(target, since, traffic, services)
+    fault = Fault(time.time(), kind, services, {}, {})
+    if seen is not None:
+        now, runners = seen
+        held: set[str] = set()
+        for impl in traffic:
+            going = now.ids(Verdict.in_flight, Verdict.awaiting_redelivery, implementation=impl)
+            mine = {
+                t for t in going if (r := now.tasks[t].record) is not None and r.runner in runners
+            }
+            fault.in_flight[impl.value] = len(going)
+            fault.held[impl.value] = len(mine)
+            held |= mine
+        fault.held_ids = frozenset(held)
+        if kind != PARTITION:
+            fault.runners = frozenset(runners)
     t = time.monotonic()
-    if cut is not None:
-        target.cut(service)
+    if kind == PARTITION:
+        for s in services:
+            target.cut(s)
         try:
             time.sleep(cut)  # the partition's length is the fault
         finally:
-            target.heal(service)
+            for s in services:
+                target.heal(s)
     else:
-        target.kill(service)
-        target.start(service, timeout=90)
-    fault["down_s"] = time.monotonic() - t
-    fault["up_at"] = time.time()
+        for s in services:
+            target.kill(s)
+        # Started side by side: each implementation is down about as long as the others,
+        # not for the restarts of the ones before it as well.
+        with ThreadPoolExecutor(max_workers=len(services)) as pool:
+            for done in [pool.submit(target.start, s, 90) for s in services]:
+                done.result()
+    fault.down_s = time.monotonic() - t
+    fault.up_at = time.time()
     return fault
 
 
 @dataclass
 class SoakResult:
     config: dict[str, Any]
-    bg: dict[str, Any]
-    celery: dict[str, Any]
+    implementations: dict[str, dict[str, Any]]
     faults: list[dict[str, Any]]
     settle: str
     target: str
@@ -187,54 +350,53 @@ def soak(args: argparse.Namespace) -> SoakResult:
     where = where_from(args)
     if where.kind != "local":
         raise Unsupported("soak kills one of two worker containers at a time: local target only")
+    plan = plan_for(args.implementations)
     visibility, scan = max(5.0, 4 * args.delay), 0.5
-    # Past the horizon: the visibility timeout, then a scan (on RabbitMQ the cut may end
-    # before its heartbeat notices; the cut worker's tasks then wait for it).
-    cut_s = args.cut if args.cut is not None else visibility + 2 * scan + 1
+    concurrency = worker_concurrency(args.rate, args.delay)
     spec = StackSpec(
-        ("redis", "broker", "bg-api", "celery-api", "worker"),
+        stack_services(args.implementations),
         settings={
             "notification_delay_seconds": args.delay,
-            "celery_visibility_timeout": visibility,
-            "celery_restore_interval": scan,
+            **horizon_settings(visibility, scan),
         },
         appendonly=True,
-        workers=2,
+        workers=WORKERS,
+        worker_concurrency=concurrency,
         broker=args.broker,
-        partitioned=("worker", "worker-2"),
+        partitioned=partitioned(plan),
     )
     with open_stack(where, spec, label="soak") as target:
+        # Past the horizon, then a scan (on RabbitMQ the cut may end before its
+        # heartbeat notices; the cut worker's tasks then wait for it).
+        due = check_horizons(target, plan, visibility + scan)
+        cut_s = args.cut if args.cut is not None else max(due, visibility) + scan + 1
+        rotation = Rotation(plan, target)
         since = time.time() - 1
-        traffic = {side: Traffic(side, target.url(side), args.rate) for side in ("bg", "celery")}
+        traffic = {impl: Traffic(impl, target.url(impl), args.rate) for impl in plan}
         threads = [t.start() for t in traffic.values()]
-        faults: list[dict[str, Any]] = []
+        faults: list[Fault] = []
         cycle = itertools.cycle(faults_for(args.broker))
-        workers = itertools.cycle(["worker", "worker-2"])
-        cut_off = itertools.cycle(["worker-2", "worker"])
         started = time.monotonic()
         say(
-            f"soak: {duration:g} s of traffic ({args.rate:g} requests/s to each side), "
-            f"a fault every {every:g} s, Celery on {args.broker}"
+            f"soak: {duration:g} s of traffic ({args.rate:g} requests/s to each of "
+            f"{', '.join(r.title for r in plan.values())}), a fault every {every:g} s, "
+            f"on {args.broker}"
         )
         planned = planned_faults(duration, every)
         while len(faults) < planned:
             time.sleep(max(0.0, started + (len(faults) + 1) * every - time.monotonic()))
             kind = next(cycle)
-            cut = None
-            if kind == "worker":
-                service = next(workers)
-            elif kind == "broker":
-                service = target.broker_service
-            elif kind == PARTITION:
-                service, cut = next(cut_off), cut_s
-            else:
-                service = kind
-            fault = inject(target, service, since, traffic, cut)
+            while not (services := rotation.services(kind)):
+                kind = next(cycle)  # nothing of the selected ones to cut: the next kind
+            fault = inject(target, kind, services, since, traffic, cut_s)
             faults.append(fault)
-            what = f"SIGKILL {service}" if cut is None else f"{service} cut off for {cut:g}s"
+            names = ", ".join(services)
+            what = f"{names} cut off for {cut_s:g}s" if kind == PARTITION else f"SIGKILL {names}"
+            going = ", ".join(f"{impl} {n}" for impl, n in fault.in_flight.items())
             say(
                 f"  [{time.monotonic() - started:5.0f}s] fault {len(faults)}: {what}; "
-                f"in flight: {fault['in_flight']}; back after {fault['down_s']:.1f}s"
+                f"in flight: {going or 'not known (the ledger was down)'}; "
+                f"back after {fault.down_s:.1f}s"
             )
         time.sleep(max(0.0, started + duration - time.monotonic()))
         for tr in traffic.values():
@@ -242,191 +404,129 @@ def soak(args: argparse.Namespace) -> SoakResult:
         traffic_s = time.monotonic() - started
         for thread in threads:
             thread.join(10)
-        for service in target.services:
-            if not target.is_up(service):
-                target.start(service, timeout=90)
-        say(
-            f"soak: traffic stopped; accepted {len(traffic['bg'].accepted)} bg and "
-            f"{len(traffic['celery'].accepted)} Celery tasks; settling"
-        )
-        ids = expected(traffic)
-        # Since when the broker has been up: a worker held unacknowledged messages
-        # when it went, and gets them back only as the broker redelivers them.
-        broker_up = max(
-            (f["up_at"] for f in faults if f["service"] == target.broker_service),
+        for s in target.services:
+            if not target.is_up(s):
+                target.start(s, timeout=90)
+        counts = ", ".join(f"{len(tr.accepted)} {plan[i].title}" for i, tr in traffic.items())
+        say(f"soak: traffic stopped; accepted {counts} tasks; settling")
+        # Since when the servers have been up: a worker held unacknowledged messages
+        # when one went, and gets them back only as the broker redelivers them.
+        servers_up = max(
+            (f.up_at for f in faults if any(not service(s).python for s in f.services)),
             default=float("-inf"),
         )
         final, why = settle(
             target,
             since,
-            ids,
-            quiet=5.0,
-            cap=time.monotonic() + 240,
+            expected(traffic),
+            quiet=QUIET_S,
+            cap=time.monotonic() + SETTLE_CAP_S,
             interval=1.0,
-            broker_up_since=broker_up,
+            broker_up_since=servers_up,
         )
         target_name = target.name
-    held = {t for f in faults for t in f["held_ids"]}
-    killed = {f.get("runner") for f in faults if f["service"] == "bg-api"} - {None}
-    sides: dict[str, dict[str, Any]] = {}
-    for side in ("bg", "celery"):
-        summary = final.of(side).to_dict()
-        # BackgroundTasks is hit by its own process's kills and by Redis's (its
-        # ledger); the Celery side by everything else and by Redis's too.
-        hits = (lambda s: s in ("bg-api", "redis")) if side == "bg" else (lambda s: s != "bg-api")
-        mine = [
-            {k: v for k, v in f.items() if k != "held_ids"} for f in faults if hits(f["service"])
-        ]
-        lost = set(final.ids(Verdict.lost, implementation=Implementation(side)))
-        sides[side] = {
-            "accepted": summary["accepted"],
-            "completed": summary["completed"],
-            "lost": summary["lost"],
-            "failed": summary["failed"],
-            "skipped": summary["skipped"],
-            "in_flight_at_the_end": summary["in_flight"] + summary["awaiting_redelivery"],
-            "executed_more_than_once": summary["executed_more_than_once"],
-            "duplicate_effects": summary["duplicate_effects"] or 0,
-            "extra_writes": summary["extra_writes"] or 0,
-            "skipped_writes": summary["skipped_writes"],
-            "missing_from_ledger": summary["missing_from_ledger"],
-            "refused_requests": traffic[side].refused,
-            "balanced": summary["balanced"],
-            # Lost before any run began: never handed to a worker that recorded it (on
-            # Redis, kombu pops a message, then records it unacknowledged: a worker
-            # killed in between loses it, celery/celery#7950).
-            "lost_never_started": sum(
-                1
-                for t in final.tasks.values()
-                if t.task_id in lost and t.record is not None and t.record.attempts == 0
-            ),
-            "faults": mine,
-        }
-        if side == "bg":
-            owned = {
-                t.task_id
-                for t in final.tasks.values()
-                if t.record is not None and t.record.runner in killed
-            }
-            sides[side]["in_flight_just_before_its_kills"] = len(held)
-            sides[side]["lost_held_by_a_killed_process"] = len(lost & owned)
-            sides[side]["lost_otherwise"] = len(lost - owned)
-    celery = sides["celery"]
-    accepted = sides["bg"]["accepted"] + celery["accepted"]
-    targets = [
-        {
-            "target": f"at least {TARGETS['faults']} faults and "
-            f"{TARGETS['accepted']:,} accepted tasks",
-            "measured": f"{len(faults)} faults, {accepted:,} tasks",
-            "met": len(faults) >= TARGETS["faults"] and accepted >= TARGETS["accepted"],
-        },
-        {"target": "Celery lost = 0", "measured": celery["lost"], "met": celery["lost"] == 0},
-        {
-            "target": "Celery duplicate effects = 0",
-            "measured": celery["duplicate_effects"],
-            "met": celery["duplicate_effects"] == 0,
-        },
-    ]
+    implementations = {
+        impl.value: account(final, impl, faults, traffic[impl].refused) for impl in plan
+    }
     return SoakResult(
         config={
             "duration_s": duration,
             "traffic_s": round(traffic_s, 1),
             "fault_every_s": every,
-            "rate_per_side": args.rate,
+            "rate_per_implementation": args.rate,
             "delay": args.delay,
             "broker": args.broker,
-            "workers": 2,
+            "workers": WORKERS,
+            "worker_concurrency": concurrency,
+            "redelivery_horizon_s": visibility,
+            "plan": {impl.value: role.to_dict() for impl, role in plan.items()},
             "fault_cycle": faults_for(args.broker),
             "cut_s": cut_s,
         },
-        bg=sides["bg"],
-        celery=celery,
-        faults=[{k: v for k, v in f.items() if k != "held_ids"} for f in faults],
+        implementations=implementations,
+        faults=[f.to_dict() for f in faults],
         settle=why,
         target=target_name,
-        targets=targets,
+        targets=targets_of(plan, implementations, len(faults)),
     )
 
 
-def render(data: dict[str, Any]) -> str:
-    keys = [
-        "accepted",
-        "completed",
-        "lost",
-        "failed",
-        "skipped",
-        "in_flight_at_the_end",
-        "executed_more_than_once",
-        "duplicate_effects",
-        "skipped_writes",
-        "refused_requests",
+def account(
+    final: Judgement, impl: Implementation, faults: Sequence[Fault], refused: int
+) -> dict[str, Any]:
+    """One implementation's accounting, and the faults that hit it."""
+    summary = final.of(impl).to_dict()
+    mine = [f for f in faults if hits(impl, f.services)]
+    killed = {r for f in faults for r in f.runners}
+    lost = set(final.ids(Verdict.lost, implementation=impl))
+    records = {t: final.tasks[t].record for t in lost}
+    # Lost with a process that held it (its owner, or the run's) among those killed;
+    # lost before any run began (handed to no worker that recorded a run: a broker
+    # that hands a message over before it holds it unacknowledged loses it to a kill
+    # in between); lost otherwise.
+    held = {t for t, r in records.items() if r is not None and r.runner in killed}
+    never = {t for t, r in records.items() if t not in held and r is not None and r.attempts == 0}
+    return {
+        "accepted": summary["accepted"],
+        "completed": summary["completed"],
+        "lost": summary["lost"],
+        "failed": summary["failed"],
+        "skipped": summary["skipped"],
+        "in_flight_at_the_end": summary["in_flight"] + summary["awaiting_redelivery"],
+        "executed_more_than_once": summary["executed_more_than_once"],
+        "duplicate_effects": summary["duplicate_effects"] or 0,
+        "extra_writes": summary["extra_writes"] or 0,
+        "skipped_writes": summary["skipped_writes"],
+        "missing_from_ledger": summary["missing_from_ledger"],
+        "refused_requests": refused,
+        "balanced": summary["balanced"],
+        "lost_held_by_a_killed_process": len(held),
+        "lost_never_started": len(never),
+        "lost_otherwise": len(lost - held - never),
+        "in_flight_just_before_its_kills": len(
+            {t for f in mine if f.kind != PARTITION for t in f.held_ids}
+            & set(final.ids(*Verdict, implementation=impl))
+        ),
+        "kills": sum(1 for f in mine if f.kind != PARTITION),
+        "faults": [f.to_dict() for f in mine],
+    }
+
+
+def targets_of(
+    plan: Mapping[Implementation, Role], implementations: Mapping[str, Mapping[str, Any]], n: int
+) -> list[dict[str, Any]]:
+    """The run's size; and, for every implementation whose broker redelivers, nothing
+    lost and nothing written twice."""
+    accepted = sum(s["accepted"] for s in implementations.values())
+    out: list[dict[str, Any]] = [
+        {
+            "target": f"at least {TARGETS['faults']} faults and "
+            f"{TARGETS['accepted']:,} accepted tasks",
+            "measured": f"{n} faults, {accepted:,} tasks",
+            "met": n >= TARGETS["faults"] and accepted >= TARGETS["accepted"],
+        }
     ]
-    table = markdown_table(
-        ["side", *[k.replace("_", " ") for k in keys]],
-        [
-            [name, *[data[side][k] for k in keys]]
-            for side, name in (("bg", "BackgroundTasks"), ("celery", "Celery"))
-        ],
-    )
-    by_service: dict[str, list[dict[str, Any]]] = {}
-    for f in data["faults"]:
-        name = f["service"] if f.get("kind", "kill") == "kill" else f"{f['service']} cut off"
-        by_service.setdefault(name, []).append(f)
-    table += "\n\n" + markdown_table(
-        [
-            "fault (SIGKILL + restart; or cut off its broker, healed)",
-            "times",
-            "BackgroundTasks in flight then",
-            "Celery in flight then",
-            "back after, s (mean)",
-        ],
-        [
-            [
-                service,
-                len(fs),
-                sum(f["in_flight"].get("bg", 0) for f in fs),
-                sum(f["in_flight"].get("celery", 0) for f in fs),
-                sum(f["down_s"] for f in fs) / len(fs),
-            ]
-            for service, fs in by_service.items()
-        ],
-    )
-    table += "\n\n" + markdown_table(
-        ["target", "measured", "met"],
-        [[t["target"], t["measured"], "yes" if t["met"] else "no"] for t in data["targets"]],
-    )
-    c, bg = data["config"], data["bg"]
-    notes = (
-        f"{c.get('traffic_s', c['duration_s']):g} s of traffic, {c['rate_per_side']:g} "
-        "notification requests per "
-        f"second to each side (each: the {c['delay']:g} s notification and a log line), a fault "
-        f"every {c['fault_every_s']:g} s in turn ({', '.join(c['fault_cycle'])}); Celery on "
-        f"{c['broker']} with two workers (each fault on a worker kills one, in turn; each "
-        f"partition cuts one off its broker for {c.get('cut_s', 0):g} s, its connections "
-        "open, then heals it), Redis "
-        "with its append-only file on. Counted by `shared/verdict.py` once every task had a "
-        f"final verdict ({data['settle']}). BackgroundTasks lost {bg['lost']}: "
-        f"{bg['lost_held_by_a_killed_process']} held by a bg-api process at the moment it "
-        f"was killed, {bg['lost_otherwise']} otherwise; the ledger showed "
-        f"{bg['in_flight_just_before_its_kills']} in flight just before the kills (requests "
-        "accepted in the instant between that look and the kill are lost too). Refused "
-        "requests were "
-        "answered 503 (the broker down) or found no API (it was being restarted): never "
-        "accepted, so never counted."
-    )
-    return f"{table}\n\n{notes}"
+    for impl, role in plan.items():
+        if not role.cut:
+            continue
+        s = implementations[impl.value]
+        out += [
+            {"target": f"{role.title} lost = 0", "measured": s["lost"], "met": s["lost"] == 0},
+            {
+                "target": f"{role.title} duplicate effects = 0",
+                "measured": s["duplicate_effects"],
+                "met": s["duplicate_effects"] == 0,
+            },
+        ]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         result = soak(args)
-    except Unsupported as exc:
-        print(f"soak: {exc}", file=sys.stderr)
-        return 2
-    except Timeout as exc:
-        print(f"soak: {exc}", file=sys.stderr)
-        return 1
+    except (Unsupported, Timeout) as exc:
+        say(f"soak: {exc}")
+        return 2 if isinstance(exc, Unsupported) else 1
     data = asdict(result)
     publish(NAME, data, render(data), directory=args.reports_dir)
-    balanced = data["bg"]["balanced"] and data["celery"]["balanced"]
-    return 0 if balanced else 1
+    return 0 if all(s["balanced"] for s in data["implementations"].values()) else 1

@@ -16,9 +16,9 @@ from harness.target import Target
 
 @dataclass
 class Traffic:
-    """One side's requests, sent at a steady rate from a thread of its own."""
+    """One implementation's requests, sent at a steady rate from a thread of its own."""
 
-    side: str
+    implementation: str
     url: str
     rate: float
     accepted: list[str] = field(default_factory=list)
@@ -54,19 +54,21 @@ class Traffic:
 
     def start(self) -> threading.Thread:
         self.started = time.monotonic()
-        thread = threading.Thread(target=self.run, name=f"soak-{self.side}", daemon=True)
+        name = f"{self.prefix}-{self.implementation}"
+        thread = threading.Thread(target=self.run, name=name, daemon=True)
         thread.start()
         return thread
 
 
-def submit(target: Target, side: str, n: int) -> list[list[str]]:
-    """POST n notification requests; return each one's task ids (notification, log).
+def submit(target: Target, implementation: str, n: int) -> list[list[str]]:
+    """POST n notification requests to ``implementation``'s API; return each one's
+    task ids (notification, log).
 
     A new connection per request: with several API processes sharing a socket, each
     request lands on whichever one accepts it."""
     out: list[list[str]] = []
     no_keepalive = httpx.Limits(max_keepalive_connections=0)
-    base = target.url(side)
+    base = target.url(implementation)
     with httpx.Client(base_url=base, timeout=10, limits=no_keepalive) as c:
         for i in range(n):
             r = c.post(f"/send-notification/crash{i}@example.com")

@@ -11,8 +11,11 @@ import httpx
 import pytest
 
 from experiments.crash.scenarios import Params
+from experiments.reporting.soak import WORK
+from experiments.soak import copies, faults_for
 from harness.procs import wait_until
 from harness.stacks import Where
+from shared.services import IMPLEMENTATIONS, Delivery, Implementation
 from tests.integration.conftest import StackFactory, experiment_report, ledger_record, run_ok
 
 pytestmark = pytest.mark.slow
@@ -71,23 +74,35 @@ def test_killing_one_of_two_bg_api_processes_loses_its_own_tasks_only(tmp_path: 
     assert o.completed == o.submitted - o.lost
 
 
+# Where a broker implementation may lose a task it never started, and why: a window
+# its broker leaves between handing a message over and holding it unacknowledged.
+# Celery on Redis: kombu pops a message (BRPOP), then records it unacknowledged; a
+# worker SIGKILLed between the two loses it (celery/celery#7950; seen here in 3 of
+# about 12 runs, one task each time, a worker kill just after the task was queued).
+# taskiq's stream broker has no such window: XREADGROUP makes the message pending as
+# it hands it over.
+MAY_LOSE_UNSTARTED_PER_KILL = {Implementation.celery: 1}
+
+
 def test_a_short_soak_accounts_for_every_task(tmp_path: Path) -> None:
     args = ["--duration", "20", "--fault-every", "4", "--rate", "4", "--delay", "0.3"]
     data = experiment_report("soak", tmp_path, *args)
-    assert len(data["faults"]) >= 4
-    assert {f["service"] for f in data["faults"]} >= {"bg-api", "celery-api", "redis"}
-    for side in ("bg", "celery"):
-        s = data[side]
-        assert s["accepted"] > 0 and s["in_flight_at_the_end"] == 0
-        assert s["accepted"] == s["completed"] + s["lost"] + s["failed"] + s["skipped"]
-        assert s["duplicate_effects"] == 0
-    # Celery loses nothing it started. It can lose a message it never started: kombu's
-    # Redis transport pops a message (BRPOP), then records it unacknowledged; a worker
-    # SIGKILLed between the two loses it (celery/celery#7950; seen here in 3 of about
-    # 12 runs, one task each time, a worker kill just after the task was queued).
-    celery = data["celery"]
-    worker_kills = sum(1 for f in data["faults"] if f["service"].startswith("worker"))
-    assert celery["lost"] == celery["lost_never_started"] <= worker_kills, celery
-    # BackgroundTasks lost what its killed processes held, and nothing else.
-    bg = data["bg"]
-    assert bg["lost"] == bg["lost_held_by_a_killed_process"]
+    # Every declared implementation, by default; every kind of fault, each hitting all.
+    assert list(data["implementations"]) == list(IMPLEMENTATIONS)
+    assert [f["kind"] for f in data["faults"]][:4] == faults_for("redis")
+    for impl, s in data["implementations"].items():
+        spec = IMPLEMENTATIONS[Implementation(impl)]
+        assert s["accepted"] > 0 and s["in_flight_at_the_end"] == 0, impl
+        assert s["accepted"] == s["completed"] + s["lost"] + s["failed"] + s["skipped"], impl
+        assert s["duplicate_effects"] == 0, impl
+        killed = [f for f in s["faults"] if f["kind"] == WORK]
+        # Each such fault killed a copy of what runs its work.
+        assert killed and all(copies(spec.runs_the_work, f["services"]) for f in killed), impl
+        if spec.delivery == Delivery.in_process:
+            # What its killed processes held, and nothing else.
+            assert s["lost"] == s["lost_held_by_a_killed_process"], (impl, s)
+            continue
+        # The broker redelivers: nothing it started is lost, nor anything else but a
+        # task never started, where its broker leaves that window open.
+        allowed = MAY_LOSE_UNSTARTED_PER_KILL.get(Implementation(impl), 0) * len(killed)
+        assert s["lost"] == s["lost_never_started"] <= allowed, (impl, s)
