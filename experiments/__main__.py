@@ -31,39 +31,66 @@ class Command(NamedTuple):
 # Every command, registered once: its module, its help, whether ``all`` runs it.
 COMMANDS: dict[str, Command] = {
     "latency": Command(
-        "experiments.perf.latency", "response time: bare, inline, BackgroundTasks, Celery"
+        "experiments.perf.latency",
+        "response time of each implementation's route against its bare one",
+        report="experiments.reporting.latency",
     ),
     "dispatch": Command(
-        "experiments.perf.dispatch", "cost of one Celery publish vs a raw broker write"
+        "experiments.perf.dispatch",
+        "cost of one publish to a broker vs a raw broker write",
+        report="experiments.reporting.dispatch",
     ),
     "throughput": Command(
-        "experiments.perf.throughput", "1,000 short tasks, first dispatch to last done"
+        "experiments.perf.throughput",
+        "1,000 short tasks, first dispatch to last done",
+        report="experiments.reporting.throughput",
     ),
     "idempotency": Command(
-        "experiments.perf.idempotency", "tasks/s with an empty log vs a 1M-line one"
+        "experiments.perf.idempotency",
+        "tasks/s with an empty log vs a 1M-line one",
+        report="experiments.reporting.idempotency",
     ),
-    "loop-lag": Command("experiments.perf.loop_lag", "event-loop lag while each kind of task runs"),
+    "loop-lag": Command(
+        "experiments.perf.loop_lag",
+        "event-loop lag while each kind of task runs",
+        report="experiments.reporting.loop_lag",
+    ),
     "threadpool": Command(
-        "experiments.perf.threadpool", "sync tasks vs AnyIO's 40 thread-pool tokens"
+        "experiments.perf.threadpool",
+        "sync tasks vs AnyIO's 40 thread-pool tokens",
+        report="experiments.reporting.threadpool",
     ),
-    "footprint": Command("experiments.perf.footprint", "resident memory of each side's processes"),
+    "footprint": Command(
+        "experiments.perf.footprint",
+        "resident memory of each implementation's processes",
+        report="experiments.reporting.footprint",
+    ),
     "heavy": Command(
-        "experiments.perf.heavy", "CPU-bound tasks: what they do to the scheduling API"
+        "experiments.perf.heavy",
+        "CPU-bound tasks: what they do to the scheduling API",
+        report="experiments.reporting.heavy",
     ),
     "scale": Command(
-        "experiments.perf.scale", "I/O-bound throughput against the number of processes"
+        "experiments.perf.scale",
+        "I/O-bound throughput against the number of processes",
+        report="experiments.reporting.scale",
     ),
     "capacity": Command(
-        "experiments.perf.capacity", "req/s each API takes at saturation, rung by rung"
+        "experiments.perf.capacity",
+        "req/s each API takes at saturation, rung by rung",
+        report="experiments.reporting.capacity",
     ),
     "crash": Command(
         "experiments.crash.cli",
-        "kill servers mid-task: loss vs retry, both sides",
+        "kill servers mid-task: what each implementation loses",
         report="experiments.reporting.crash",
     ),
     # Minutes long: run on its own.
     "soak": Command(
-        "experiments.soak", "traffic to every implementation while faults keep coming", False
+        "experiments.soak",
+        "traffic to every implementation while faults keep coming",
+        False,
+        "experiments.reporting.soak",
     ),
     "lab": Command("lab.cli", "the live comparison page (the lab/ web app)", False, None),
     "dev": Command("harness.dev", "run every service as a local process (no Docker)", False, None),

@@ -503,7 +503,11 @@ class LocalStack:
         return self._ledger
 
     def purge_queue(self, impl: Implementation) -> None:
-        service, argv = purge_command(impl)
+        service, (program, *rest) = purge_command(impl)
+        # The program of this interpreter's environment ("python", "celery"), as the
+        # services run theirs (``python_argv``), whatever PATH says.
+        found = Path(sys.executable).with_name(program)
+        argv = [str(found) if found.exists() else program, *rest]
         subprocess.run(
             argv, env=self.process_env(service), cwd=REPO_ROOT, check=True,
             capture_output=True, timeout=60,

@@ -152,6 +152,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         redelivery="taskiq_app.delivery:redelivery",
         horizon="taskiq_app.delivery:horizon",
         stock="taskiq_app.delivery:stock",
+        purge=("python", "-m", "taskiq_app.purge"),
     ),
 }
 

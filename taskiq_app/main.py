@@ -23,8 +23,8 @@ from shared.models import (
     NotificationAccepted,
     TaskKind,
 )
-from shared.settings import Settings
-from taskiq_app import tasks
+from shared.settings import Settings, get_settings
+from taskiq_app import experiment_routes, tasks
 from taskiq_app.handover import KICK_ERRORS, Handover, HandoverDep, broker_check
 from taskiq_app.worker import broker
 
@@ -58,7 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app (it has no experiment-only routes yet)."""
+    """The app; its experiment-only routes only where ``EXPERIMENT_ROUTES`` says so."""
     app = create_api("taskiq implementation", DELIVERY, lifespan)
 
     @app.post(
@@ -108,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HeavyAccepted(rounds=rounds, message="heavy job scheduled", task_ids=[heavy_id])
 
     app.include_router(ledger_router())
+    if (settings or get_settings()).experiment_routes:
+        app.include_router(experiment_routes.router)
     return app
 
 

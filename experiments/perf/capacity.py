@@ -5,82 +5,121 @@ A closed loop (``experiments.perf.load.closed_loop``: C keep-alive connections,
 each sending the next request as soon as the last is answered) against one
 uvicorn process per API, then two (``--workers``), on ``POST
 /send-notification/{email}``-shaped routes that each hand two tasks over one
-step closer to the real route (the rungs: ``celery_app.experiment_routes`` and
-``fastapi_bg.experiment_routes``). Every rung is measured in the same run,
+step closer to the real route. Every rung is measured in the same run,
 interleaved (round after round, a slice each), and reports its req/s, p50/p99 at
 that concurrency, and the API's CPU per request (its process tree, psutil).
 
-No Celery worker runs: the Celery API only publishes (the experiment empties the
-queues between slices); the BackgroundTasks API also does the work, which is its
-point. Every process here, the client included, shares this machine's CPUs.
+Each implementation declared in ``shared.services`` (``--implementations``) gets a
+ladder, and its rungs are its API's own: ``bare`` (the shared baseline), then the
+``POST /capacity/<rung>/{email}`` routes its package's experiment routes declare, in
+their order, each labelled with its description, then the route as it is. Two rung
+names are the references the tables compare with, where a ladder has them:
+``floor`` (the messages' bytes, raw, in one round trip) and ``stock`` (the library
+as it ships). An implementation whose settings have ``<implementation>_send_sent_event``
+publishes an event per task sent: its ladder also runs (on one process) with that
+switch the other way, and its stock rung with events is ``stock-events``.
+
+No worker runs: an API that hands over to a broker only publishes, and what its
+rungs fill is emptied between slices (its experiment routes' ``purge``); an API
+that holds its tasks in process memory also does the work, which is its point.
+The stack's broker (``--broker``) is the one of the implementations that need it
+(``"broker"`` in their ``needs``); the others run on the first broker's stack only.
+Every process here, the client included, shares this machine's CPUs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
+import re
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.common import Progress, say
+from experiments.common import Progress, add_implementations_argument, say
 from experiments.perf import base
-from experiments.perf.load import closed_loop
-from experiments.reporting.tables import markdown_table
+from experiments.perf.load import closed_loop, openapi
+from experiments.reporting.capacity import chart, render
 from experiments.stats import percentile, ratio
 from harness.stacks import StackSpec, Where, open_stack
 from harness.target import API, Target
+from shared.services import IMPLEMENTATIONS, Delivery, Implementation
+from shared.settings import Settings
 
 NAME = "capacity"
 EMAIL = "capacity@example.com"
 
-# Each side's rungs, in order: the route each calls (``{e}``: the email).
-RUNGS: dict[str, list[tuple[str, str]]] = {
-    "celery": [
-        ("bare", "/send-notification/{e}/bare"),
-        ("bare-def", "/capacity/bare-def/{e}"),
-        ("floor", "/capacity/floor/{e}"),
-        ("stock", "/capacity/stock/{e}"),
-        ("stock-events", "/capacity/stock-events/{e}"),
-        ("publish", "/capacity/publish/{e}"),
-        ("publish-ledger", "/capacity/publish-ledger/{e}"),
-        ("default", "/send-notification/{e}"),
-    ],
-    "bg": [
-        ("bare", "/send-notification/{e}/bare"),
-        ("noop", "/capacity/noop/{e}"),
-        ("work", "/capacity/work/{e}"),
-        ("work-ledger", "/capacity/work-ledger/{e}"),
-        ("default", "/send-notification/{e}"),
-    ],
-}
-LABELS = {
-    "bare": "bare (no task)",
-    "bare-def": "bare, in a def route (the thread-pool trip)",
-    "floor": "one round trip for both messages (the floor)",
-    "stock": "stock send_task, no sent event",
-    "stock-events": "stock send_task, sent events",
-    "publish": "the project's publish",
-    "publish-ledger": "the project's publish + the ledger",
-    "noop": "add_task of a no-op",
-    "work": "the work",
-    "work-ledger": "the work + the ledger",
-    "default": "the route as it is",
-}
-# The Celery rungs whose events follow the stack's CELERY_SEND_SENT_EVENT.
-PROJECT = ("publish", "publish-ledger", "default")
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    path: str  # ``{e}``: the email
+    label: str
+
+
+BARE = Rung("bare", "/send-notification/{e}/bare", "bare (no task)")
+ROUTE = Rung("default", "/send-notification/{e}", "the route as it is")
+# An experiment route of the ladder: POST /capacity/<rung>/{email}.
+RUNG_PATH = re.compile(r"^/capacity/(?P<name>[\w-]+)/\{email\}$")
+# The reference rungs, where a ladder has them.
+SENT_EVENT = "{}_send_sent_event"
+
+
+def ladder(document: Mapping[str, Any]) -> list[Rung]:
+    """An API's ladder, from its OpenAPI document: bare, its capacity rungs in the
+    order it declares them (each labelled with its description), the route."""
+    rungs = [BARE]
+    for path, operations in document.get("paths", {}).items():
+        found = RUNG_PATH.match(path)
+        if found is None or "post" not in operations:
+            continue
+        name = found["name"]
+        label = operations["post"].get("description", "").strip().rstrip(".") or name
+        rungs.append(Rung(name, f"/capacity/{name}/{{e}}", label))
+    return [*rungs, ROUTE]
+
+
+def sent_event_setting(impl: Implementation) -> str | None:
+    """The implementation's sent-event switch, if its settings have one."""
+    name = SENT_EVENT.format(impl.value)
+    return name if name in Settings.model_fields else None
+
+
+def uses_the_stack_broker(impl: Implementation) -> bool:
+    return "broker" in IMPLEMENTATIONS[impl].needs
+
+
+def purger(impl: Implementation) -> Callable[[Settings], None] | None:
+    """What empties the queues an implementation's rungs and route fill (no worker
+    drains them): its experiment routes' ``purge``; None: nothing waits anywhere."""
+    module_name = f"{IMPLEMENTATIONS[impl].package}.experiment_routes"
+    if IMPLEMENTATIONS[impl].delivery == Delivery.in_process:
+        return None
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    found: Callable[[Settings], None] | None = getattr(
+        importlib.import_module(module_name), "purge", None
+    )
+    return found
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_arguments(parser)
+    add_implementations_argument(parser, tuple(IMPLEMENTATIONS), "whose APIs to measure")
     parser.add_argument("--concurrency", type=int, nargs="+", help="closed-loop connections")
     parser.add_argument("--seconds", type=float, help="one slice of one rung (2.0)")
     parser.add_argument("--rounds", type=int, help="slices per rung, interleaved (3)")
     parser.add_argument("--processes", type=int, nargs="+", help="uvicorn processes (1 2)")
     parser.add_argument(
-        "--broker", choices=("redis", "rabbitmq", "both"), default="both", help="the broker"
+        "--broker",
+        choices=("redis", "rabbitmq", "both"),
+        default="both",
+        help="the broker of the implementations that take the stack's",
     )
 
 
@@ -119,16 +158,11 @@ def _cpu(target: Target, service: str) -> float | None:
     return total
 
 
-def _purge(target: Target) -> None:
-    from celery_app.experiment_routes import purge
-
-    purge(target.settings)
-
-
 def _drain(target: Target, service: str, timeout: float = 60.0) -> float:
     """Until the service's processes are idle (its backlog of work done): how long
-    that took. BackgroundTasks answers before it works, so a slice's tasks may still
-    run after its last answer; they are its cost, not the next slice's."""
+    that took. An API that holds its tasks answers before it works, so a slice's
+    tasks may still run after its last answer; they are its cost, not the next
+    slice's."""
     import time
 
     window = 0.1
@@ -145,23 +179,25 @@ def _drain(target: Target, service: str, timeout: float = 60.0) -> float:
 
 
 def _slice(
-    target: Target, side: str, path: str, concurrency: int, seconds: float
+    target: Target, impl: Implementation, path: str, concurrency: int, seconds: float
 ) -> dict[str, Any]:
+    api = API[impl]
     # The API's CPU from the moment the counted window opens (after the warm-up).
     readings: list[float | None] = []
     s = asyncio.run(
         closed_loop(
-            target.url(side),
+            target.url(impl),
             path,
             concurrency=concurrency,
             seconds=seconds,
-            on_counting=lambda: readings.append(_cpu(target, API[side])),
+            on_counting=lambda: readings.append(_cpu(target, api)),
         )
     )
     before = readings[0] if readings else None
-    # The BackgroundTasks API also does the work: the slice lasts until it is done.
-    drained = _drain(target, API[side]) if side == "bg" else 0.0
-    after = _cpu(target, API[side])
+    # An API that holds its tasks also does the work: the slice lasts until it is done.
+    in_process = IMPLEMENTATIONS[impl].delivery == Delivery.in_process
+    drained = _drain(target, api) if in_process else 0.0
+    after = _cpu(target, api)
     cpu = None if before is None or after is None else after - before
     return {
         "requests": s.requests,
@@ -192,30 +228,34 @@ def _summarize(slices: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _ladder(
+def _ladders(
     target: Target,
-    sides: list[str],
-    rungs: dict[str, list[tuple[str, str]]],
+    ladders: Mapping[Implementation, Sequence[Rung]],
     levels: list[int],
     rounds: int,
     seconds: float,
     label: str,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    todo = [(side, name, path) for side in sides for name, path in rungs[side]]
+) -> dict[Implementation, dict[str, dict[str, dict[str, Any]]]]:
+    """Every implementation's rungs, interleaved: level -> rung -> its summary, per
+    implementation."""
+    purgers = {impl: purger(impl) for impl in ladders}
+    todo = [(impl, rung) for impl, rungs in ladders.items() for rung in rungs]
+    out: dict[Implementation, dict[str, dict[str, dict[str, Any]]]] = {i: {} for i in ladders}
     progress = Progress(label, len(levels) * rounds * len(todo))
     for c in levels:
-        slices: dict[tuple[str, str], list[dict[str, Any]]] = {(s, n): [] for s, n, _ in todo}
-        for _ in range(rounds):
-            for side, name, path in todo:
-                slices[(side, name)].append(_slice(target, side, path.format(e=EMAIL), c, seconds))
-                progress.advance()
-                if side == "celery":
-                    _purge(target)
-        out[str(c)] = {
-            side: {n: _summarize(slices[(side, n)]) for s, n, _ in todo if s == side}
-            for side in sides
+        slices: dict[tuple[Implementation, str], list[dict[str, Any]]] = {
+            (impl, rung.name): [] for impl, rung in todo
         }
+        for _ in range(rounds):
+            for impl, rung in todo:
+                path = rung.path.format(e=EMAIL)
+                slices[(impl, rung.name)].append(_slice(target, impl, path, c, seconds))
+                progress.advance()
+                empty = purgers[impl]
+                if empty is not None:
+                    empty(target.settings)
+        for impl, rungs in ladders.items():
+            out[impl][str(c)] = {r.name: _summarize(slices[(impl, r.name)]) for r in rungs}
     progress.close()
     return out
 
@@ -238,14 +278,41 @@ def _wrk(url: str, concurrency: int, seconds: float) -> float | None:
     return None
 
 
+def _cross_check(
+    target: Target,
+    impls: Sequence[Implementation],
+    measured: Mapping[Implementation, dict[str, dict[str, dict[str, Any]]]],
+    concurrency: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """wrk against one route: the first implementation that hands over to a broker."""
+    brokered = [i for i in impls if IMPLEMENTATIONS[i].delivery == Delivery.broker]
+    impl = (brokered or list(impls))[0]
+    ours = measured[impl][str(concurrency)][ROUTE.name]["per_s"]
+    theirs = _wrk(target.url(impl) + ROUTE.path.format(e=EMAIL), concurrency, seconds)
+    empty = purger(impl)
+    if empty is not None:
+        empty(target.settings)
+    return {
+        "implementation": impl.value,
+        "rung": ROUTE.name,
+        "concurrency": concurrency,
+        "ours_per_s": ours,
+        "wrk_per_s": theirs,
+        "wrk_over_ours": ratio(theirs, ours) if theirs else None,
+    }
+
+
 def measure(args: argparse.Namespace, where: Where) -> CapacityResult:
     quick = args.quick
+    selected: tuple[Implementation, ...] = args.implementations
     levels = args.concurrency or ([4] if quick else [1, 8, 32])
     seconds = args.seconds or (0.5 if quick else 2.0)
     rounds = args.rounds or (1 if quick else 3)
     processes = args.processes or ([1] if quick else [1, 2])
     brokers = ["redis", "rabbitmq"] if args.broker == "both" else [args.broker]
     config = {
+        "implementations": [i.value for i in selected],
         "concurrency": levels,
         "seconds_per_slice": seconds,
         "rounds": rounds,
@@ -258,154 +325,65 @@ def measure(args: argparse.Namespace, where: Where) -> CapacityResult:
     errors = 0
     settings = {"notification_delay_seconds": 0.0}
     for broker in brokers:
-        # The project's sent events as the setting's default has them, and (on one
+        # A further broker changes only the implementations that take the stack's.
+        here = [i for i in selected if broker == brokers[0] or uses_the_stack_broker(i)]
+        switchable = [i for i in here if sent_event_setting(i)]
+        # Each one's sent events as the setting's default has them, and (on one
         # process) the other way: the ladder compares like with like.
-        variants: list[tuple[int, str | None]] = [(p, None) for p in processes]
-        if not quick:
-            variants.append((processes[0], "other"))
-        for p, other in variants:
-            sides = ["bg", "celery"] if broker == brokers[0] and other is None else ["celery"]
+        variants = [(p, False) for p in processes]
+        if switchable and not quick:
+            variants.append((processes[0], True))
+        for p, switched in variants:
+            impls = switchable if switched else here
+            if not impls:
+                continue
+            needs = ("broker",) if any(uses_the_stack_broker(i) for i in impls) else ()
             spec = StackSpec(
-                ("redis", "broker", *(API[s] for s in sides)),
+                ("redis", *needs, *(API[i] for i in impls)),
                 settings=settings,
                 broker=broker,
                 api_processes=p,
             )
             with open_stack(where, spec, label=f"capacity-{broker}") as target:
-                events = target.settings.celery_send_sent_event
-                if other is not None:
-                    events = not events
-                    target.reconfigure(API["celery"], celery_send_sent_event=events)
+                events: dict[Implementation, bool] = {}
+                for impl in impls:
+                    setting = sent_event_setting(impl)
+                    if setting is None:
+                        continue
+                    events[impl] = bool(getattr(target.settings_for(API[impl]), setting))
+                    if switched:
+                        events[impl] = not events[impl]
+                        target.reconfigure(API[impl], **{setting: events[impl]})
+                rungs = {impl: ladder(openapi(target.url(impl))) for impl in impls}
                 say(
-                    f"capacity: {broker}, {p} process(es) per API, the project's sent events "
-                    f"{'on' if events else 'off'}: {', '.join(sides)}"
+                    f"capacity: {broker}, {p} process(es) per API"
+                    + (", sent events switched" if switched else "")
+                    + f": {', '.join(impls)}"
                 )
-                levels_data = _ladder(
-                    target, sides, RUNGS, levels, rounds, seconds, f"capacity {broker} {p}p"
+                measured = _ladders(
+                    target, rungs, levels, rounds, seconds, f"capacity {broker} {p}p"
                 )
                 if cross_check is None and p == 1 and broker == "redis":
-                    c = levels[-1]
-                    url = target.url("celery") + f"/send-notification/{EMAIL}"
-                    ours = levels_data[str(c)]["celery"]["default"]["per_s"]
-                    theirs = _wrk(url, c, max(seconds * rounds, 3.0))
-                    _purge(target)
-                    cross_check = {
-                        "rung": "celery default",
-                        "concurrency": c,
-                        "ours_per_s": ours,
-                        "wrk_per_s": theirs,
-                        "wrk_over_ours": ratio(theirs, ours) if theirs else None,
-                    }
+                    wrk_seconds = max(seconds * rounds, 3.0)
+                    cross_check = _cross_check(target, impls, measured, levels[-1], wrk_seconds)
+            ladders: list[dict[str, Any]] = [
+                {
+                    "implementation": impl.value,
+                    "title": IMPLEMENTATIONS[impl].title,
+                    "broker": broker if uses_the_stack_broker(impl) else None,
+                    "sent_events": events.get(impl),
+                    "rungs": {r.name: r.label for r in rungs[impl]},
+                    "levels": measured[impl],
+                }
+                for impl in impls
+            ]
             errors += sum(
-                r["errors"] for lv in levels_data.values() for s in lv.values() for r in s.values()
+                r["errors"] for lad in ladders for lv in lad["levels"].values() for r in lv.values()
             )
             runs.append(
-                {
-                    "broker": broker,
-                    "processes": p,
-                    "sent_event": events,
-                    "levels": levels_data,
-                }
+                {"broker": broker, "processes": p, "switched": switched, "ladders": ladders}
             )
     return CapacityResult(config, runs, cross_check, errors, where.kind)
-
-
-def _rung_row(run: dict[str, Any], side: str, level: str) -> list[list[Any]]:
-    rows = []
-    stock = run["levels"][level]["celery"] if side == "celery" else {}
-    same = "stock-events" if run["sent_event"] else "stock"
-    for name, r in run["levels"][level][side].items():
-        vs_stock = ratio(r["per_s"], stock[same]["per_s"]) if side == "celery" else None
-        vs_floor = ratio(r["per_s"], stock["floor"]["per_s"]) if side == "celery" else None
-        on = side == "celery" and name in PROJECT and run["sent_event"]
-        events = " (events on)" if on else ""
-        rows.append(
-            [
-                f"{LABELS[name]}{events}",
-                r["per_s"],
-                r["p50_ms"],
-                r["p99_ms"],
-                "—" if r["cpu_us"] is None else r["cpu_us"],
-                "—" if vs_stock is None else vs_stock,
-                "—" if vs_floor is None else vs_floor,
-                r["errors"],
-            ]
-        )
-    return rows
-
-
-def render(data: dict[str, Any]) -> str:
-    cfg = data["config"]
-    parts = []
-    headers = [
-        "rung",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "API CPU µs/request",
-        "× stock (same events)",
-        "× floor",
-        "errors",
-    ]
-    for run in data["runs"]:
-        level = str(max(int(c) for c in run["levels"]))
-        for side in run["levels"][level]:
-            title = (
-                f"**{'Celery' if side == 'celery' else 'BackgroundTasks'}** "
-                + (f"on {run['broker']}, " if side == "celery" else "")
-                + f"{run['processes']} process{'es' if run['processes'] > 1 else ''}, "
-                f"{level} connections"
-                + (
-                    f", the project's sent events {'on' if run['sent_event'] else 'off'}"
-                    if side == "celery"
-                    else ""
-                )
-            )
-            parts.append(f"{title}\n\n{markdown_table(headers, _rung_row(run, side, level))}")
-    check = data.get("cross_check")
-    if check and check.get("wrk_per_s"):
-        parts.append(
-            f"Cross-check: {check['rung']} at {check['concurrency']} connections, this "
-            f"client {check['ours_per_s']:.0f} req/s, wrk {check['wrk_per_s']:.0f} req/s "
-            f"(wrk/ours {check['wrk_over_ours']:.2f})."
-        )
-    parts.append(
-        f"Closed loop: each of C keep-alive connections sends the next request as soon as "
-        f"the last is answered; {cfg['rounds']} slices of {cfg['seconds_per_slice']:g} s per "
-        "rung, interleaved, after a warm-up; the API's CPU from its process tree. No worker "
-        "runs: the Celery API only publishes (the queues are emptied between slices); the "
-        "BackgroundTasks API also does the work (NOTIFICATION_DELAY_SECONDS=0), after it "
-        "answers: its slice lasts until that work is done too (its req/s counts the drain, "
-        "its CPU the work). *× stock*: "
-        "req/s over the stock send_task rung with the same sent-event setting, in the same "
-        "run; *× floor*: over one round trip for both messages. Every process and the client "
-        "share this machine's CPUs."
-    )
-    return "\n\n".join(parts)
-
-
-def chart(data: dict[str, Any], path: Path) -> None:
-    from experiments.reporting import charts
-
-    runs = [r for r in data["runs"] if r["processes"] == 1]
-    fig, axes = charts.figure(1, max(len(runs), 1), size=(6 * max(len(runs), 1), 4.8))
-    for ax, run in zip(axes, runs, strict=False):
-        level = str(max(int(c) for c in run["levels"]))
-        names, values, colors = [], [], []
-        for side, color in (("bg", "#1f77b4"), ("celery", "#2ca02c")):
-            for name, r in run["levels"][level].get(side, {}).items():
-                names.append(f"{side}: {name}")
-                values.append(r["per_s"])
-                colors.append(color)
-        ax.barh(range(len(names)), values, color=colors)
-        for y, v in enumerate(values):
-            ax.annotate(f"{v:.0f}", (v, y), va="center", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel(f"req/s at {level} connections, 1 process")
-        events = "on" if run["sent_event"] else "off"
-        ax.set_title(f"{run['broker']}, the project's sent events {events}", fontsize=9)
-    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

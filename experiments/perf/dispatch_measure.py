@@ -1,100 +1,77 @@
-"""The dispatch measurement itself, with nothing but what the services have:
-Celery, kombu and redis-py, and ``experiments.stats`` (standard library), so it
-also runs in a one-off container of the stack's image: ``python -m
-experiments.perf.dispatch_measure``, JSON out.
+"""The dispatch measurement itself: each implementation's broker publish against
+the cheapest write of a message as long as its own, with nothing but what the
+services have (the implementation's own package, redis-py, and ``experiments.stats``:
+standard library), so it also runs in a one-off container of the stack's image:
+``python -m experiments.perf.dispatch_measure``, JSON out.
+
+What is timed is the implementation's to say: its package's ``dispatch_bench``
+module (found from the declaration, ``<package>.dispatch_bench``) makes a bench per
+broker (``redis_bench(url)``, and ``amqp_bench(broker_url, ledger_url)`` where it
+publishes to RabbitMQ too) whose ``variants()`` are the calls, the floor first, and
+names the variant held to the target and profiled (``PROFILED``) and the Redis
+client class it builds (``CLIENT_CLASS``); ``describe(entry)`` words where that
+call's CPU goes. Everything else is measured here the same way for every one.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
+import importlib.util
+import inspect
 import json
 import pstats
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import Any, Protocol
 
 import redis
 
 from experiments.stats import ratio, summary
+from shared.services import IMPLEMENTATIONS, Delivery, Implementation
 
-QUEUE = "dispatch-bench"
-TASK = "logs.write"
 TARGET_RATIO = 3.0
+BENCH_MODULE = "{}.dispatch_bench"
 
 
-class _Senders:
-    """The three Celery-side variants every broker is measured with: ``send_task``
-    without and with the task-sent event, and what the API does per task (the
-    ledger write, then the publish: the Celery route's hand-over minus HTTP and the
-    handover's account)."""
+class Bench(Protocol):
+    """One implementation's calls on one broker (its package's ``dispatch_bench``)."""
 
-    KWARGS: ClassVar[dict[str, str]] = {"message": "item created: 노트북 (1,500,000.00)"}
-
-    def __init__(self, broker_url: str, ledger_url: str) -> None:
-        from celery_app.config import create_celery
-        from shared.ledger import Ledger, connect
-        from shared.models import Implementation
-        from shared.settings import explicit_settings
-
-        settings = explicit_settings(redis_url=ledger_url, celery_broker_url=broker_url)
-        # As the API makes it, with the task-sent event on and off (CELERY_SEND_SENT_EVENT).
-        self.celery = create_celery(settings, publisher=True)
-        self.celery.conf.task_send_sent_event = True
-        self.quiet = create_celery(settings, publisher=True)
-        self.quiet.conf.task_send_sent_event = False
-        self.ledger_client = connect(ledger_url)
-        self.ledger = Ledger(self.ledger_client, Implementation.celery)
-
-    def send(self, app: Any, task_id: str | None = None) -> object:
-        """One message through ``app``, as the API publishes one."""
-        task_id = task_id or str(uuid.uuid4())
-        return app.send_task(TASK, kwargs=self.KWARGS, task_id=task_id, queue=QUEUE)
-
-    def send_one(self) -> object:
-        return self.send(self.celery)
+    floor: str  # the raw write's variant
+    profiled: str  # the library's publish: held to the target, profiled
+    message_bytes: int
 
     def variants(self) -> dict[str, Callable[[], object]]:
-        from shared.models import TaskKind
+        """Every variant's call, the floor first."""
+        ...
 
-        def schedule() -> object:
-            [task_id] = self.ledger.record_new(TaskKind.log)
-            return self.send(self.celery, task_id)
+    def between(self) -> None:
+        """Empty what the calls filled (after each round)."""
+        ...
 
-        return {
-            "send_task, no sent-event": lambda: self.send(self.quiet),
-            "send_task": self.send_one,
-            "API schedule()": schedule,
-        }
-
-    def close(self) -> None:
-        self.ledger_client.close()
-        self.celery.close()
-        self.quiet.close()
+    def close(self) -> None: ...
 
 
-def _callables(url: str) -> tuple[dict[str, Callable[[], object]], int, Callable[[], None]]:
-    senders = _Senders(url, url)
-    # The payload of the raw LPUSH is as long as the message Celery actually sends.
-    raw = redis.Redis.from_url(url)
-    senders.send_one()
-    message = raw.lindex(QUEUE, 0) or b""
-    payload = b"x" * len(message)
-    fns: dict[str, Callable[[], object]] = {
-        "lpush": lambda: raw.lpush(QUEUE, payload),
-        **senders.variants(),
-    }
+def bench_module(impl: Implementation | str) -> ModuleType | None:
+    """The implementation's ``dispatch_bench`` module; None: it declares none."""
+    name = BENCH_MODULE.format(IMPLEMENTATIONS[Implementation(impl)].package)
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
 
-    def close() -> None:
-        raw.delete(QUEUE)
-        raw.close()
-        senders.close()
 
-    return fns, len(message), close
+def publishers() -> tuple[Implementation, ...]:
+    """The declared implementations that hand their tasks to a broker and declare a bench."""
+    return tuple(
+        impl
+        for impl, spec in IMPLEMENTATIONS.items()
+        if spec.delivery == Delivery.broker and bench_module(impl) is not None
+    )
 
 
 def _time(
@@ -122,47 +99,31 @@ def _time(
     return times, cpu
 
 
-def measure_amqp(broker_url: str, ledger_url: str, calls: int) -> dict[str, Any]:
-    """The same hand-over with RabbitMQ as the broker (the ledger stays in Redis).
+def on_amqp(impl: Implementation | str) -> bool:
+    """Does the implementation's bench publish to RabbitMQ too?"""
+    return hasattr(bench_module(impl), "amqp_bench")
 
-    The floor is a raw ``basic_publish`` (py-amqp, the client kombu uses) of a
-    persistent message as long as Celery's, with publisher confirms: what Celery
-    does here too (``confirm_publish``), so both wait for the broker's "got it"."""
-    import amqp
 
-    senders = _Senders(broker_url, ledger_url)
-    rest = broker_url.split("://", 1)[1]
-    creds, _, hostpart = rest.rpartition("@")
-    user, _, password = creds.partition(":")
-    host, _, vhost = hostpart.partition("/")
-    raw = amqp.Connection(host, userid=user, password=password, virtual_host=vhost or "/")
-    raw.connect()
-    channel = raw.channel()
-    channel.queue_declare(QUEUE, durable=True, auto_delete=False)
-    # A message as long as the one Celery publishes (headers and JSON body together).
-    senders.send_one()
-    message = channel.basic_get(QUEUE, no_ack=True)
-    size = len(message.body) + len(str(message.properties)) if message else 600
-    payload = b"x" * size
-    fns: dict[str, Callable[[], object]] = {
-        # Waits for the broker's ack, as Celery's publish does with confirm_publish.
-        "basic_publish": lambda: channel.basic_publish_confirm(
-            amqp.Message(payload, delivery_mode=2), routing_key=QUEUE
-        ),
-        **senders.variants(),
-    }
+def measure_amqp(
+    impl: Implementation | str, broker_url: str, ledger_url: str, calls: int
+) -> dict[str, Any] | None:
+    """The same hand-over with RabbitMQ as the broker (the ledger stays in Redis);
+    None: the implementation declares no bench there."""
+    module = bench_module(impl)
+    if module is None or not on_amqp(impl):
+        return None
+    bench: Bench = module.amqp_bench(broker_url, ledger_url)
     try:
-        times, cpu = _time(fns, calls, lambda: channel.queue_purge(QUEUE))
+        fns = bench.variants()
+        times, cpu = _time(fns, calls, bench.between)
     finally:
-        channel.queue_delete(QUEUE)
-        raw.close()
-        senders.close()
+        bench.close()
     stats = {name: summary(ts, scale=1e6) for name, ts in times.items()}  # microseconds
     for name in stats:
         stats[name]["client_cpu_us"] = 1e6 * cpu[name] / max(len(times[name]), 1)
-    floor = stats["basic_publish"]["p50"]
+    floor = stats[bench.floor]["p50"]
     return {
-        "message_bytes": size,
+        "message_bytes": bench.message_bytes,
         "calls": calls,
         "variants": stats,
         "ratios": {name: {"p50": ratio(v["p50"], floor)} for name, v in stats.items()},
@@ -174,11 +135,33 @@ def _commandstats(client: redis.Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 
-def measure(url: str, calls: int) -> dict[str, Any]:
-    fns, message_bytes, close = _callables(url)
+def _client_class(reference: str) -> type:
+    module, _, name = reference.rpartition(".")
+    found: type = getattr(importlib.import_module(module), name)
+    return found
+
+
+def _construction_us(cls: type, url: str, n: int) -> float:
+    """What building one client object of ``cls`` on an existing pool costs, alone."""
+    pool = cls.from_url(url).connection_pool  # type: ignore[attr-defined]
+    t = time.perf_counter()
+    for _ in range(n):
+        cls(connection_pool=pool)
+    return 1e6 * (time.perf_counter() - t) / n
+
+
+def measure(impl: Implementation | str, url: str, calls: int) -> dict[str, Any]:
+    """One implementation's publish on Redis (broker and ledger on ``url``)."""
+    impl = Implementation(impl)
+    module = bench_module(impl)
+    if module is None:
+        raise ValueError(f"{impl}: its package declares no dispatch bench")
+    bench: Bench = module.redis_bench(url)
+    client_class = _client_class(module.CLIENT_CLASS)
     admin = redis.Redis.from_url(url)
     try:
-        times, cpu = _time(fns, calls, lambda: admin.delete(QUEUE))
+        fns = bench.variants()
+        times, cpu = _time(fns, calls, bench.between)
         # Redis commands per call, one variant at a time.
         commands: dict[str, dict[str, float]] = {}
         n = min(calls, 500)
@@ -191,51 +174,56 @@ def measure(url: str, calls: int) -> dict[str, Any]:
             # INFO itself is one command on the admin connection.
             delta["info"] = delta.get("info", 0) - 1 / n
             commands[name] = {k: round(v, 3) for k, v in delta.items() if v > 0.001}
-        admin.delete(QUEUE)
-        profile, top, constructions = _profile(fns["send_task"], n)
-        # kombu's Redis channel builds a new redis.Redis client object for each
-        # command it sends (conn_or_acquire); redis-py fills ~170 response callbacks
-        # per instance. Timed on its own, since it shows up at the top of the profile.
-        t = time.perf_counter()
-        for _ in range(n):
-            redis.Redis(connection_pool=admin.connection_pool)
-        construct_us = 1e6 * (time.perf_counter() - t) / n
+        bench.between()
+        profile, top, constructions = _profile(fns[bench.profiled], n, client_class)
+        # A client library may build a new client object per command it sends (its
+        # bench's CLIENT_CLASS); redis-py fills ~170 response callbacks per instance.
+        # Timed on its own: it shows up at the top of a profile.
+        construct_us = _construction_us(client_class, url, n)
     finally:
-        close()
+        bench.close()
         admin.close()
     stats = {name: summary(ts, scale=1e6) for name, ts in times.items()}  # microseconds
     for name in stats:
         stats[name]["client_cpu_us"] = 1e6 * cpu[name] / max(len(times[name]), 1)
         stats[name]["redis_commands"] = sum(commands[name].values())
-    lpush = stats["lpush"]["p50"]
+    floor = stats[bench.floor]
+    measured = ratio(stats[bench.profiled]["p50"], floor["p50"])
     return {
-        "message_bytes": message_bytes,
+        "title": IMPLEMENTATIONS[impl].title,
+        "floor": bench.floor,
+        "profiled": bench.profiled,
+        "message_bytes": bench.message_bytes,
         "calls": calls,
         "variants": stats,
         "commands": commands,
         "profile": profile,
         "top_functions": top,
-        "redis_clients_per_send_task": constructions,
+        "redis_clients_per_call": constructions,
         "redis_client_construction_us": construct_us,
         "ratios": {
-            name: {"p50": ratio(s["p50"], lpush), "mean": ratio(s["mean"], stats["lpush"]["mean"])}
+            name: {"p50": ratio(s["p50"], floor["p50"]), "mean": ratio(s["mean"], floor["mean"])}
             for name, s in stats.items()
         },
         "targets": [
             {
-                "target": f"send_task p50 ≤ {TARGET_RATIO:g}× LPUSH p50",
-                "measured": ratio(stats["send_task"]["p50"], lpush),
-                "met": ratio(stats["send_task"]["p50"], lpush) <= TARGET_RATIO,
+                "target": f"{bench.profiled} p50 ≤ {TARGET_RATIO:g}× {bench.floor.upper()} p50",
+                "measured": measured,
+                "met": measured <= TARGET_RATIO,
             }
         ],
     }
 
 
 def _profile(
-    fn: Callable[[], object], n: int
+    fn: Callable[[], object], n: int, client_class: type
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
-    """Where ``send_task`` spends its own time (tottime): by package, the top
-    functions, and how many redis.Redis objects it constructs per call."""
+    """Where ``fn`` spends its own time (tottime): by package, the top functions, and
+    how many ``client_class`` objects it constructs per call."""
+    # The constructor itself (under its decorators): its file holds other classes'
+    # ``__init__`` too.
+    client_file = client_class.__module__.replace(".", "/") + ".py"
+    client_line = inspect.unwrap(client_class.__init__).__code__.co_firstlineno  # type: ignore[misc]
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(n):
@@ -251,7 +239,7 @@ def _profile(
         groups[_package(filename)] = groups.get(_package(filename), 0.0) + tottime
         short = re.sub(r".*(site-packages|python3\.\d+)/", "", filename)
         functions.append((tottime, f"{short}:{line}({func})", nc / n))
-        if short == "redis/client.py" and func == "__init__":
+        if (short, line, func) == (client_file, client_line, "__init__"):
             constructions = nc / n
     by_package = [
         {"where": k, "share": v / total, "us_per_call": 1e6 * v / n}
@@ -281,11 +269,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--amqp-url", default=None, help="also measure RabbitMQ as the broker")
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument(
+        "--implementations",
+        default=",".join(publishers()),
+        help="comma-separated (default: every one that publishes to a broker)",
+    )
     args = parser.parse_args(argv)
-    data = measure(args.redis_url, args.calls)
-    if args.amqp_url:
-        data["rabbitmq"] = measure_amqp(args.amqp_url, args.redis_url, args.calls)
-    print(json.dumps(data))
+    found: dict[str, dict[str, Any]] = {}
+    for name in filter(None, (n.strip() for n in args.implementations.split(","))):
+        entry = measure(name, args.redis_url, args.calls)
+        if args.amqp_url and (
+            rabbit := measure_amqp(name, args.amqp_url, args.redis_url, args.calls)
+        ):
+            entry["rabbitmq"] = rabbit
+        found[Implementation(name).value] = entry
+    # The data is this command's output (the caller reads its last line), not a log.
+    sys.stdout.write(json.dumps({"implementations": found}) + "\n")
     return 0
 
 

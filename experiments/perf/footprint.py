@@ -1,13 +1,18 @@
-"""Footprint: the resident memory each side needs, at idle and under load.
+"""Footprint: the resident memory each implementation needs, at idle and under load.
 
-- BackgroundTasks: one process, the API (the work runs inside it). It records to
-  the ledger in Redis when Redis is there, but does not need it.
-- Celery: the API, the worker (its main process and its prefork children), beat,
-  Redis (the broker) and Flower (monitoring).
+Each implementation declared in ``shared.services`` (``--implementations``) is a
+side: its own Python services (its API, what runs its work, its scheduler, a
+monitor), and its broker: the stack's (Redis or RabbitMQ, ``--broker``) where it
+takes the stack's (``"broker"`` in its ``needs``), the ledger's Redis where it hands
+its tasks to a broker of its own (its ``<QUEUE>_BROKER_URL`` is empty on a stack), and
+none where it holds them in process memory: it records to the ledger in Redis when
+Redis is there, but does not need it. Those that take the stack's broker are
+measured on every broker's stack; the others on the first one only.
 
-Local: every process is started here (Flower too), and measured with psutil:
-RSS, and PSS where the OS gives it (Linux): prefork children share pages with
-their parent, which RSS counts once per process and PSS splits between them.
+Local: every process is started here (a monitor too), and measured with psutil:
+RSS, and PSS where the OS gives it (Linux): forked children share pages with their
+parent, which RSS counts once per process and PSS splits between them. A process
+a broker starts that the table does not declare (RabbitMQ's epmd) is the broker's.
 Compose: ``docker stats`` per container (the cgroup's memory, page cache included).
 
 Under load: notification requests to each side in turn (a closed loop of
@@ -21,40 +26,105 @@ import argparse
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from experiments.common import say
+from experiments.common import add_implementations_argument, say
 from experiments.perf import base
 from experiments.perf.load import submit, wait_finished
-from experiments.reporting.tables import markdown_table
+from experiments.reporting.footprint import ON, chart, render
 from harness.stacks import BROKERS, StackSpec, Where, open_stack
 from harness.target import Target, Unsupported
+from shared.services import (
+    IMPLEMENTATIONS,
+    SERVICES,
+    Delivery,
+    Implementation,
+    delivery_of,
+    services_of,
+)
 
 NAME = "footprint"
-# What each side needs running (a process a side does not need is not counted:
-# the ledger's Redis is the experiments' instrument, not RabbitMQ's side's broker).
-SIDES = {
-    "bg": ["bg-api"],
-    "celery": ["celery-api", "worker", "beat", "redis", "flower"],
-    "celery on rabbitmq": ["celery-api", "worker", "beat", "rabbitmq", "epmd", "flower"],
-}
-# Which side each broker's stack measures (its load goes to the Celery API).
-BROKER_SIDES = {"redis": ("bg", "celery"), "rabbitmq": ("celery on rabbitmq",)}
 MiB = 1024 * 1024
+# The Redis every stack runs: the ledger's, and the broker of those that take none
+# from the stack but hand their tasks to one.
+LEDGER_REDIS = "redis"
+
+
+def uses_the_stack_broker(impl: Implementation) -> bool:
+    return "broker" in IMPLEMENTATIONS[impl].needs
+
+
+@dataclass(frozen=True)
+class Side:
+    """An implementation on one broker's stack."""
+
+    implementation: Implementation
+    broker: str  # the stack's
+    first: bool  # the first broker measured (its sides' keys name no broker)
+
+    @property
+    def key(self) -> str:
+        if self.first or not uses_the_stack_broker(self.implementation):
+            return self.implementation.value
+        return f"{self.implementation}{ON}{self.broker}"
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Its own Python services, as the stack starts them."""
+        return tuple(s for s in services_of(self.implementation) if SERVICES[s].python)
+
+    def broker_processes(self, broker_service: str, present: Iterable[str]) -> list[str]:
+        """The processes of the broker it counts (the server and what it started)."""
+        if uses_the_stack_broker(self.implementation):
+            return [broker_service, *(p for p in present if p not in SERVICES)]
+        if delivery_of(self.implementation) == Delivery.broker:
+            return [LEDGER_REDIS]
+        return []
+
+    def counted_broker(self, broker_service: str) -> str | None:
+        if uses_the_stack_broker(self.implementation):
+            return broker_service
+        return LEDGER_REDIS if delivery_of(self.implementation) == Delivery.broker else None
+
+    def processes(self, broker_service: str, present: Iterable[str]) -> list[str]:
+        present = list(present)
+        wanted = [*self.services, *self.broker_processes(broker_service, present)]
+        return [p for p in dict.fromkeys(wanted) if p in present]
+
+
+def sides_for(selected: Sequence[Implementation], brokers: Sequence[str]) -> dict[str, list[Side]]:
+    """Each broker's stack: the sides measured on it, in the order given."""
+    return {
+        broker: [
+            Side(impl, broker, broker == brokers[0])
+            for impl in selected
+            if broker == brokers[0] or uses_the_stack_broker(impl)
+        ]
+        for broker in brokers
+    }
+
+
+def stack_services(sides: Sequence[Side]) -> tuple[str, ...]:
+    needs_broker = any(uses_the_stack_broker(s.implementation) for s in sides)
+    return (
+        LEDGER_REDIS,
+        *(("broker",) if needs_broker else ()),
+        *dict.fromkeys(svc for side in sides for svc in side.services),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_arguments(parser)
+    add_implementations_argument(parser, tuple(IMPLEMENTATIONS), "whose processes to measure")
     parser.add_argument("--requests", type=int, help="notification requests per side (600)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (8)")
     parser.add_argument(
         "--broker",
         choices=(*BROKERS, "both"),
         default="both",
-        help="the Celery side's broker(s) to measure (default both)",
+        help="the stack's broker(s), for the implementations that take it (default both)",
     )
 
 
@@ -127,50 +197,66 @@ class FootprintResult:
 
 def measure(args: argparse.Namespace, where: Where) -> FootprintResult:
     n = args.requests or (40 if args.quick else 600)
-    say(f"footprint: idle, then {n} notification requests per side")
-    services = ("redis", "broker", "bg-api", "celery-api", "worker", "beat", "flower")
+    selected: tuple[Implementation, ...] = args.implementations
+    say(f"footprint: {', '.join(selected)}; idle, then {n} notification requests per side")
     brokers = list(BROKERS) if args.broker == "both" else [args.broker]
     idle: dict[str, dict[str, dict[str, float]]] = {}
     loaded: dict[str, dict[str, dict[str, float]]] = {}
+    measured: dict[str, tuple[Side, str | None]] = {}
     errors = 0
-    for broker in brokers:
-        spec = StackSpec(services, settings={"notification_delay_seconds": 0.02}, broker=broker)
+    for broker, sides in sides_for(selected, brokers).items():
+        if not sides:
+            continue
+        spec = StackSpec(
+            stack_services(sides), settings={"notification_delay_seconds": 0.02}, broker=broker
+        )
         try:
             with open_stack(where, spec, label=f"footprint-{broker}") as target:
                 sample = sampler(target)
                 time.sleep(2)  # let every process finish starting up
                 now = sample()
-                for side in BROKER_SIDES[broker]:
-                    idle[side] = {k: v for k, v in now.items() if k in SIDES[side]}
-                    api = "bg" if side == "bg" else "celery"
+                for side in sides:
+                    own = side.processes(target.broker_service, now)
+                    measured[side.key] = (side, side.counted_broker(target.broker_service))
+                    idle[side.key] = {k: now[k] for k in own}
+                    url = target.url(side.implementation)
                     with PeakSampler(sample) as peak:
-                        ids, errs = asyncio.run(_load(target.url(api), n, args.concurrency, side))
-                        wait_finished(target, ids, timeout=60 + n * 0.1, label=f"{side} tasks")
+                        ids, errs = asyncio.run(_load(url, n, args.concurrency, side.key))
+                        wait_finished(target, ids, timeout=60 + n * 0.1, label=f"{side.key} tasks")
                     errors += errs
-                    loaded[side] = {k: v for k, v in peak.peak.items() if k in SIDES[side]}
+                    loaded[side.key] = {k: v for k, v in peak.peak.items() if k in own}
         except Unsupported as exc:  # a compose stack runs one broker
-            say(f"footprint: skipping Celery on {broker}: {exc}")
-    data = _analyse(idle, loaded, where.kind)
+            say(f"footprint: skipping the stack on {broker}: {exc}")
+    data = analyse(measured, idle, loaded, where.kind)
     return FootprintResult(
         **data,
-        config={"requests": n, "concurrency": args.concurrency, "NOTIFICATION_DELAY_SECONDS": 0.02},
+        config={
+            "implementations": [i.value for i in selected],
+            "requests": n,
+            "concurrency": args.concurrency,
+            "NOTIFICATION_DELAY_SECONDS": 0.02,
+        },
         http_errors=errors,
     )
 
 
-def _analyse(
-    idle: dict[str, dict[str, Any]], loaded: dict[str, dict[str, Any]], target: str
+def analyse(
+    measured: dict[str, tuple[Side, str | None]],
+    idle: dict[str, dict[str, Any]],
+    loaded: dict[str, dict[str, Any]],
+    target: str,
 ) -> dict[str, Any]:
+    """Each side's processes, idle and at their peak under load, and its totals; each
+    side's totals against the first side that holds its tasks in process memory."""
     sides: dict[str, dict[str, Any]] = {}
-    for side, services in SIDES.items():
-        if side not in idle:
-            continue
+    for key, (side, broker) in measured.items():
         rows: dict[str, dict[str, Any]] = {
-            s: {"idle": idle[side][s], "load": loaded.get(side, {}).get(s) or idle[side][s]}
-            for s in services
-            if s in idle[side]
+            s: {"idle": mem, "load": loaded.get(key, {}).get(s) or mem}
+            for s, mem in idle[key].items()
         }
-        sides[side] = {
+        sides[key] = {
+            "implementation": side.implementation.value,
+            "broker": broker,
             "processes": rows,
             "idle_rss_mib": sum(r["idle"]["rss"] for r in rows.values()),
             "load_rss_mib": sum(r["load"]["rss"] for r in rows.values()),
@@ -178,109 +264,24 @@ def _analyse(
             "load_pss_mib": sum(r["load"]["pss"] for r in rows.values()),
         }
     ratios: dict[str, float] = {}
-    bg = sides.get("bg")
-    for side, d in sides.items():
-        if side == "bg" or bg is None:
-            continue
-        for phase in ("idle", "load"):
-            for metric in ("rss", "pss"):
-                key = f"{side}/bg {phase} {metric.upper()}"
-                ratios[key] = d[f"{phase}_{metric}_mib"] / bg[f"{phase}_{metric}_mib"]
-    return {"sides": sides, "target": target, "ratios": ratios}
-
-
-def render(data: dict[str, Any]) -> str:
-    rows = []
-    for side, d in data["sides"].items():
-        for service, r in d["processes"].items():
-            rows.append(
-                [
-                    side,
-                    service,
-                    r["idle"]["processes"],
-                    r["idle"]["rss"],
-                    r["load"]["rss"],
-                    r["idle"]["pss"],
-                    r["load"]["pss"],
-                ]
-            )
-        rows.append(
-            [
-                f"**{side} total**",
-                "",
-                "",
-                d["idle_rss_mib"],
-                d["load_rss_mib"],
-                d["idle_pss_mib"],
-                d["load_pss_mib"],
-            ]
-        )
-    table = markdown_table(
-        [
-            "side",
-            "process",
-            "processes",
-            "idle RSS MiB",
-            "peak RSS MiB under load",
-            "idle PSS MiB",
-            "PSS MiB under load",
-        ],
-        rows,
+    baseline = next(
+        (
+            k
+            for k, (s, _) in measured.items()
+            if delivery_of(s.implementation) == Delivery.in_process
+        ),
+        None,
     )
-    table += "\n\n" + markdown_table(
-        ["ratio", "value"], [[k, v] for k, v in data["ratios"].items()]
-    )
-    cfg = data["config"]
-    notes = (
-        f"Load: {cfg['requests']} notification requests per side, {cfg['concurrency']} "
-        f"clients, NOTIFICATION_DELAY_SECONDS={cfg['NOTIFICATION_DELAY_SECONDS']}. The "
-        "worker row is its main process plus its prefork children (2). PSS splits pages "
-        "shared between processes (forked children) among them; RSS counts them in each. "
-        "Redis is listed on the Celery side when it is the broker; on RabbitMQ the broker is "
-        "RabbitMQ (with its epmd), and the ledger's Redis is counted on neither side: it is the "
-        "comparison's instrument (the BackgroundTasks app writes its ledger there when it is "
-        "configured, but runs without it)."
-    )
-    if data["target"] == "compose":
-        notes += " Compose: `docker stats` memory per container (RSS and PSS columns equal)."
-    return f"{table}\n\n{notes}"
-
-
-def chart(data: dict[str, Any], path: Path) -> None:
-    from experiments.reporting import charts
-
-    fig, (ax1, ax2) = charts.figure(1, 2, size=(11, 4.8))
-    for ax, metric in ((ax1, "rss"), (ax2, "pss")):
-        labels: list[str] = []
-        for side, d in data["sides"].items():
+    if baseline is not None:
+        ref = sides[baseline]
+        for key, d in sides.items():
+            if key == baseline:
+                continue
             for phase in ("idle", "load"):
-                x = len(labels)
-                name = {"bg": "BackgroundTasks", "celery": "Celery, Redis"}.get(
-                    side, "Celery, RabbitMQ"
-                )
-                labels.append(f"{name}\n{phase}")
-                bottom = 0.0
-                for service, r in d["processes"].items():
-                    value = r[phase][metric]
-                    color = charts.PALETTE[(list(d["processes"]).index(service) + 1) % 7]
-                    if side == "bg":
-                        color = charts.COLORS["bg"]
-                    ax.bar(
-                        x,
-                        value,
-                        bottom=bottom,
-                        color=color,
-                        edgecolor="white",
-                        label=service if phase == "idle" else None,
-                    )
-                    bottom += value
-                ax.annotate(f"{bottom:.0f}", (x, bottom), ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        ax.set_ylabel(f"{metric.upper()}, MiB")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_title(f"{metric.upper()} per side, stacked by process")
-    ax1.legend(fontsize=7, loc="upper left")
-    charts.save(fig, path, data)
+                for metric in ("rss", "pss"):
+                    name = f"{key}/{baseline} {phase} {metric.upper()}"
+                    ratios[name] = d[f"{phase}_{metric}_mib"] / ref[f"{phase}_{metric}_mib"]
+    return {"sides": sides, "target": target, "ratios": ratios}
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

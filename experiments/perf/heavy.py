@@ -6,51 +6,114 @@ gets a number: heavy jobs (``POST /heavy``: pure-Python arithmetic, sized to
 (``GET /health``, ``async def``, a few hundred bytes) measures how long the same
 API takes to answer, against the same probe with nothing running.
 
-- BackgroundTasks, ``def`` form: the job runs in a thread of the API process and
-  holds the GIL; the probe competes with it for the interpreter.
-- BackgroundTasks, ``async def`` form (``POST /heavy/async``): the job runs on the
-  event loop; the probe waits for it to end.
-- Celery: the job runs in a worker process; the API only publishes.
+Each implementation declared in ``shared.services`` (``--implementations``) runs its
+``/heavy`` route: where it holds its tasks in process memory, the job runs in a
+thread of the API process (a ``def`` task) and holds the GIL, the probe competing
+with it for the interpreter; where a worker runs its tasks, the API only hands the
+job over. An implementation whose package's experiment routes also serve
+``/heavy/async`` (the same job as an ``async def`` task, on the event loop: the
+probe waits for it to end) runs both, its configurations named ``-def`` and
+``-async``.
 
-Then the same with more processes: BackgroundTasks with 2 uvicorn workers, Celery
-with worker concurrency 2. The machine has few cores (2 here), shared by the
-API, the worker, Redis and this load client: the numbers say what each side does
-on such a machine, not on a big one.
+Then the same with more processes (``--processes``): what
+``StackSpec.for_implementation`` gives them to, uvicorn workers or a worker's
+concurrency. The machine has few cores (2 here), shared by the API, the worker,
+Redis and this load client: the numbers say what each implementation does on such
+a machine, not on a big one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from experiments.common import say
+from experiments.common import add_implementations_argument, say
 from experiments.perf import base
 from experiments.perf.load import ProbePool, open_loop, wait_finished
-from experiments.reporting.tables import markdown_table
+from experiments.reporting.heavy import chart, render
 from experiments.stats import ratio, summary
 from harness.stacks import StackSpec, Where, open_stack
+from shared.services import IMPLEMENTATIONS, Implementation
 from shared.work import compute
 
 NAME = "heavy"
-# key -> (label, side, path, processes: uvicorn workers for bg, pool processes for Celery)
-CONFIGS: dict[str, tuple[str, str, str, int]] = {
-    "bg-def": ("BackgroundTasks, def", "bg", "/heavy", 1),
-    "bg-async": ("BackgroundTasks, async def", "bg", "/heavy/async", 1),
-    "celery": ("Celery", "celery", "/heavy", 1),
-    "bg-def-2": ("BackgroundTasks, def, 2 processes", "bg", "/heavy", 2),
-    "bg-async-2": ("BackgroundTasks, async def, 2 processes", "bg", "/heavy/async", 2),
-    "celery-2": ("Celery, 2 processes", "celery", "/heavy", 2),
-}
+HEAVY = "/heavy"
+HEAVY_ASYNC = "/heavy/async"
+# Each route's form, where an implementation serves more than one (its key's suffix).
+FORMS = {HEAVY: ("def", "def"), HEAVY_ASYNC: ("async", "async def")}
+
+
+def serves(impl: Implementation, path: str) -> bool:
+    """Do its package's experiment routes declare ``POST path``?"""
+    module_name = f"{IMPLEMENTATIONS[impl].package}.experiment_routes"
+    if importlib.util.find_spec(module_name) is None:
+        return False
+    router = getattr(importlib.import_module(module_name), "router", None)
+    routes = getattr(router, "routes", [])
+    return any(
+        getattr(r, "path", None) == path and "POST" in (getattr(r, "methods", None) or ())
+        for r in routes
+    )
+
+
+def routes_of(impl: Implementation) -> list[str]:
+    """Its heavy routes: ``/heavy``, and ``/heavy/async`` where it serves that too."""
+    return [HEAVY, *([HEAVY_ASYNC] if serves(impl, HEAVY_ASYNC) else [])]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run: an implementation's heavy route, with so many processes."""
+
+    implementation: Implementation
+    path: str
+    processes: int
+    several_forms: bool  # does the implementation serve more than one heavy route?
+
+    @property
+    def key(self) -> str:
+        key = self.implementation.value
+        if self.several_forms:
+            key += f"-{FORMS[self.path][0]}"
+        return key + (f"-{self.processes}" if self.processes > 1 else "")
+
+    @property
+    def label(self) -> str:
+        label = IMPLEMENTATIONS[self.implementation].title
+        if self.several_forms:
+            label += f", {FORMS[self.path][1]}"
+        if self.processes > 1:
+            label += f", {self.processes} {self.unit}"
+        return label
+
+    @property
+    def unit(self) -> str:
+        return "processes" if base.counts_processes(self.implementation) else "at once"
+
+
+def configs_for(selected: Sequence[Implementation], counts: Sequence[int]) -> list[Config]:
+    """Every selected implementation's heavy routes, with each count of processes: the
+    counts in turn, the implementations in the order given within each."""
+    routes = {impl: routes_of(impl) for impl in selected}
+    return [
+        Config(impl, path, p, len(routes[impl]) > 1)
+        for p in counts
+        for impl in selected
+        for path in routes[impl]
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_arguments(parser)
+    add_implementations_argument(parser, tuple(IMPLEMENTATIONS), "whose APIs to load")
     parser.add_argument("--task-ms", type=float, default=50.0, help="one heavy job, ms (50)")
     parser.add_argument(
         "--load",
@@ -61,8 +124,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, help="how long the load runs (8)")
     parser.add_argument("--every", type=float, default=10.0, help="probe interval, ms (10)")
     parser.add_argument(
-        "--configs", default=",".join(CONFIGS), help="which, comma-separated (default all)"
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="uvicorn workers, or a worker's concurrency, to try (1 2)",
     )
+    parser.add_argument(
+        "--configs",
+        help="which configurations, comma-separated: <implementation>[-def|-async][-<processes>] "
+        "(default all)",
+    )
+
+
+def pick(configs: Sequence[Config], names: str | None) -> list[Config]:
+    """The configurations named (all when None), in the plan's order."""
+    if names is None:
+        return list(configs)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {c.key: c for c in configs}
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise SystemExit(f"heavy: unknown configs {unknown}; known: {', '.join(known)}")
+    return [c for c in configs if c.key in wanted]
 
 
 def rounds_for(ms: float) -> int:
@@ -121,34 +205,31 @@ class HeavyResult:
 def measure(args: argparse.Namespace, where: Where) -> HeavyResult:
     seconds = args.seconds or (3.0 if args.quick else 8.0)
     every = args.every / 1000
+    configs = pick(configs_for(args.implementations, args.processes), args.configs)
     rounds = rounds_for(args.task_ms)
     rate = args.load * 1000 / args.task_ms  # jobs per second: `load` cores' worth
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = set(names) - set(CONFIGS)
-    if unknown:
-        raise SystemExit(f"heavy: unknown configs {sorted(unknown)}; known: {', '.join(CONFIGS)}")
     say(
         f"heavy: {rounds:,} rounds ≈ {args.task_ms:g} ms here; {rate:.1f} jobs/s "
         f"({args.load:g} core's worth) for {seconds:g} s per run; probes every {args.every:g} ms"
     )
     runs: dict[str, dict[str, Any]] = {}
-    for name in names:
-        label, side, path, processes = CONFIGS[name]
-        say(f"  {label}")
+    for config in configs:
+        impl, path, processes = config.implementation, config.path, config.processes
+        say(f"  {config.label}")
         spec = StackSpec.for_implementation(
-            side, processes=processes, settings={"heavy_task_rounds": rounds}
+            impl, processes=processes, settings={"heavy_task_rounds": rounds}
         )
         with open_stack(where, spec, label="heavy") as target:
             idle, loaded, ids, errors, t0 = asyncio.run(
-                _run(target.url(side), path, rate, seconds, every)
+                _run(target.url(impl), path, rate, seconds, every)
             )
             done = wait_finished(
-                target, ids, timeout=60 + len(ids) * args.task_ms / 100, label=name
+                target, ids, timeout=60 + len(ids) * args.task_ms / 100, label=config.key
             )
         ends = [d[2] for d in done.values()]
-        runs[name] = {
-            "label": label,
-            "side": side,
+        runs[config.key] = {
+            "label": config.label,
+            "side": impl.value,
             "path": path,
             "processes": processes,
             "idle_ms": summary(idle.latencies(), keys=("p50", "p99")),
@@ -159,7 +240,7 @@ def measure(args: argparse.Namespace, where: Where) -> HeavyResult:
             "done": len(done),
             "jobs_per_s": len(done) / (max(ends) - t0) if ends else math.nan,
         }
-        r = runs[name]
+        r = runs[config.key]
         r["p50_ratio"] = ratio(r["load_ms"]["p50"], r["idle_ms"]["p50"])
         r["p99_ratio"] = ratio(r["load_ms"]["p99"], r["idle_ms"]["p99"])
     return HeavyResult(
@@ -170,93 +251,12 @@ def measure(args: argparse.Namespace, where: Where) -> HeavyResult:
             "load_cores": args.load,
             "seconds": seconds,
             "probe_every_ms": args.every,
+            "implementations": [i.value for i in args.implementations],
+            "processes": list(args.processes),
         },
         runs=runs,
         target=where.kind,
     )
-
-
-def render(data: dict[str, Any]) -> str:
-    rows = [
-        [
-            r["label"],
-            r["idle_ms"]["p50"],
-            r["load_ms"]["p50"],
-            r["p50_ratio"],
-            r["idle_ms"]["p99"],
-            r["load_ms"]["p99"],
-            r["p99_ratio"],
-            f"{r['done']}/{r['scheduled']}",
-            r["jobs_per_s"],
-        ]
-        for name, r in data["runs"].items()
-    ]
-    table = markdown_table(
-        [
-            "side, form, processes",
-            "probe p50 idle ms",
-            "p50 under load ms",
-            "p50 ×",
-            "probe p99 idle ms",
-            "p99 under load ms",
-            "p99 ×",
-            "heavy jobs done",
-            "jobs/s",
-        ],
-        rows,
-    )
-    c = data["config"]
-    notes = (
-        f"Heavy jobs of {c['rounds']:,} rounds (≈ {c['task_ms']:g} ms of pure Python here) sent at "
-        f"{c['rate_per_s']:.1f} per second ({c['load_cores']:g} core's worth) for "
-        f"{c['seconds']:g} s, while `GET /health` probes the same API every "
-        f"{c['probe_every_ms']:g} ms (sent on schedule, answered or not, each on a new "
-        "connection, so that with several processes each lands where the kernel puts it). "
-        "*×*: under load "
-        "over idle, the same probe on the same stack. *jobs/s*: jobs done from the first "
-        "scheduled to the last finished. Processes: uvicorn workers (BackgroundTasks) or "
-        "Celery pool processes. Every process, Redis and this load client share "
-        f"{data['conditions']['cpus']} CPUs."
-    )
-    return f"{table}\n\n{notes}"
-
-
-def chart(data: dict[str, Any], path: Path) -> None:
-    from experiments.reporting import charts
-
-    fig, (ax1, ax2) = charts.figure(1, 2, size=(13, 4.8))
-    names = list(data["runs"])
-    runs = data["runs"]
-    short = [
-        runs[n]["label"].replace("BackgroundTasks", "BG").replace(", 2 processes", "\n×2")
-        for n in names
-    ]
-    charts.grouped_bars(
-        ax1,
-        short,
-        {
-            "idle p99": [runs[n]["idle_ms"]["p99"] for n in names],
-            "under load p50": [runs[n]["load_ms"]["p50"] for n in names],
-            "under load p99": [runs[n]["load_ms"]["p99"] for n in names],
-        },
-        ylabel="GET /health, ms (log)",
-        colors={"idle p99": "#bdbdbd", "under load p50": "#fdae6b", "under load p99": "#e6550d"},
-        log=True,
-        fmt="{:.0f}",
-    )
-    ax1.tick_params(axis="x", labelsize=7)
-    ax1.set_title("the API's answer while it schedules heavy jobs")
-    charts.grouped_bars(
-        ax2,
-        short,
-        {"jobs/s": [runs[n]["jobs_per_s"] for n in names]},
-        ylabel="heavy jobs done per second",
-        fmt="{:.1f}",
-        group_colors=[charts.COLORS[runs[n]["side"]] for n in names],
-    )
-    ax2.tick_params(axis="x", labelsize=7)
-    ax2.set_title("throughput of the heavy jobs")
-    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

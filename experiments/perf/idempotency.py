@@ -1,13 +1,14 @@
 """Idempotency's cost against the size of the log: ``POST /items/`` tasks per
-second with an empty ``LOG_FILE`` and with one of a million lines, on both sides.
+second with an empty ``LOG_FILE`` and with one of a million lines, for each
+implementation declared in ``shared.services`` (``--implementations``).
 
 Every task checks "was my line already written?" before it writes. That check
 reads one marker file and a few bytes of the log (``shared/work.py``), so a long
 log must not slow it down: the target is the million-line log at ≥ 0.9× the
 empty one's tasks per second.
 
-Local only: the log is filled before the stack starts (compose keeps it in a
-volume). The million lines are other tasks' lines; their markers are not made
+Local only: the log, a file of the stack's own, is filled before the first request
+(compose keeps it in a volume). The million lines are other tasks' lines; their markers are not made
 (only a new task's own marker is ever looked up).
 """
 
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.common import say
+from experiments.common import add_implementations_argument, say
 from experiments.perf import base
 from experiments.perf.throughput import span
-from experiments.reporting.tables import markdown_table, targets_table
+from experiments.reporting.idempotency import chart, render
 from experiments.stats import ratio
 from harness.stacks import StackSpec, Where, open_stack
 from harness.target import Unsupported
+from shared.services import IMPLEMENTATIONS
 
 NAME = "idempotency"
 TARGET = 0.9
@@ -34,6 +36,7 @@ TARGET = 0.9
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_arguments(parser)
+    add_implementations_argument(parser, tuple(IMPLEMENTATIONS), "whose tasks to measure")
     parser.add_argument("--tasks", type=int, help="tasks per measurement (1000)")
     parser.add_argument("--lines", type=int, help="lines in the long log (1000000)")
     parser.add_argument("--concurrency", type=int, default=8, help="HTTP clients (8)")
@@ -76,14 +79,14 @@ def measure(args: argparse.Namespace, where: Where) -> IdempotencyResult:
         raise Unsupported("idempotency fills the log before the stack starts: local target only")
     n = args.tasks or (60 if args.quick else 1000)
     big = args.lines if args.lines is not None else (20_000 if args.quick else 1_000_000)
-    runs: dict[str, dict[str, dict[str, Any]]] = {"bg": {}, "celery": {}}
-    for side in ("bg", "celery"):
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    for impl in args.implementations:
+        side = impl.value
+        runs[side] = {}
         for lines in (0, big):
             label = f"{side}, {lines:,} lines"
             say(f"idempotency: {label}, {n} tasks")
-            with open_stack(
-                where, StackSpec.for_implementation(side), label="idempotency"
-            ) as target:
+            with open_stack(where, StackSpec.for_implementation(impl), label=NAME) as target:
                 log = Path(target.settings.log_file)
                 fill(log, lines)
                 size = log.stat().st_size
@@ -97,7 +100,12 @@ def measure(args: argparse.Namespace, where: Where) -> IdempotencyResult:
         for side in runs
     }
     return IdempotencyResult(
-        config={"tasks": n, "lines": big, "http_concurrency": args.concurrency},
+        config={
+            "implementations": list(runs),
+            "tasks": n,
+            "lines": big,
+            "http_concurrency": args.concurrency,
+        },
         runs=runs,
         ratios=ratios,
         targets=[
@@ -110,48 +118,6 @@ def measure(args: argparse.Namespace, where: Where) -> IdempotencyResult:
         ],
         target=where.kind,
     )
-
-
-def render(data: dict[str, Any]) -> str:
-    rows = [
-        [side, f"{int(lines):,}", r["log_bytes_before"] / 2**20, r["finished"], r["tasks_per_s"]]
-        for side, by_size in data["runs"].items()
-        for lines, r in by_size.items()
-    ]
-    table = markdown_table(
-        ["side", "log lines before", "log MiB before", "tasks done", "tasks/s"], rows
-    )
-    table += "\n\n" + targets_table(data["targets"])
-    cfg = data["config"]
-    notes = (
-        f"{cfg['tasks']} `POST /items/` per run ({cfg['http_concurrency']} clients, closed "
-        "loop), first request to last task done; each run on a fresh stack whose log was "
-        "filled beforehand. The check reads one marker file and the bytes at the offset it "
-        "names; before, it scanned the whole log under the lock, once per task."
-    )
-    return f"{table}\n\n{notes}"
-
-
-def chart(data: dict[str, Any], path: Path) -> None:
-    from experiments.reporting import charts
-
-    fig, (ax,) = charts.figure(1, 1, size=(7, 4))
-    sizes = list(next(iter(data["runs"].values())))
-    charts.grouped_bars(
-        ax,
-        [f"{int(s):,} lines" for s in sizes],
-        {
-            ("BackgroundTasks" if side == "bg" else "Celery"): [
-                data["runs"][side][s]["tasks_per_s"] for s in sizes
-            ]
-            for side in data["runs"]
-        },
-        ylabel="tasks per second",
-        colors={"BackgroundTasks": charts.COLORS["bg"], "Celery": charts.COLORS["celery"]},
-        fmt="{:.0f}",
-    )
-    ax.set_title("the idempotency check against the size of the log")
-    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

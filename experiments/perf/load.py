@@ -256,6 +256,18 @@ async def open_loop(
     return result
 
 
+# --- what an API serves -----------------------------------------------------------------
+
+
+def openapi(base_url: str, timeout: float = 10) -> dict[str, Any]:
+    """The API's OpenAPI document: the routes it serves (its experiment routes with
+    them, where the stack mounts them), as its own package declares them."""
+    r = httpx.get(f"{base_url}/openapi.json", timeout=timeout)
+    r.raise_for_status()
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
 # --- the ledger, read cheaply -----------------------------------------------------------
 
 

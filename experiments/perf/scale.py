@@ -1,19 +1,25 @@
-"""More processes: I/O-bound notifications per second against the number of Celery
-worker processes and of BackgroundTasks API processes.
+"""More processes: I/O-bound notifications per second against the number of
+processes each implementation runs its tasks with.
 
 N notification requests (each schedules the slow notification, a sleep of
 ``--delay`` standing for a mail server, then a log line), sent by a closed loop of
 ``--concurrency`` clients; from the first request to the last notification done.
+Each implementation declared in ``shared.services`` (``--implementations``), with
+each count of ``--processes``, as ``StackSpec.for_implementation`` gives it.
 
-What each unit of "process" gives, stated because it decides the result:
+What each unit of "process" gives, stated because it decides the result (the
+report says it for each implementation, from its declared commands):
 
-- Celery, prefork pool: each pool process runs one task at a time, so a sleeping
-  notification holds a whole process; ``--concurrency N`` runs N at once.
-- BackgroundTasks: each uvicorn worker process runs its sync tasks in AnyIO's
-  thread pool, 40 at once by default; N processes, 40 N at once.
+- where a worker runs the tasks, its concurrency: a prefork pool runs one task per
+  process, so a sleeping notification holds a whole process; a worker whose
+  concurrency is tasks at once in one process runs that many;
+- where the API holds its tasks in process memory, each uvicorn worker process runs
+  its sync tasks in AnyIO's thread pool, 40 at once by default; N processes, 40 N
+  at once.
 
-Celery can run I/O-bound work with threads or green threads too (``--pool
-threads|gevent``); prefork is its default and this project's setting.
+A prefork pool is not the only one a worker may run (threads or green threads run
+I/O-bound work many at once per process); each implementation runs here as this
+project sets it.
 """
 
 from __future__ import annotations
@@ -23,26 +29,34 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from experiments.common import say
+from experiments.common import add_implementations_argument, say
 from experiments.perf import base
 from experiments.perf.load import submit, wait_finished
 from experiments.perf.threadpool import DEFAULT_TOKENS
-from experiments.reporting.tables import markdown_table
+from experiments.reporting.scale import chart, render
 from experiments.stats import ratio
 from harness.stacks import StackSpec, Where, open_stack
+from shared.services import IMPLEMENTATIONS, Delivery, Implementation, delivery_of
 
 NAME = "scale"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_arguments(parser)
+    add_implementations_argument(parser, tuple(IMPLEMENTATIONS), "whose processes to add")
     parser.add_argument("--requests", type=int, help="notification requests per run (200)")
     parser.add_argument("--delay", type=float, default=0.2, help="NOTIFICATION_DELAY_SECONDS")
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP clients (16)")
     parser.add_argument("--processes", type=int, nargs="+", help="process counts to try (1 2 4)")
+
+
+def at_once(impl: Implementation, processes: int) -> int:
+    """How many notifications it runs at once with so many processes."""
+    if delivery_of(impl) == Delivery.in_process:
+        return DEFAULT_TOKENS * processes
+    return processes
 
 
 @dataclass
@@ -59,34 +73,34 @@ class ScaleResult:
 def measure(args: argparse.Namespace, where: Where) -> ScaleResult:
     n = args.requests or (40 if args.quick else 200)
     counts = args.processes or ([1, 2] if args.quick else [1, 2, 4])
-    runs: dict[str, dict[str, dict[str, Any]]] = {"celery": {}, "bg": {}}
-    for side in ("celery", "bg"):
+    selected: tuple[Implementation, ...] = args.implementations
+    runs: dict[str, dict[str, dict[str, Any]]] = {impl.value: {} for impl in selected}
+    for impl in selected:
         for p in counts:
-            say(f"scale: {side}, {p} process{'es' if p > 1 else ''}, {n} notifications")
+            say(f"scale: {impl}, {p} process{'es' if p > 1 else ''}, {n} notifications")
             spec = StackSpec.for_implementation(
-                side, processes=p, settings={"notification_delay_seconds": args.delay}
+                impl, processes=p, settings={"notification_delay_seconds": args.delay}
             )
             with open_stack(where, spec, label="scale") as target:
                 t0 = time.time()
                 ids, errors = asyncio.run(
                     submit(
-                        target.url(side),
+                        target.url(impl),
                         lambda i: f"/send-notification/s{i}@example.com",
                         n=n,
                         concurrency=args.concurrency,
-                        label=f"{side} ×{p}",
+                        label=f"{impl} ×{p}",
                     )
                 )
                 accepted_after = time.time() - t0
                 notifications = ids[0::2]  # each request: the notification, then its log line
                 cap = 60 + n * args.delay / p
-                done = wait_finished(target, notifications, timeout=cap, label=f"{side} ×{p}")
+                done = wait_finished(target, notifications, timeout=cap, label=f"{impl} ×{p}")
             ends = [d[2] for d in done.values()]
             span = (max(ends) - t0) if ends else math.nan
-            at_once = p if side == "celery" else DEFAULT_TOKENS * p
-            runs[side][str(p)] = {
+            runs[impl.value][str(p)] = {
                 "processes": p,
-                "at_once": at_once,
+                "at_once": at_once(impl, p),
                 "requests": n,
                 "done": len(done),
                 "http_errors": errors,
@@ -94,7 +108,7 @@ def measure(args: argparse.Namespace, where: Where) -> ScaleResult:
                 "span_s": span,
                 "per_s": len(done) / span if ends else math.nan,
                 # The floor if nothing but the sleeps took time.
-                "ideal_span_s": math.ceil(n / at_once) * args.delay,
+                "ideal_span_s": math.ceil(n / at_once(impl, p)) * args.delay,
             }
     for side_runs in runs.values():
         one = side_runs.get(str(counts[0]), {}).get("per_s", math.nan)
@@ -106,80 +120,11 @@ def measure(args: argparse.Namespace, where: Where) -> ScaleResult:
             "delay": args.delay,
             "http_concurrency": args.concurrency,
             "processes": counts,
+            "implementations": [i.value for i in selected],
         },
         runs=runs,
         target=where.kind,
     )
-
-
-def render(data: dict[str, Any]) -> str:
-    label = {"celery": "Celery (prefork pool processes)", "bg": "BackgroundTasks (uvicorn workers)"}
-    rows = [
-        [
-            label[side],
-            r["processes"],
-            r["at_once"],
-            f"{r['done']}/{r['requests']}",
-            r["accepted_after_s"],
-            r["span_s"],
-            r["per_s"],
-            r["speedup"],
-            r["ideal_span_s"],
-        ]
-        for side, by_count in data["runs"].items()
-        for r in by_count.values()
-    ]
-    table = markdown_table(
-        [
-            "side",
-            "processes",
-            "notifications at once",
-            "done",
-            "all accepted after, s",
-            "first request → last done, s",
-            "notifications/s",
-            "× one process",
-            "floor (sleeps only), s",
-        ],
-        rows,
-    )
-    c = data["config"]
-    notes = (
-        f"{c['requests']} `POST /send-notification/...` per run, a notification being a "
-        f"{c['delay']:g} s sleep (I/O-bound), sent by {c['http_concurrency']} clients in a "
-        "closed loop; each run on a fresh stack. When *all accepted after* is close to the "
-        "span, the API's intake (and this client, on the same CPUs) is the bound, not the "
-        "processes that run the tasks. *at once*: Celery's prefork pool runs one "
-        f"task per process; BackgroundTasks runs up to {DEFAULT_TOKENS} sync tasks per "
-        "process in AnyIO's thread pool. The comparison is each side with its defaults; "
-        "Celery's `--pool threads` or `gevent` would run I/O-bound tasks many at once per "
-        f"process. {data['conditions']['cpus']} CPUs for everything."
-    )
-    return f"{table}\n\n{notes}"
-
-
-def chart(data: dict[str, Any], path: Path) -> None:
-    from experiments.reporting import charts
-
-    fig, (ax,) = charts.figure(1, 1, size=(8, 4.5))
-    for side, color, name in (
-        ("celery", charts.COLORS["celery"], "Celery (prefork processes)"),
-        ("bg", charts.COLORS["bg"], "BackgroundTasks (uvicorn workers)"),
-    ):
-        runs = data["runs"][side]
-        xs = [r["processes"] for r in runs.values()]
-        ys = [r["per_s"] for r in runs.values()]
-        ax.plot(xs, ys, marker="o", color=color, label=name)
-        for x, y in zip(xs, ys, strict=True):
-            ax.annotate(f"{y:.0f}", (x, y), xytext=(3, 3), textcoords="offset points", fontsize=8)
-    ax.set_xlabel("processes")
-    ax.set_xticks(data["config"]["processes"])
-    ax.set_ylabel("notifications done per second (log)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"I/O-bound notifications ({data['config']['delay']:g} s each) vs processes")
-    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

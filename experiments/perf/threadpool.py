@@ -1,6 +1,10 @@
 """Thread pool: sync background tasks share AnyIO's thread limiter (40 tokens by
 default) with sync endpoints and sync dependencies.
 
+It measures every implementation declared in ``shared.services`` whose tasks are
+held in its API's process (``Delivery.in_process``) and whose API serves the
+mechanics routes: a task handed to a broker holds no token of the API's.
+
 K > 40 slow sync tasks (``/mechanics/sync-task?seconds=S``) are scheduled at once.
 While the first 40 sleep, every token is taken: a sync endpoint (``GET /tasks``,
 a ``def`` endpoint: FastAPI runs it in the same pool) waits for one, up to S; an ``async def``
@@ -20,18 +24,19 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from experiments.common import say
 from experiments.perf import base
-from experiments.perf.load import ProbePool, open_loop, wait_finished
-from experiments.reporting.tables import markdown_table
+from experiments.perf.load import ProbePool, open_loop, openapi, wait_finished
+from experiments.perf.loop_lag import MECHANICS, held_in_process, serves_mechanics
+from experiments.reporting.threadpool import chart, render
 from experiments.stats import ratio, summary
 from harness.stacks import StackSpec, Where, open_stack
-from harness.target import Target
+from harness.target import Target, Unsupported
+from shared.services import IMPLEMENTATIONS
 
 NAME = "threadpool"
 # A sync endpoint that schedules nothing: an empty page of the ledger.
@@ -49,9 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _scenario(
-    target: Target, variant: str | None, k: int, seconds: float, every: float
+    target: Target, base: str, variant: str | None, k: int, seconds: float, every: float
 ) -> dict[str, Any]:
-    base = target.url("bg")
     window = seconds * 0.9
     pool_size = int(window / every) + 10
     async with (
@@ -66,9 +70,11 @@ async def _scenario(
         async def async_probe(i: int) -> int:
             return await async_pool.request("GET", ASYNC_PATH)
 
+        path = f"{MECHANICS.format(variant)}?seconds={seconds:g}"
+
         async def fire_one(i: int) -> tuple[float, int, bytes]:
             t = time.perf_counter()
-            status, body = await fire.fetch("POST", f"/mechanics/{variant}?seconds={seconds:g}")
+            status, body = await fire.fetch("POST", path)
             return time.perf_counter() - t, status, body
 
         t0 = time.time()
@@ -102,13 +108,12 @@ async def _scenario(
     }
 
 
-def _warm_up(target: Target) -> None:
+def _warm_up(base: str) -> None:
     """The first request to each endpoint, and the pool's first threads, cost tens of
     ms once: not what this measures."""
-    base = target.url("bg")
     with httpx.Client(timeout=10) as client:
         for variant in ("sync-task", "async-task"):
-            client.post(f"{base}/mechanics/{variant}", params={"seconds": 0}).raise_for_status()
+            client.post(base + MECHANICS.format(variant), params={"seconds": 0}).raise_for_status()
         for _ in range(20):
             client.get(base + SYNC_PATH).raise_for_status()
             client.get(base + ASYNC_PATH).raise_for_status()
@@ -117,15 +122,39 @@ def _warm_up(target: Target) -> None:
 @dataclass
 class ThreadpoolResult:
     config: dict[str, Any]
-    scenarios: dict[str, dict[str, Any]]
-    ratios: dict[str, dict[str, float]]
+    # Per implementation (its value): title, scenarios, ratios.
+    implementations: dict[str, dict[str, Any]]
     target: str
 
     @property
     def ok(self) -> bool:
         return all(
-            s["finished"] == s["tasks"] and s["probe_errors"] == 0 for s in self.scenarios.values()
+            s["finished"] == s["tasks"] and s["probe_errors"] == 0
+            for entry in self.implementations.values()
+            for s in entry["scenarios"].values()
         )
+
+
+def plan(k: int, tokens: int) -> list[tuple[str, str | None, int | None]]:
+    """Each scenario: its name, the mechanics variant fired (None: idle), and the
+    limiter it needs (None: AnyIO's default)."""
+    return [
+        ("idle", None, None),
+        (f"{k} sync tasks", "sync-task", None),
+        (f"{k} async tasks", "async-task", None),
+        (f"{k} sync tasks, THREADPOOL_TOKENS={tokens}", "sync-task", tokens),
+    ]
+
+
+def ratios_of(scenarios: dict[str, dict[str, Any]], seconds: float) -> dict[str, dict[str, float]]:
+    idle = scenarios["idle"]["sync_endpoint_ms"]["p50"]
+    return {
+        name: {
+            "sync p50 / idle": ratio(s["sync_endpoint_ms"]["p50"], idle),
+            "sync max / task seconds": ratio(s["sync_endpoint_ms"]["max"], seconds * 1000),
+        }
+        for name, s in scenarios.items()
+    }
 
 
 def measure(args: argparse.Namespace, where: Where) -> ThreadpoolResult:
@@ -133,26 +162,36 @@ def measure(args: argparse.Namespace, where: Where) -> ThreadpoolResult:
     seconds = args.seconds or (0.6 if args.quick else 2.0)
     every = args.every / 1000
     tokens = k + DEFAULT_TOKENS
-    scenarios: dict[str, dict[str, Any]] = {}
     say(f"threadpool: {k} tasks of {seconds:g} s, probes every {args.every:g} ms")
-    plan: list[tuple[str, str | None, int | None]] = [
-        ("idle", None, None),
-        (f"{k} sync tasks", "sync-task", None),
-        (f"{k} async tasks", "async-task", None),
-        (f"{k} sync tasks, THREADPOOL_TOKENS={tokens}", "sync-task", tokens),
-    ]
-    # Two stacks: AnyIO's default limiter, then the raised one.
-    for limit in (None, tokens):
-        spec = StackSpec.for_implementation("bg", settings={"threadpool_tokens": limit})
-        with open_stack(where, spec, label="threadpool") as target:
-            _warm_up(target)
-            for name, variant, needs in plan:
-                if needs != limit:
-                    continue
-                say(f"  {name}")
-                scenarios[name] = asyncio.run(_scenario(target, variant, k, seconds, every))
-                scenarios[name]["threadpool_tokens"] = needs or DEFAULT_TOKENS
-    idle = scenarios["idle"]["sync_endpoint_ms"]["p50"]
+    measured: dict[str, dict[str, Any]] = {}
+    for impl in held_in_process():
+        title = IMPLEMENTATIONS[impl].title
+        scenarios: dict[str, dict[str, Any]] = {}
+        # Two stacks: AnyIO's default limiter, then the raised one.
+        for limit in (None, tokens):
+            spec = StackSpec.for_implementation(impl, settings={"threadpool_tokens": limit})
+            with open_stack(where, spec, label=NAME) as target:
+                url = target.url(impl)
+                if not serves_mechanics(openapi(url)):
+                    say(f"threadpool: {title} serves no mechanics routes: not measured")
+                    break
+                _warm_up(url)
+                for name, variant, needs in plan(k, tokens):
+                    if needs != limit:
+                        continue
+                    say(f"  {title}: {name}")
+                    scenarios[name] = asyncio.run(
+                        _scenario(target, url, variant, k, seconds, every)
+                    )
+                    scenarios[name]["threadpool_tokens"] = needs or DEFAULT_TOKENS
+        if scenarios:
+            measured[impl.value] = {
+                "title": title,
+                "scenarios": scenarios,
+                "ratios": ratios_of(scenarios, seconds),
+            }
+    if not measured:
+        raise Unsupported("threadpool: no implementation held in process serves the mechanics")
     return ThreadpoolResult(
         config={
             "tasks": k,
@@ -161,101 +200,9 @@ def measure(args: argparse.Namespace, where: Where) -> ThreadpoolResult:
             "sync_endpoint": f"GET {SYNC_PATH}",
             "async_endpoint": f"GET {ASYNC_PATH}",
         },
-        scenarios=scenarios,
-        ratios={
-            name: {
-                "sync p50 / idle": ratio(s["sync_endpoint_ms"]["p50"], idle),
-                "sync max / task seconds": ratio(s["sync_endpoint_ms"]["max"], seconds * 1000),
-            }
-            for name, s in scenarios.items()
-        },
+        implementations=measured,
         target=where.kind,
     )
-
-
-def render(data: dict[str, Any]) -> str:
-    rows = []
-    for name, s in data["scenarios"].items():
-        rows.append(
-            [
-                name,
-                s["threadpool_tokens"],
-                s["sync_endpoint_ms"]["p50"],
-                s["sync_endpoint_ms"]["max"],
-                s["async_endpoint_ms"]["p50"],
-                s["async_endpoint_ms"]["max"],
-                s["schedule_ms"]["max"],
-                s["tasks_span_s"],
-            ]
-        )
-    table = markdown_table(
-        [
-            "scenario",
-            "tokens",
-            "sync endpoint p50 ms",
-            "sync max ms",
-            "async endpoint p50 ms",
-            "async max ms",
-            "slowest task request ms",
-            "all tasks done after s",
-        ],
-        rows,
-    )
-    cfg = data["config"]
-    notes = (
-        f"{cfg['tasks']} tasks of {cfg['seconds']:g} s fired at once; probes every "
-        f"{cfg['probe_every_ms']:g} ms for 0.9 × {cfg['seconds']:g} s on the sync endpoint "
-        f"(`{cfg['sync_endpoint']}`, a `def`) and the async one (`{cfg['async_endpoint']}`). "
-        "The task requests themselves need no token: the mechanics endpoints and their "
-        "dependencies are `async def`. Load average at "
-        f"the start: {data['conditions']['loadavg_1m']}."
-    )
-    return f"{table}\n\n{notes}"
-
-
-def chart(data: dict[str, Any], path: Path) -> None:
-    from experiments.reporting import charts
-
-    fig, (ax1, ax2) = charts.figure(1, 2, size=(12, 4.8))
-    names = list(data["scenarios"])
-    short = [n.replace(", THREADPOOL_TOKENS=", "\nTOKENS=") for n in names]
-    sc = data["scenarios"]
-    charts.grouped_bars(
-        ax1,
-        short,
-        {
-            "sync endpoint p50": [sc[n]["sync_endpoint_ms"]["p50"] for n in names],
-            "sync endpoint max": [sc[n]["sync_endpoint_ms"]["max"] for n in names],
-            "async endpoint max": [sc[n]["async_endpoint_ms"]["max"] for n in names],
-        },
-        ylabel="response time, ms (log)",
-        colors={
-            "sync endpoint p50": "#fdae6b",
-            "sync endpoint max": "#e6550d",
-            "async endpoint max": "#1f77b4",
-        },
-        log=True,
-        fmt="{:.0f}",
-    )
-    ax1.tick_params(axis="x", labelsize=7)
-    ax1.set_title("a sync endpoint while slow tasks run")
-    for j, n in enumerate(names):
-        xs = [x for x, _ in sc[n]["sync_timeline"]]
-        ys = [y for _, y in sc[n]["sync_timeline"]]
-        ax2.plot(
-            xs,
-            ys,
-            marker=".",
-            linewidth=1,
-            label=short[j].replace("\n", ", "),
-            color=charts.PALETTE[j % len(charts.PALETTE)],
-        )
-    ax2.set_yscale("log")
-    ax2.set_xlabel("probe sent at, s after the tasks were fired")
-    ax2.set_ylabel("sync endpoint response, ms (log)")
-    ax2.legend(fontsize=7)
-    ax2.set_title("each probe of the sync endpoint")
-    charts.save(fig, path, data)
 
 
 EXPERIMENT = base.Experiment(NAME, measure, render, chart)

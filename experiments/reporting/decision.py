@@ -66,17 +66,15 @@ def _capacity(reports: Path) -> str:
         spec = IMPLEMENTATIONS[Implementation(ladder["implementation"])]
         return spec.delivery == Delivery.in_process
 
-    costs = ", ".join(
-        f"{per_task(route(lad))} on {name(lad)}"
+    each = "; ".join(
+        f"{name(lad)} {per_task(route(lad))}"
         + (" (the work included)" if does_the_work(lad) else "")
+        + f", {route(lad).get('default', {}).get('per_s', 0):,.0f}/s"
         for lad in ladders
     )
-    rates = ", ".join(
-        f"{route(lad).get('default', {}).get('per_s', 0):,.0f} on {name(lad)}" for lad in ladders
-    )
     return (
-        f"- **What the hand-over costs the API**, per task, of its CPU: {costs}; "
-        f"[one process takes]({CAPACITY}) requests a second: {rates}."
+        "- **What the hand-over costs the API** (its CPU per task, and the requests a "
+        f"second [one process takes]({CAPACITY})): {each}."
     )
 
 

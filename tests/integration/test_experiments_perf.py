@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from experiments.perf.capacity import RUNGS
+from experiments.perf.capacity import BARE, ROUTE
+from experiments.reporting.latency import RATIOS, VARIANTS
+from shared.services import IMPLEMENTATIONS, Delivery, stock_settings
 from tests.integration.conftest import experiment_report
 
 pytestmark = pytest.mark.slow
@@ -42,55 +44,99 @@ def test_latency(tmp_path: Path) -> None:
         "latency", tmp_path, "--quick", "--levels", "1", "2", "--requests", "12", "--delay", "0.2"
     )
     delay_ms = data["config"]["delay"] * 1000
+    # Every declared implementation by default, each with its own rows.
+    assert list(data["implementations"]) == list(IMPLEMENTATIONS)
+    inline = data["inline"]
+    assert inline is not None  # an app serves the inline route
     for level in ("1", "2"):
-        stats = data["levels"][level]
-        assert set(stats) == {
-            "bare@bg",
-            "bg",
-            "bg-noledger",
-            "bare@celery",
-            "celery",
-            "celery-noledger",
-            "inline",
-        }
-        assert all(s["errors"] == 0 and s["n"] > 0 for s in stats.values())
         # Inline does the work before answering: never faster than the work itself.
-        assert stats["inline"]["p50"] >= delay_ms
-        # Background scheduling answers before the work is done.
-        assert stats["bg"]["p50"] < delay_ms <= stats["inline"]["p50"]
-        assert stats["celery"]["p50"] < stats["inline"]["p50"]
-        assert set(data["ratios"][level]) >= {
-            "bg/bare p50",
-            "celery/bare p50",
-            "bg/bg-noledger p50",
-            "celery/celery-noledger p50",
-        }
+        assert inline["levels"][level]["p50"] >= delay_ms
+        for impl, entry in data["implementations"].items():
+            stats = entry["levels"][level]
+            assert entry["title"] == IMPLEMENTATIONS[impl].title
+            assert list(stats) == list(VARIANTS)
+            assert all(s["errors"] == 0 and s["n"] > 0 for s in stats.values())
+            # Background scheduling answers before the work is done.
+            assert stats["route"]["p50"] < inline["levels"][level]["p50"], impl
+            if IMPLEMENTATIONS[impl].delivery == Delivery.in_process:
+                assert stats["route"]["p50"] < delay_ms, impl
+            assert list(entry["ratios"][level]) == list(RATIOS)
     assert [t["met"] for t in data["targets"]][-1] is True  # inline ≥ delay
 
 
 def test_dispatch(tmp_path: Path) -> None:
-    data = run_experiment("dispatch", tmp_path, "--quick", "--calls", "200")
-    v = data["variants"]
+    data = run_experiment(
+        "dispatch", tmp_path, "--quick", "--calls", "200", "--implementations", "celery"
+    )
+    [entry] = data["implementations"].values()
+    v = entry["variants"]
     assert list(v) == ["lpush", "send_task, no sent-event", "send_task", "API schedule()"]
+    assert (entry["floor"], entry["profiled"]) == ("lpush", "send_task")
     # The raw LPUSH is one command; a publish is at least that LPUSH, plus the event.
-    assert data["commands"]["lpush"] == {"lpush": 1.0}
-    assert data["commands"]["send_task"].get("lpush") == 1.0
-    assert data["commands"]["send_task"].get("publish") == 1.0
-    assert "publish" not in data["commands"]["send_task, no sent-event"]
+    assert entry["commands"]["lpush"] == {"lpush": 1.0}
+    assert entry["commands"]["send_task"].get("lpush") == 1.0
+    assert entry["commands"]["send_task"].get("publish") == 1.0
+    assert "publish" not in entry["commands"]["send_task, no sent-event"]
     # Building and routing a Celery message costs more than pushing bytes.
     assert v["send_task"]["client_cpu_us"] > v["lpush"]["client_cpu_us"]
-    assert data["profile"] and data["top_functions"]
+    assert entry["profile"] and entry["top_functions"]
+    # The same hand-over on RabbitMQ, against a raw publish with confirms.
+    assert list(entry["rabbitmq"]["variants"]) == ["basic_publish", *list(v)[1:]]
+
+
+def test_dispatch_taskiq(tmp_path: Path) -> None:
+    data = run_experiment(
+        "dispatch", tmp_path, "--quick", "--calls", "200", "--implementations", "taskiq",
+        "--broker", "redis",
+    )  # fmt: skip
+    [entry] = data["implementations"].values()
+    v = entry["variants"]
+    assert list(v) == ["xadd", "kiq, stock broker", "kiq", "API schedule()"]
+    # The raw XADD is one command; a kick is that XADD too, and the API's hand-over
+    # writes the ledger besides.
+    assert entry["commands"]["xadd"] == {"xadd": 1.0}
+    assert entry["commands"]["kiq"].get("xadd") == 1.0
+    assert entry["commands"]["API schedule()"].get("xadd") == 1.0
+    assert sum(entry["commands"]["API schedule()"].values()) > 1.0
+    # Building a taskiq message and running its middlewares costs more than pushing bytes.
+    assert v["kiq"]["client_cpu_us"] > v["xadd"]["client_cpu_us"]
+    assert entry["message_bytes"] > 0 and entry["profile"] and entry["top_functions"]
+    assert "rabbitmq" not in entry
 
 
 def test_throughput(tmp_path: Path) -> None:
     data = run_experiment("throughput", tmp_path, "--quick", "--tasks", "30")
     assert data["config"]["worker_concurrency"] == 2
-    assert set(data["results"]) == {"bg", "celery reliable", "celery stock"}
-    assert set(data["drain"]) == {"celery reliable", "celery stock"}
+    # Every declared implementation; those whose library ships other settings twice.
+    assert set(data["results"]) == {
+        "bg",
+        "celery reliable",
+        "celery stock",
+        "taskiq reliable",
+        "taskiq stock",
+    }
+    # The workers that run apart from their API, alone too.
+    assert set(data["drain"]) == {
+        "celery reliable",
+        "celery stock",
+        "taskiq reliable",
+        "taskiq stock",
+    }
     for r in [*data["results"].values(), *data["drain"].values()]:
         assert r["finished"] == r["tasks"] == 30 and r["http_errors"] == 0
         assert r["tasks_per_s"] > 0
-    assert {"reliable/stock throughput", "celery reliable/bg throughput"} <= set(data["ratios"])
+    for impl in ("celery", "taskiq"):
+        assert {
+            f"{impl} reliable/stock throughput",
+            f"{impl} reliable/stock throughput, worker drain",
+            f"{impl} reliable/bg throughput",
+        } <= set(data["ratios"])
+    assert [t["target"].split(" ≥ ")[0] for t in data["targets"]] == [
+        "celery reliable",
+        "taskiq reliable",
+    ]
+    # The stock rows ran with the settings the declaration gives.
+    assert data["config"]["stock"] == {impl: stock_settings(impl) for impl in ("celery", "taskiq")}
 
 
 @pytest.mark.serial
@@ -98,18 +144,23 @@ def test_loop_lag(tmp_path: Path) -> None:
     # A 1 s block: long enough that a scheduling hiccup of a busy CI machine (one
     # run saw 113 ms on a fix's p99 with a 0.3 s block) stays far below it.
     data = run_experiment("loop-lag", tmp_path, "--quick", "--seconds", "1.0")
-    v = data["variants"]
+    # Every implementation that holds its tasks in its API's process, and no other.
+    held = [i.value for i, s in IMPLEMENTATIONS.items() if s.delivery == Delivery.in_process]
+    assert list(data["implementations"]) == held
     block_ms = 1000
-    # Where each variant ran, as the task itself recorded it.
-    assert v["sync-task"]["ran_on_loop_thread"] == "false"
-    for name in ("async-task", "blocking-async-task", "to-thread-task"):
-        assert v[name]["ran_on_loop_thread"] == "true"
-    # time.sleep inside async def stalls every probe for about the block...
-    blocking = v["blocking-async-task"]["lag_ms"]["max"]
-    assert blocking >= 0.5 * block_ms
-    # ...and the fixes do not: far below the blocking case.
-    for name in ("sync-task", "async-task", "to-thread-task"):
-        assert v[name]["lag_ms"]["p99"] * 3 < blocking, name
+    for impl, entry in data["implementations"].items():
+        assert entry["title"] == IMPLEMENTATIONS[impl].title
+        v = entry["variants"]
+        # Where each variant ran, as the task itself recorded it.
+        assert v["sync-task"]["ran_on_loop_thread"] == "false"
+        for name in ("async-task", "blocking-async-task", "to-thread-task"):
+            assert v[name]["ran_on_loop_thread"] == "true"
+        # time.sleep inside async def stalls every probe for about the block...
+        blocking = v["blocking-async-task"]["lag_ms"]["max"]
+        assert blocking >= 0.5 * block_ms
+        # ...and the fixes do not: far below the blocking case.
+        for name in ("sync-task", "async-task", "to-thread-task"):
+            assert v[name]["lag_ms"]["p99"] * 3 < blocking, name
 
 
 @pytest.mark.serial
@@ -118,61 +169,103 @@ def test_threadpool(tmp_path: Path) -> None:
     # burst of 44 requests starting 44 threads on 2 cores, and the raised limit's p50
     # read 25-230 ms from run to run; with one second, 5-6 ms (starved: 820-890).
     data = run_experiment("threadpool", tmp_path, "--quick", "--tasks", "44", "--seconds", "1.0")
-    sc = data["scenarios"]
-    assert list(sc) == [
-        "idle",
-        "44 sync tasks",
-        "44 async tasks",
-        "44 sync tasks, THREADPOOL_TOKENS=84",
-    ]
-    assert all(s["finished"] == s["tasks"] for s in sc.values())
-    starved = sc["44 sync tasks"]["sync_endpoint_ms"]
-    # With every token held by a sleeping task, the sync endpoint waits for one...
-    assert starved["max"] >= 0.5 * 1000
-    # ...and either remedy takes that wait away.
-    for remedy in ("44 async tasks", "44 sync tasks, THREADPOOL_TOKENS=84"):
-        assert sc[remedy]["sync_endpoint_ms"]["p50"] * 3 < starved["p50"], remedy
-    # The 44 sync tasks needed two waves through 40 tokens; with 84, one.
-    assert (
-        sc["44 sync tasks"]["tasks_span_s"]
-        > sc["44 sync tasks, THREADPOOL_TOKENS=84"]["tasks_span_s"]
-    )
+    held = [i.value for i, s in IMPLEMENTATIONS.items() if s.delivery == Delivery.in_process]
+    assert list(data["implementations"]) == held
+    for entry in data["implementations"].values():
+        sc = entry["scenarios"]
+        assert list(sc) == [
+            "idle",
+            "44 sync tasks",
+            "44 async tasks",
+            "44 sync tasks, THREADPOOL_TOKENS=84",
+        ]
+        assert all(s["finished"] == s["tasks"] for s in sc.values())
+        starved = sc["44 sync tasks"]["sync_endpoint_ms"]
+        # With every token held by a sleeping task, the sync endpoint waits for one...
+        assert starved["max"] >= 0.5 * 1000
+        # ...and either remedy takes that wait away.
+        for remedy in ("44 async tasks", "44 sync tasks, THREADPOOL_TOKENS=84"):
+            assert sc[remedy]["sync_endpoint_ms"]["p50"] * 3 < starved["p50"], remedy
+        # The 44 sync tasks needed two waves through 40 tokens; with 84, one.
+        assert (
+            sc["44 sync tasks"]["tasks_span_s"]
+            > sc["44 sync tasks, THREADPOOL_TOKENS=84"]["tasks_span_s"]
+        )
 
 
 def test_footprint(tmp_path: Path) -> None:
     data = run_experiment("footprint", tmp_path, "--quick", "--requests", "16")
-    bg, celery = data["sides"]["bg"], data["sides"]["celery"]
+    sides = data["sides"]
+    assert list(sides) == ["bg", "celery", "taskiq", "celery on rabbitmq"]
+    bg, celery, taskiq = sides["bg"], sides["celery"], sides["taskiq"]
     assert list(bg["processes"]) == ["bg-api"]
-    assert list(celery["processes"]) == ["celery-api", "worker", "beat", "redis", "flower"]
+    assert list(celery["processes"]) == ["celery-api", "worker", "beat", "flower", "redis"]
+    # taskiq's broker is the ledger's Redis: it is counted on its side.
+    assert list(taskiq["processes"]) == ["taskiq-api", "taskiq-worker", "taskiq-scheduler", "redis"]
+    assert list(sides["celery on rabbitmq"]["processes"]) == [
+        "celery-api",
+        "worker",
+        "beat",
+        "flower",
+        "rabbitmq",
+        "epmd",
+    ]
     # The worker is its main process and its two prefork children.
     assert celery["processes"]["worker"]["idle"]["processes"] == 3
-    # One process against five services: Celery needs more memory, idle and loaded.
-    assert celery["idle_rss_mib"] > bg["idle_rss_mib"]
-    assert celery["load_rss_mib"] > bg["load_rss_mib"]
-    assert all(p["idle"]["rss"] > 0 for p in celery["processes"].values())
+    # One process against several services: a broker's side needs more memory, idle and loaded.
+    for side in (celery, taskiq):
+        assert side["idle_rss_mib"] > bg["idle_rss_mib"]
+        assert side["load_rss_mib"] > bg["load_rss_mib"]
+        assert all(p["idle"]["rss"] > 0 for p in side["processes"].values())
+    assert {"celery/bg idle RSS", "taskiq/bg idle RSS"} <= set(data["ratios"])
 
 
 @pytest.mark.serial
 def test_scale(tmp_path: Path) -> None:
     data = run_experiment("scale", tmp_path, "--quick", "--delay", "0.1")
-    for side in ("celery", "bg"):
+    assert list(data["runs"]) == [impl.value for impl in IMPLEMENTATIONS]
+    for side in data["runs"]:
         runs = data["runs"][side]
         assert set(runs) == {"1", "2"}
         assert all(r["done"] == r["requests"] and r["http_errors"] == 0 for r in runs.values())
-    # A sleeping notification holds a prefork process: two do them about twice as fast.
-    celery = data["runs"]["celery"]
-    assert celery["2"]["span_s"] < celery["1"]["span_s"]
-    # BackgroundTasks runs 40 at once per process: one process beats one Celery process.
-    assert data["runs"]["bg"]["1"]["per_s"] > celery["1"]["per_s"]
+    # A worker runs as many sleeping notifications at once as its concurrency: two of
+    # them do them about twice as fast.
+    for impl, spec in IMPLEMENTATIONS.items():
+        if spec.delivery == Delivery.broker:
+            runs = data["runs"][impl.value]
+            assert runs["2"]["at_once"] == 2
+            assert runs["2"]["span_s"] < runs["1"]["span_s"], impl
+    # BackgroundTasks runs 40 at once per process: one process beats one worker's one.
+    bg_one = data["runs"]["bg"]["1"]["per_s"]
+    assert bg_one > data["runs"]["celery"]["1"]["per_s"]
+    assert bg_one > data["runs"]["taskiq"]["1"]["per_s"]
 
 
-def test_idempotency(tmp_path: Path) -> None:
-    data = run_experiment("idempotency", tmp_path, "--quick", "--tasks", "30")
-    for side in ("bg", "celery"):
+@pytest.mark.serial
+def test_heavy_runs_a_new_implementations_route(tmp_path: Path) -> None:
+    args = ("--quick", "--implementations", "taskiq", "--processes", "1", "2")
+    data = run_experiment("heavy", tmp_path, *args)
+    assert list(data["runs"]) == ["taskiq", "taskiq-2"]
+    for r in data["runs"].values():
+        assert r["side"] == "taskiq" and r["path"] == "/heavy"
+        assert r["done"] == r["scheduled"] > 0 and r["errors"] == r["probe_errors"] == 0
+    # Its worker's concurrency is tasks at once in one process, and says so.
+    assert data["runs"]["taskiq-2"]["label"] == "taskiq, 2 at once"
+    assert "| taskiq, 2 at once |" in (tmp_path / "heavy.md").read_text()
+
+
+@pytest.mark.parametrize("implementations", ["bg,celery", "taskiq"])
+def test_idempotency(tmp_path: Path, implementations: str) -> None:
+    data = run_experiment(
+        "idempotency", tmp_path, "--quick", "--tasks", "30", "--implementations", implementations
+    )
+    assert list(data["runs"]) == implementations.split(",")
+    for side in implementations.split(","):
         runs = data["runs"][side]
         assert all(r["finished"] == r["tasks"] == 30 for r in runs.values())
         assert runs["20000"]["log_lines_before"] == 20000
         assert runs["20000"]["log_bytes_before"] > 0
+    assert [t["target"].split(":")[0] for t in data["targets"]] == implementations.split(",")
 
 
 @pytest.mark.serial
@@ -181,14 +274,27 @@ def test_capacity(tmp_path: Path) -> None:
     # ladder's numbers are the benchmark's (docs/measured.md, Capacity).
     data = run_experiment("capacity", tmp_path, "--quick", "--broker", "both")
     runs = data["runs"]
-    assert {(r["broker"], r["processes"]) for r in runs} == {("redis", 1), ("rabbitmq", 1)}
+    assert [(r["broker"], r["processes"]) for r in runs] == [("redis", 1), ("rabbitmq", 1)]
+    # Every declared implementation on the first broker; on the second, those that
+    # take the stack's broker.
+    takes_the_broker = [i for i, spec in IMPLEMENTATIONS.items() if "broker" in spec.needs]
+    assert [lad["implementation"] for lad in runs[0]["ladders"]] == list(IMPLEMENTATIONS)
+    assert [lad["implementation"] for lad in runs[1]["ladders"]] == takes_the_broker
     for run in runs:
-        for level in run["levels"].values():
-            sides = {"celery", "bg"} if run["broker"] == "redis" else {"celery"}
-            assert set(level) == sides
-            for side in sides:
+        for lad in run["ladders"]:
+            names = list(lad["rungs"])
+            assert names[0] == BARE.name and names[-1] == ROUTE.name
+            assert len(set(names)) == len(names) > 2  # the API's own rungs between them
+            for level in lad["levels"].values():
                 # Every rung, in order, answered without an error, at a rate above zero.
-                assert list(level[side]) == [name for name, _ in RUNGS[side]]
-                for rung in level[side].values():
+                assert list(level) == names
+                for rung in level.values():
                     assert rung["errors"] == 0 and rung["per_s"] > 0 and rung["requests"] > 0
                     assert rung["cpu_us"] is not None and rung["cpu_us"] > 0
+    # taskiq's hand-over, step by step, as its experiment routes declare it.
+    [taskiq] = [lad for lad in runs[0]["ladders"] if lad["implementation"] == "taskiq"]
+    assert list(taskiq["rungs"]) == ["bare", "floor", "stock", "publish", "default"]
+    assert taskiq["broker"] is None and taskiq["sent_events"] is None
+    md = (tmp_path / "capacity.md").read_text()
+    for lad in runs[0]["ladders"]:
+        assert f"**{lad['title']}**" in md

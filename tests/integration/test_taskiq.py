@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from harness.dev import service_env
 from harness.local import LocalStack
@@ -19,6 +20,7 @@ from harness.procs import REPO_ROOT, Proc, stop_all, wait_http, wait_until
 from harness.servers import RedisServer
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, TaskRecord
+from taskiq_app.broker import QUEUE
 from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 
 pytestmark = pytest.mark.slow
@@ -196,3 +198,41 @@ def test_a_dead_broker_is_a_503_that_names_it_and_queues_nothing(
     assert "Retry-After" in got.headers
     # The ledger forgot the task it had recorded as queued: nothing will run it.
     assert stack.ledger().records(since=t0) == []
+
+
+@pytest.mark.parametrize("taskiq_broker", ["stream", "list"])
+def test_the_declared_purge_drops_what_waits_and_the_worker_reads_on(
+    make_stack: StackFactory, taskiq_broker: str
+) -> None:
+    # One task at a time, each notification 6 s: while the first runs, the rest wait,
+    # and the purge (a process of its own, a second or two) lands within that time.
+    stack = make_stack(
+        taskiq_broker=taskiq_broker, notification_delay_seconds=6, worker_concurrency=1
+    )
+    stack.start_all(("redis", "taskiq-api", "taskiq-worker"))
+    url = stack.url("taskiq")
+    ids = []
+    for i in range(3):
+        r = httpx.post(f"{url}/send-notification/p{i}@example.com", timeout=10)
+        assert r.status_code == 202, r.text
+        ids += r.json()["task_ids"]
+    wait_for_state(stack, ids[0], {"running"}, timeout=30)
+    admin = redis.Redis.from_url(stack.settings.taskiq_url, socket_timeout=5)
+    length = admin.xlen if taskiq_broker == "stream" else admin.llen
+    assert length(QUEUE) >= len(ids) - 2  # what the worker has not taken
+
+    stack.purge_queue(Implementation.taskiq)  # as the experiments run it
+
+    assert length(QUEUE) == 0
+    # A later task runs: the stream's consumer group is still there to read through.
+    r = httpx.post(f"{url}/items/", json={"name": "after", "price": 1}, timeout=10)
+    [later] = r.json()["task_ids"]
+    assert wait_for_state(stack, later, {"succeeded"}, timeout=30).state == "succeeded"
+    # The worker takes messages in order, one at a time: what it had taken (the task
+    # it ran, and at most the next, which it holds) ran to the end; what waited was
+    # dropped, never run, its record still queued.
+    ran = [task_id for task_id in ids if log_lines(stack, task_id)]
+    assert ran == ids[: len(ran)] and 1 <= len(ran) <= 2, ran
+    for task_id in ids[len(ran) :]:
+        record = ledger_record(stack, task_id)
+        assert record is not None and record.state == "queued", record
