@@ -31,8 +31,8 @@ def cut_while_running(
 ) -> float:
     """Cut the service off its broker while it runs a notification; submit as many
     requests again during the cut and after the heal (into ``pairs``); the cut's time."""
-    assert sc.service is not None
-    service = sc.service
+    assert sc.fault.service is not None
+    service = sc.fault.service
     notifications = [pair[0] for pair in pairs]
 
     def cut_one_runs() -> list[TaskRecord] | None:
@@ -49,19 +49,19 @@ def cut_while_running(
     out.running_ids_at_kill = [r.task_id for r in running]
     out.running_at_kill = len(running)
     broker = target.settings.broker
-    seconds = sc.cut(p, "redis" if broker == "redis" else "rabbitmq")
+    seconds = sc.fault.cut(p, "redis" if broker == "redis" else "rabbitmq")
     out.cut_seconds = seconds
     say(f"{service} runs {len(running)} notification(s): cut off the broker for {seconds:g}s")
     t0 = time.time()
     target.cut(service)
     try:
-        pairs += submit(target, sc.implementation, sc.requests(p))
+        pairs += submit(target, sc.implementation, sc.requests_of(p))
         time.sleep(max(0.0, t0 + seconds - time.time()))  # the cut's length is the scenario
     finally:
         target.heal(service)
     out.healed_after = time.time() - t0
-    say(f"healed after {out.healed_after:.1f}s; {sc.requests(p)} more requests")
-    pairs += submit(target, sc.implementation, sc.requests(p))
+    say(f"healed after {out.healed_after:.1f}s; {sc.requests_of(p)} more requests")
+    pairs += submit(target, sc.implementation, sc.requests_of(p))
     return t0
 
 

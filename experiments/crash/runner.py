@@ -214,7 +214,7 @@ def _no_fault(run: _Run) -> None:
     sc, target, out, say = run.sc, run.target, run.out, run.say
     run.t0 = run.t_submit
     say(f"{len(run.ids)} tasks submitted ({len(run.pairs)} notifications); nothing is killed")
-    if not sc.revive_worker:
+    if not sc.watch.revive_worker:
         return
     delay = target.settings.notification_delay_seconds
     try:
@@ -234,7 +234,7 @@ def _signal(run: _Run) -> None:
     """SIGKILL or SIGTERM one service (or one process of it) once the ledger shows the
     notifications running; start it again unless the scenario says not to."""
     sc, p, target, out, say = run.sc, run.p, run.target, run.out, run.say
-    assert sc.service is not None
+    assert sc.fault.service is not None
     delay = target.settings.notification_delay_seconds
     requests = len(run.pairs)
     # Tasks held in process memory all run at once (a thread pool); a worker runs as
@@ -248,25 +248,25 @@ def _signal(run: _Run) -> None:
         run.notifications,
         want,
         timeout=15 + 2 * delay,
-        not_before=run.submitted + (target.fsync_lag if sc.wait_for_fsync else 0.0),
+        not_before=run.submitted + (target.fsync_lag if sc.fault.wait_for_fsync else 0.0),
     )
     states = [r.state for r in before]
     out.running_at_kill = states.count(TaskState.running)
     out.queued_at_kill = states.count(TaskState.queued)
     out.done_at_kill = sum(s in (TaskState.succeeded, TaskState.failed) for s in states)
     out.running_ids_at_kill = [r.task_id for r in before if r.state == TaskState.running]
-    service = target.broker_service if sc.service == "broker" else sc.service
+    service = target.broker_service if sc.fault.service == "broker" else sc.fault.service
     first = next((r.runner for r in before if r.task_id == run.notifications[0]), None)
     victim: str | None = None  # one process, by its runner id (not a whole service)
-    if sc.bg_workers > 1:
+    if sc.stack.bg_workers > 1:
         victim = first
         out.held_by_killed = [
             r.task_id for r in before if r.runner == victim and r.state in IN_FLIGHT
         ]
-    if sc.kill_its_worker:
+    if sc.fault.kill_its_worker:
         # The worker that runs the first notification: the others survive it.
         service = (target.service_of(first) if first else None) or service
-    verb = "SIGKILL" if sc.action == "kill" else "SIGTERM"
+    verb = "SIGKILL" if sc.fault.action == "kill" else "SIGTERM"
     say(
         f"{len(run.ids)} tasks submitted; ledger: {out.running_at_kill} running, "
         f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {service}"
@@ -274,10 +274,10 @@ def _signal(run: _Run) -> None:
     run.t0 = time.time()
     if victim is not None:
         target.kill_runner(victim)
-    elif sc.action == "kill":
+    elif sc.fault.action == "kill":
         target.kill(service)
     else:
-        stop_timeout = sc.stop_timeout(p)
+        stop_timeout = sc.fault.stop_timeout(p)
         target.terminate(service, timeout=stop_timeout)
         wait_until(
             lambda: not target.is_up(service),
@@ -286,7 +286,7 @@ def _signal(run: _Run) -> None:
             interval=0.1,
         )
     out.stopped_after = time.time() - run.t0
-    if sc.restart:
+    if sc.fault.restart:
         say(f"{service} down after {out.stopped_after:.1f}s; starting it again")
         target.start(service)
         out.restarted_after = time.time() - run.t0
@@ -326,14 +326,14 @@ FAULTS: dict[str | None, Callable[[_Run], None]] = {
 def _drive(sc: Scenario, p: Params, target: Target, out: Outcome, say: Say) -> None:
     run = _Run(sc, p, target, out, say)
     # A failover sends steady traffic of its own instead.
-    if sc.action != "failover":
-        run.pairs = submit(target, run.impl, sc.requests(p))
-        if sc.bg_workers > 1:
+    if sc.fault.action != "failover":
+        run.pairs = submit(target, run.impl, sc.requests_of(p))
+        if sc.stack.bg_workers > 1:
             run.pairs += spread(
-                target, run.impl, run.pairs, sc.bg_workers, limit=3 * sc.requests(p)
+                target, run.impl, run.pairs, sc.stack.bg_workers, limit=3 * sc.requests_of(p)
             )
     run.submitted = time.monotonic()
-    FAULTS[sc.action](run)
+    FAULTS[sc.fault.action](run)
     out.submitted = len(run.ids)
     final = _watch(run)
     _count(run, final)
@@ -343,7 +343,7 @@ def _watch(run: _Run) -> Judgement:
     """Until every task settles (bounded), or over the scenario's fixed window."""
     sc, p, target, out = run.sc, run.p, run.target, run.out
     expected = expected_of(run.ids, run.impl)
-    window = sc.window(p)
+    window = sc.watch.window(p)
     if window is None:
         # Bounded: what is queued behind the fault still has to run, a round at a time.
         delay = target.settings.notification_delay_seconds
@@ -354,19 +354,19 @@ def _watch(run: _Run) -> Judgement:
         # A failover: the workers may still be reconnecting while the verdict, which
         # sees a live, free worker, already calls the queued tasks lost; a longer
         # quiet lets a late reconnect show (``Scenario.quiet``).
-        quiet = max(p.margin, sc.quiet)
+        quiet = max(p.margin, sc.watch.quiet)
         final, out.settle = settle(target, run.since, expected, quiet=quiet, cap=cap + quiet)
         return final
     # A fixed window, the scenario's measure (a task that loops for ever never
     # settles): then one reading, whatever it shows.
     out.window = window
-    if sc.ends_with is None:
+    if sc.watch.ends_with is None:
         time.sleep(max(0.0, run.t_submit + window - time.time()))
         final = judge(observe(target, since=run.since, expected=expected))
         out.settle = f"a fixed window of {window:g}s, then one reading"
     else:
         final, out.settle = _until(target, run.since, expected, run.notifications,
-                                   sc.ends_with, impl=run.impl, quiet=p.margin,
+                                   sc.watch.ends_with, impl=run.impl, quiet=p.margin,
                                    deadline=run.t_submit + window + 60)  # fmt: skip
     out.handed_out = received_counts(target, run.impl, run.notifications, run.since)
     out.most_runs = max((len(r.runs) for r in read_records(target, run.notifications,
@@ -424,7 +424,7 @@ def _count(run: _Run, final: Judgement) -> None:
     out.rerun_by = sorted(
         {target.service_of(attempt.runner) or "?" for attempt in later_runs if attempt.runner}
     )
-    if sc.action == "failover":
+    if sc.fault.action == "failover":
         # A task accepted after the kill came through the new leader: its first run
         # is the workers consuming again (a task they held from before is not).
         new = set(run.after_kill)
@@ -436,7 +436,7 @@ def _count(run: _Run, final: Judgement) -> None:
             if attempt.started_at is not None
         ]
         out.consumed_again_after = min(started) - t0 if started else None
-    if sc.action == "partition" and out.healed_after is not None and sc.service:
+    if sc.fault.action == "partition" and out.healed_after is not None and sc.fault.service:
         # When the cut worker ran a task again after the heal (its processes' runs).
         healed = t0 + out.healed_after
         again = [
@@ -446,10 +446,10 @@ def _count(run: _Run, final: Judgement) -> None:
             if attempt.started_at is not None
             and attempt.started_at >= healed
             and attempt.runner
-            and target.service_of(attempt.runner) == sc.service
+            and target.service_of(attempt.runner) == sc.fault.service
         ]
         out.consumed_again_after = min(again) - healed if again else None
-    if reruns and sc.action is not None:
+    if reruns and sc.fault.action is not None:
         out.redelivered_after = (min(reruns), max(reruns))
     if out.lost == 0 and ends:
         out.last_completed_after = max(ends) - t0

@@ -27,7 +27,7 @@ def test_every_declared_implementation_has_scenarios_and_only_a_brokers_run_per_
     for s in SCENARIOS:
         assert s.on_brokers == ("broker" in IMPLEMENTATIONS[s.implementation].needs), s.key
         # A service of its own implementation's, or one they share (Redis).
-        declared = SERVICES.get(s.service or "")
+        declared = SERVICES.get(s.fault.service or "")
         assert declared is None or declared.implementation in (s.implementation, None), s.key
     assert not BY_KEY["taskiq-worker-kill"].on_brokers and BY_KEY["worker-kill"].on_brokers
     # taskiq's claim horizon is Celery's visibility timeout: the rows compare.
@@ -79,7 +79,7 @@ def test_scenarios_impose_only_the_settings_they_are_about() -> None:
     assert BY_KEY["bg-kill"].spec(p).services == ("redis", "bg-api")
     assert BY_KEY["worker-kill"].spec(p, "rabbitmq").broker == "rabbitmq"
     two = BY_KEY["worker-kill-two-workers"]
-    assert (two.spec(p).workers, two.restart, two.requests(p)) == (2, False, 1)
+    assert (two.spec(p).workers, two.fault.restart, two.requests_of(p)) == (2, False, 1)
     assert BY_KEY["bg-kill-one-process"].spec(p).bg_workers == 2
     countdown = BY_KEY["long-countdown"].spec(p).settings
     assert countdown["retry_backoff_seconds"] > p.visibility and not countdown["retry_jitter"]
