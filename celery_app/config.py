@@ -13,9 +13,10 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.models import TaskKind
+from shared.services import IMPLEMENTATIONS, Implementation
 from shared.settings import Settings
 
-QUEUE = "celery"  # the one queue every task goes to
+QUEUE = IMPLEMENTATIONS[Implementation.celery].queue  # the one queue every task goes to
 # Where RabbitMQ's quorum queue puts a message past its delivery limit, and where the
 # worker reads it from to record the task as given up (``celery_app.dead_letters``).
 DEAD_LETTERS = "celery.dead"

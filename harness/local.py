@@ -32,7 +32,13 @@ from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, purge_command
 from shared.ledger import Ledger, connect
 from shared.models import Implementation, RunnerRecord, TaskRecord
-from shared.services import CORE_SERVICES, DEFAULT_STACK, IN_PROCESS_APIS, Probe
+from shared.services import (
+    CORE_SERVICES,
+    DEFAULT_STACK,
+    IMPLEMENTATIONS,
+    IN_PROCESS_APIS,
+    Probe,
+)
 from shared.services import SERVICES as SERVICE_TABLE
 from shared.services import service as table_entry
 from shared.settings import Settings, explicit_settings
@@ -245,7 +251,9 @@ class LocalStack:
             found = self.sentinel.service_at(port) if port is not None else None
         elif self.cluster is not None:
             vhost = "/"
-            leader = self.cluster.leader_of("celery", vhost)
+            # The queue of the implementation that uses the stack's broker service.
+            [queue] = [s.queue for s in IMPLEMENTATIONS.values() if "broker" in s.needs]
+            leader = self.cluster.leader_of(queue, vhost)
             found = self.cluster.service_of_node(leader) if leader else None
         else:
             found = self.broker_service
@@ -317,14 +325,6 @@ class LocalStack:
 
     def url(self, impl: str) -> str:
         return f"http://127.0.0.1:{self.ports[API[impl]]}"
-
-    @property
-    def bg_url(self) -> str:
-        return self.url("bg")
-
-    @property
-    def celery_url(self) -> str:
-        return self.url("celery")
 
     @property
     def flower_url(self) -> str:

@@ -62,7 +62,7 @@ def main() -> int:
         try:
             stack.start_all(("redis", "bg-api", "celery-api", "worker"))
             r = redis.Redis.from_url(stack.settings.redis_url, socket_timeout=5)
-            urls = [f"{stack.bg_url}/items/", f"{stack.celery_url}/items/"]
+            urls = [f"{stack.url('bg')}/items/", f"{stack.url('celery')}/items/"]
             samples, sent, refused = [], 0, 0
             t0 = time.time()
             samples.append(sample(r, "before", t0, sent))

@@ -69,6 +69,10 @@ class ImplementationSpec:
     # When a task whose worker died comes back: "module:function" of the settings, a
     # ``shared.verdict.Redelivery``; None: nothing redelivers (held in process memory).
     redelivery: str | None = None
+    # Where its tasks wait in the broker (the queue, stream or list), "" for none.
+    queue: str = ""
+    # Its colour in every chart ("": the palette's next free one).
+    color: str = ""
     # The settings that bring a dead worker's task back within a horizon:
     # "module:function" of (seconds, scan every) -> settings; None: nothing comes back.
     horizon: str | None = None
@@ -116,6 +120,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         Implementation.bg,
         "BackgroundTasks",
         package="fastapi_bg",
+        color="#1f77b4",
         api="bg-api",
         runs_the_work="bg-api",
         delivery=Delivery.in_process,
@@ -126,6 +131,8 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         Implementation.celery,
         "Celery",
         package="celery_app",
+        queue="celery",
+        color="#2ca02c",
         api="celery-api",
         runs_the_work="worker",
         delivery=Delivery.broker,
@@ -142,6 +149,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         Implementation.taskiq,
         "taskiq",
         package="taskiq_app",
+        queue="taskiq",
         api="taskiq-api",
         runs_the_work="taskiq-worker",
         delivery=Delivery.broker,

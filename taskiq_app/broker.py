@@ -25,11 +25,12 @@ from redis.exceptions import LockNotOwnedError
 from taskiq import AckableMessage, AsyncBroker
 from taskiq_redis import ListQueueBroker, RedisStreamBroker
 
+from shared.services import IMPLEMENTATIONS, Implementation
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "taskiq"
+QUEUE = IMPLEMENTATIONS[Implementation.taskiq].queue
 
 
 class ClaimingStreamBroker(RedisStreamBroker):

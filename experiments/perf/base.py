@@ -65,10 +65,11 @@ def color(impl: str, *, lighter: float = 0.0) -> str:
 
     from experiments.reporting import charts
 
-    # Those without a colour of their own take the palette's free ones, in turn.
-    free = [c for c in charts.PALETTE if c not in charts.COLORS.values()]
-    others = [i for i in IMPLEMENTATIONS if i.value not in charts.COLORS]
-    own = charts.COLORS.get(impl)
+    # Those without a declared colour take the palette's free ones, in turn.
+    declared = {spec.color for spec in IMPLEMENTATIONS.values() if spec.color}
+    free = [c for c in charts.PALETTE if c not in {*declared, *charts.COLORS.values()}]
+    others = [i for i, spec in IMPLEMENTATIONS.items() if not spec.color]
+    own = IMPLEMENTATIONS[Implementation(impl)].color
     r, g, b = to_rgb(own or free[others.index(Implementation(impl)) % len(free)])
     return to_hex((r + (1 - r) * lighter, g + (1 - g) * lighter, b + (1 - b) * lighter))
 

@@ -21,10 +21,9 @@ from matplotlib.ticker import ScalarFormatter
 
 from experiments.reporting import report
 
+# The modes' colours; an implementation's is declared (``ImplementationSpec.color``).
 COLORS = {
     "bare": "#9e9e9e",
-    "bg": "#1f77b4",
-    "celery": "#2ca02c",
     "inline": "#d62728",
     "reliable": "#2ca02c",
     "stock": "#98df8a",

@@ -151,10 +151,12 @@ def test_the_ledger_answer_carries_the_verdict(make_stack: StackFactory) -> None
     stack.start_all(("redis", "bg-api", "celery-api", "worker"))
 
     def task(task_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = httpx.get(f"{stack.celery_url}/tasks/{task_id}", timeout=5).json()
+        found: dict[str, Any] = httpx.get(
+            f"{stack.url('celery')}/tasks/{task_id}", timeout=5
+        ).json()
         return found
 
-    bg_ids = httpx.post(f"{stack.bg_url}/send-notification/v@example.com", timeout=10).json()
+    bg_ids = httpx.post(f"{stack.url('bg')}/send-notification/v@example.com", timeout=10).json()
     notification, log = bg_ids["task_ids"]
     wait_for_state(stack, notification, {"running"})
     stack.kill("bg-api")
@@ -162,7 +164,7 @@ def test_the_ledger_answer_carries_the_verdict(make_stack: StackFactory) -> None
     assert lost["state"] == "running" and "is gone" in lost["verdict_reason"]
     assert task(log)["verdict"] == "lost" and task(log)["state"] == "queued"
 
-    ids = httpx.post(f"{stack.celery_url}/send-notification/v@example.com", timeout=10).json()
+    ids = httpx.post(f"{stack.url('celery')}/send-notification/v@example.com", timeout=10).json()
     notification = ids["task_ids"][0]
     wait_for_state(stack, notification, {"running"})
     stack.kill("worker")

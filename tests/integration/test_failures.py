@@ -25,8 +25,8 @@ def test_celery_retries_and_succeeds_on_the_third_attempt_bg_records_failed(
     stack = make_stack(**FLAKY)
     stack.start_all(("redis", "bg-api", "celery-api", "worker"))
 
-    celery_ids = httpx.post(f"{stack.celery_url}/send-notification/a@example.com").json()
-    bg_ids = httpx.post(f"{stack.bg_url}/send-notification/a@example.com").json()
+    celery_ids = httpx.post(f"{stack.url('celery')}/send-notification/a@example.com").json()
+    bg_ids = httpx.post(f"{stack.url('bg')}/send-notification/a@example.com").json()
 
     notification = wait_for_state(stack, celery_ids["task_ids"][0], {"succeeded", "failed"})
     assert notification.state == "succeeded"
@@ -65,7 +65,7 @@ def test_celery_gives_up_after_the_bounded_retries(make_stack: StackFactory) -> 
         **{**FLAKY, "notification_fail_first_attempts": 10, "notification_max_retries": 2}
     )
     stack.start_all(("redis", "celery-api", "worker"))
-    ids = httpx.post(f"{stack.celery_url}/send-notification/b@example.com").json()["task_ids"]
+    ids = httpx.post(f"{stack.url('celery')}/send-notification/b@example.com").json()["task_ids"]
     record = wait_for_state(stack, ids[0], {"succeeded", "failed"})
     assert (record.state, record.attempts, record.retries) == ("failed", 3, 2)
     assert record.error and "retries exhausted" in record.error
@@ -79,7 +79,7 @@ def test_with_the_ledger_off_celery_counts_attempts_by_its_own_retries(
     # the worker cannot read the attempt number from it: Celery's retry count says it.
     stack = make_stack(**FLAKY, ledger_enabled=False)
     stack.start_all(("redis", "celery-api", "worker"))
-    r = httpx.post(f"{stack.celery_url}/send-notification/c@example.com", timeout=10)
+    r = httpx.post(f"{stack.url('celery')}/send-notification/c@example.com", timeout=10)
     assert r.status_code == 202, r.text
     notification_id, log_id = r.json()["task_ids"]
     # Two attempts fail, the third sends: once.
@@ -106,7 +106,7 @@ def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
         ("/send-notification/user@example.com", {}),
     ]:
         started = time.monotonic()
-        r = httpx.post(f"{stack.celery_url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+        r = httpx.post(f"{stack.url('celery')}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
         elapsed = time.monotonic() - started
         assert r.status_code == 503, r.text
         # It names the dependency and when to try again; the host stays in the log.
@@ -115,17 +115,19 @@ def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
         assert elapsed < 2.5, f"503 took {elapsed:.2f}s"
 
     # The BackgroundTasks side needs no broker: it still serves and does the work.
-    r = httpx.post(f"{stack.bg_url}/items/", json={"name": "노트북", "price": 1500000}, timeout=10)
+    r = httpx.post(
+        f"{stack.url('bg')}/items/", json={"name": "노트북", "price": 1500000}, timeout=10
+    )
     assert r.status_code == 202, r.text
     [task_id] = r.json()["task_ids"]
     wait_until(lambda: log_lines(stack, task_id), 10, "the BG log line without Redis")
-    assert httpx.get(f"{stack.bg_url}/health").status_code == 200
+    assert httpx.get(f"{stack.url('bg')}/health").status_code == 200
     # Its ledger says clearly that it is unavailable (not a misleading 404).
-    r = httpx.get(f"{stack.bg_url}/tasks/{task_id}")
+    r = httpx.get(f"{stack.url('bg')}/tasks/{task_id}")
     assert r.status_code == 503 and r.json()["dependency"] == "ledger", r.text
     assert "127.0.0.1" not in r.text and "Error" not in r.text
     # Alive, not ready: a load balancer stops sending it work the ledger cannot record.
-    for url in (stack.bg_url, stack.celery_url):
+    for url in (stack.url("bg"), stack.url("celery")):
         assert httpx.get(f"{url}/health").status_code == 200
         r = httpx.get(f"{url}/ready", timeout=10)
         assert r.status_code == 503 and r.json()["dependency"] == "ledger", r.text
@@ -134,9 +136,9 @@ def test_redis_down_celery_answers_503_fast_while_bg_keeps_serving(
 
     # Redis back: the Celery side accepts work again without a restart.
     stack.start("redis")
-    r = httpx.post(f"{stack.celery_url}/items/", json={"name": "x", "price": 1}, timeout=10)
+    r = httpx.post(f"{stack.url('celery')}/items/", json={"name": "x", "price": 1}, timeout=10)
     assert r.status_code == 202, r.text
-    r = httpx.get(f"{stack.celery_url}/ready", timeout=10)
+    r = httpx.get(f"{stack.url('celery')}/ready", timeout=10)
     assert r.status_code == 200 and r.json()["checked"] == ["ledger", "broker"], r.text
 
 
@@ -151,10 +153,10 @@ def test_bg_app_starts_and_serves_without_redis(
         redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     stack = make_stack(redis_url=redis_url)
     stack.start("bg-api")
-    r = httpx.post(f"{stack.bg_url}/send-notification/user@example.com")
+    r = httpx.post(f"{stack.url('bg')}/send-notification/user@example.com")
     assert r.status_code == 202
     notification_id, log_id = r.json()["task_ids"]
     wait_until(lambda: log_lines(stack, log_id), 10, "both lines without any Redis")
     assert log_lines(stack, notification_id)
-    r = httpx.get(f"{stack.bg_url}/tasks/{log_id}")
+    r = httpx.get(f"{stack.url('bg')}/tasks/{log_id}")
     assert r.status_code == 503 and says in r.json()["detail"]

@@ -33,7 +33,7 @@ def test_a_task_is_succeeded_only_when_no_run_of_it_is_still_going(
         runner_heartbeat_seconds=0.2,
     )
     stack.start_all(("redis", "celery-api", "worker"))
-    r = httpx.post(f"{stack.celery_url}/send-notification/twice@example.com", timeout=10)
+    r = httpx.post(f"{stack.url('celery')}/send-notification/twice@example.com", timeout=10)
     assert r.status_code == 202, r.text
     task_id = r.json()["task_ids"][0]
 

@@ -102,7 +102,7 @@ def test_the_soft_time_limit_raises_inside_the_task_and_it_is_failed_once(
         celery_visibility_timeout=4.0,
     )
     stack.start_all(("redis", "celery-api", "worker"))
-    r = httpx.post(f"{stack.celery_url}/send-notification/s@example.com", timeout=10)
+    r = httpx.post(f"{stack.url('celery')}/send-notification/s@example.com", timeout=10)
     notification_id = r.json()["task_ids"][0]
     record = wait_for_state(stack, notification_id, {"failed", "succeeded"}, timeout=20)
     # Raised inside time.sleep, caught by the task's own handler: recorded as failed...

@@ -38,10 +38,12 @@ def test_json_lines_carry_the_task_id_on_both_sides(make_stack: StackFactory) ->
     stack = make_stack(log_format="json", log_level="DEBUG")
     stack.start_all(("redis", "bg-api", "celery-api", "worker"))
 
-    bg = httpx.post(f"{stack.bg_url}/items/", json={"name": "pen", "price": 1.5}, timeout=10)
+    bg = httpx.post(f"{stack.url('bg')}/items/", json={"name": "pen", "price": 1.5}, timeout=10)
     assert bg.status_code == 202, bg.text
     [bg_id] = bg.json()["task_ids"]
-    celery = httpx.post(f"{stack.celery_url}/items/", json={"name": "ink", "price": 2}, timeout=10)
+    celery = httpx.post(
+        f"{stack.url('celery')}/items/", json={"name": "ink", "price": 2}, timeout=10
+    )
     assert celery.status_code == 202, celery.text
     [celery_id] = celery.json()["task_ids"]
 

@@ -25,7 +25,9 @@ def stack(make_module_stack: StackFactory) -> Iterator[LocalStack]:
 
 
 def schedule(stack: LocalStack, variant: str, seconds: float) -> str:
-    r = httpx.post(f"{stack.bg_url}/mechanics/{variant}", params={"seconds": seconds}, timeout=30)
+    r = httpx.post(
+        f"{stack.url('bg')}/mechanics/{variant}", params={"seconds": seconds}, timeout=30
+    )
     assert r.status_code == 202, r.text
     task_id: str = r.json()["task_ids"][0]
     return task_id
@@ -50,7 +52,7 @@ def health_wait_during(stack: LocalStack, variant: str) -> float:
     # cannot answer while its loop is blocked.
     wait_for_state(stack, task_id, {"running"}, timeout=10)
     started = time.monotonic()
-    assert httpx.get(f"{stack.bg_url}/health", timeout=30).status_code == 200
+    assert httpx.get(f"{stack.url('bg')}/health", timeout=30).status_code == 200
     waited = time.monotonic() - started
     wait_for_state(stack, task_id, {"succeeded"}, timeout=BLOCK + 10)
     return waited

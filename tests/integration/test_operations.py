@@ -38,11 +38,11 @@ def test_experiment_routes_are_mounted_only_on_request(
 ) -> None:
     stack = make_stack(experiment_routes=mounted)
     stack.start_all(("redis", "bg-api", "celery-api"))
-    paths = set(httpx.get(f"{stack.bg_url}/openapi.json", timeout=10).json()["paths"])
+    paths = set(httpx.get(f"{stack.url('bg')}/openapi.json", timeout=10).json()["paths"])
     assert ("/mechanics/blocking-async-task" in paths) is mounted
-    r = httpx.post(f"{stack.bg_url}/mechanics/blocking-async-task?seconds=0", timeout=10)
+    r = httpx.post(f"{stack.url('bg')}/mechanics/blocking-async-task?seconds=0", timeout=10)
     assert (r.status_code != 404) is mounted, r.text
-    paths = set(httpx.get(f"{stack.celery_url}/openapi.json", timeout=10).json()["paths"])
+    paths = set(httpx.get(f"{stack.url('celery')}/openapi.json", timeout=10).json()["paths"])
     assert any(p.startswith("/capacity/") for p in paths) is mounted
     assert "/items/" in paths and "/ready" in paths
 
@@ -72,18 +72,20 @@ def test_a_finished_task_is_forgotten_after_the_retention(make_stack: StackFacto
     stack.start_all(("redis", "bg-api", "celery-api"))
     r = admin(stack)
     # Queued, not run (no worker yet): kept up to the unfinished bound.
-    queued = httpx.post(f"{stack.celery_url}/items/", json=ITEM, timeout=10).json()["task_ids"][0]
+    queued = httpx.post(f"{stack.url('celery')}/items/", json=ITEM, timeout=10).json()["task_ids"][
+        0
+    ]
     assert 2 < r.ttl(TASK_KEY.format(queued)) <= 60
     stack.start("worker")
     ids = [queued]
-    ids += httpx.post(f"{stack.bg_url}/items/", json=ITEM, timeout=10).json()["task_ids"]
+    ids += httpx.post(f"{stack.url('bg')}/items/", json=ITEM, timeout=10).json()["task_ids"]
     for task_id in ids:
         wait_for_state(stack, task_id, {"succeeded"}, timeout=60)
         assert 0 < r.ttl(TASK_KEY.format(task_id)) <= 2
     wait_until(
         lambda: not any(r.exists(TASK_KEY.format(t)) for t in ids), 30, "the records to expire"
     )
-    for url, task_id in ((stack.celery_url, ids[0]), (stack.bg_url, ids[1])):
+    for url, task_id in ((stack.url("celery"), ids[0]), (stack.url("bg"), ids[1])):
         got = httpx.get(f"{url}/tasks/{task_id}", timeout=10)
         assert got.status_code == 404 and "forgotten after the retention" in got.json()["detail"]
         assert log_lines(stack, task_id)  # the effect stays: only the bookkeeping goes
@@ -119,40 +121,40 @@ def test_a_full_redis_is_a_503_and_both_apis_keep_serving(make_stack: StackFacto
         for i in range(1000):  # 64 MB at most: full long before
             r.set(f"filler:{i}", filler)
 
-    got = httpx.post(f"{stack.celery_url}/items/", json=ITEM, timeout=10)
+    got = httpx.post(f"{stack.url('celery')}/items/", json=ITEM, timeout=10)
     assert got.status_code == 503, got.text
     # The ledger and the broker are this one Redis: whichever write comes first is refused.
     assert got.json()["dependency"] in ("ledger", "broker") and "Retry-After" in got.headers
     # BackgroundTasks needs no Redis to do its work: accepted, done, unrecorded.
-    got = httpx.post(f"{stack.bg_url}/items/", json=ITEM, timeout=10)
+    got = httpx.post(f"{stack.url('bg')}/items/", json=ITEM, timeout=10)
     assert got.status_code == 202, got.text
     [task_id] = got.json()["task_ids"]
     wait_until(lambda: log_lines(stack, task_id), 20, "bg's line with Redis full")
-    for url in (stack.bg_url, stack.celery_url):
+    for url in (stack.url("bg"), stack.url("celery")):
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
     assert "maxmemory" in stack.output("celery-api")  # the reason: in the log only
 
     # Room again: accepted again, no restart.
     r.delete(*[f"filler:{i}" for i in range(1000)])
-    assert httpx.post(f"{stack.celery_url}/items/", json=ITEM, timeout=10).status_code == 202
+    assert httpx.post(f"{stack.url('celery')}/items/", json=ITEM, timeout=10).status_code == 202
 
 
 def test_ready_names_the_broker_that_does_not_answer(make_stack: StackFactory) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     stack = make_stack(celery_broker_url=dead)
     stack.start_all(("redis", "bg-api", "celery-api"))
-    got = httpx.get(f"{stack.celery_url}/ready", timeout=15)
+    got = httpx.get(f"{stack.url('celery')}/ready", timeout=15)
     assert got.status_code == 503 and got.json()["dependency"] == "broker", got.text
     assert int(got.headers["Retry-After"]) > 0
-    assert httpx.get(f"{stack.celery_url}/health", timeout=10).status_code == 200
-    got = httpx.post(f"{stack.celery_url}/items/", json=ITEM, timeout=15)
+    assert httpx.get(f"{stack.url('celery')}/health", timeout=10).status_code == 200
+    got = httpx.post(f"{stack.url('celery')}/items/", json=ITEM, timeout=15)
     assert got.status_code == 503 and got.json() == {
         "detail": "broker unavailable, nothing was queued",
         "dependency": "broker",
     }
     assert dead.split("//")[1].split("/")[0] not in got.text
     # BackgroundTasks has no broker: ready once its ledger answers.
-    got = httpx.get(f"{stack.bg_url}/ready", timeout=10)
+    got = httpx.get(f"{stack.url('bg')}/ready", timeout=10)
     assert got.status_code == 200 and got.json()["checked"] == ["ledger"], got.text
 
 

@@ -117,7 +117,7 @@ def test_rabbitmq_keeps_a_durable_queue_of_persistent_messages_across_a_kill(
     assert stack.rabbitmq is not None
     ids = []
     for i in range(3):
-        r = httpx.post(f"{stack.celery_url}/send-notification/d{i}@example.com", timeout=10)
+        r = httpx.post(f"{stack.url('celery')}/send-notification/d{i}@example.com", timeout=10)
         assert r.status_code == 202, r.text
         ids += r.json()["task_ids"]
 
@@ -186,7 +186,7 @@ def test_a_message_rabbitmq_refuses_is_a_503_that_says_what_was_queued(
     # A queue that holds one message and refuses the next: basic.nack.
     refuse = '{"max-length": 1, "overflow": "reject-publish"}'
     rabbitmq.ctl("set_policy", "-p", vhost, "--apply-to", "queues", "refuse", "^celery$", refuse)
-    url = f"{stack.celery_url}/send-notification/n@example.com"
+    url = f"{stack.url('celery')}/send-notification/n@example.com"
 
     def tasks_since(t: float) -> set[str]:
         records = stack.ledger().records(implementation=Implementation.celery, since=t)
@@ -226,7 +226,7 @@ def test_a_broker_that_blocks_publishers_is_a_quick_503_not_a_hang(
     stack.start_all(("redis", "rabbitmq", "celery-api"))
     rabbitmq = stack.rabbitmq
     assert rabbitmq is not None
-    url = f"{stack.celery_url}/send-notification/b@example.com"
+    url = f"{stack.url('celery')}/send-notification/b@example.com"
     assert httpx.post(url, timeout=30).status_code == 202  # connected, queue declared
     rabbitmq.ctl("set_vm_memory_high_watermark", "0")  # the alarm goes off at once
     try:
@@ -250,7 +250,7 @@ def test_a_broker_that_never_answered_the_api_queued_nothing(make_stack: StackFa
     timeout there is not the unconfirmed publish above, which may be queued)."""
     stack = make_stack(broker="rabbitmq", redis_socket_timeout=1.0)
     stack.start_all(("redis", "rabbitmq", "celery-api"))  # the API has not connected yet
-    url = f"{stack.celery_url}/send-notification/p@example.com"
+    url = f"{stack.url('celery')}/send-notification/p@example.com"
     broker = stack.procs["rabbitmq"]
     t0 = time.time()
     broker.send(signal.SIGSTOP, group=True)

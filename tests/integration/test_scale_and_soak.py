@@ -51,7 +51,7 @@ def test_two_workers_take_tasks_from_one_queue(make_stack: StackFactory) -> None
     stack.start_all(("redis", "celery-api", "worker", "worker-2"))
     ids = []
     for i in range(6):
-        r = httpx.post(f"{stack.celery_url}/send-notification/q{i}@example.com", timeout=10)
+        r = httpx.post(f"{stack.url('celery')}/send-notification/q{i}@example.com", timeout=10)
         assert r.status_code == 202
         ids.append(r.json()["task_ids"][0])
 

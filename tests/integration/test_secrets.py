@@ -31,7 +31,7 @@ def test_redis_wants_its_password_and_no_log_line_shows_one(make_stack: StackFac
         anonymous.ping()
     assert redis.Redis.from_url(stack.settings.redis_url, socket_timeout=2).ping()
 
-    r = httpx.post(f"{stack.celery_url}/send-notification/p@example.com", timeout=10)
+    r = httpx.post(f"{stack.url('celery')}/send-notification/p@example.com", timeout=10)
     assert r.status_code == 202, r.text
     # No process of the stack carries the password on its command line (`ps` shows
     # every argv to every user): the servers read it from a file, the clients from
