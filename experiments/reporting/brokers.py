@@ -11,6 +11,11 @@ from experiments.reporting.crash import when_ran
 from experiments.reporting.dispatch import entries
 from experiments.reporting.report import load_if_any
 from experiments.reporting.tables import markdown_table
+from shared.services import IMPLEMENTATIONS
+
+# The implementation that runs on the stack's broker, Redis or RabbitMQ: the one compared.
+[ON_BROKERS] = [impl for impl, spec in IMPLEMENTATIONS.items() if "broker" in spec.needs]
+TITLE = IMPLEMENTATIONS[ON_BROKERS].title
 
 # (crash scenario key, what it shows)
 ROWS = [
@@ -62,12 +67,12 @@ def render_from(reports: Path) -> str:
         sides = footprint["sides"]
         cells = [
             f"{sides[s]['idle_rss_mib']:.0f} MiB" if s in sides else "—"
-            for s in ("celery", "celery on rabbitmq")
+            for s in (ON_BROKERS.value, f"{ON_BROKERS.value} on rabbitmq")
         ]
-        rows.append(["the Celery side's resident memory, idle (broker included)", *cells])
+        rows.append([f"{TITLE}'s resident memory, idle (broker included)", *cells])
     when = when_ran(crash, [o for o in crash["scenarios"] if o.get("broker")])
     return (
-        markdown_table(["", "Celery on Redis", "Celery on RabbitMQ"], rows)
+        markdown_table(["", f"{TITLE} on Redis", f"{TITLE} on RabbitMQ"], rows)
         + f"\n\n*From the reference run's `crash`, `dispatch` and `footprint` reports ({when});"
         " the scenarios' own rows, with their settings, are in [the crash table](crash.md).*"
     )
