@@ -635,6 +635,18 @@ SCENARIOS += (
         watch=Watch(window=hang_window),
     ),
     Scenario(
+        key="taskiq-crash-loop",
+        title="a task that kills its process every time, under taskiq",
+        implementation=Implementation.taskiq,
+        fault=NOTHING,
+        expected="the stream keeps it pending and claims it again after each idle timeout: "
+        "no delivery bound, for ever; the worker command exits after its third dead process "
+        "(--max-fails 3) and runs again only under a restart policy (started here once)",
+        settings=lambda p: {**taskiq_claims(p), "notification_crash_first_attempts": 99},
+        requests=1,
+        watch=Watch(window=loop_window, revive_worker=True),
+    ),
+    Scenario(
         key="taskiq-worker-kill-list",
         title="taskiq-worker SIGKILL (list broker, the quick start's)",
         implementation=Implementation.taskiq,

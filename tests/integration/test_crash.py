@@ -212,6 +212,18 @@ def test_a_taskiq_task_longer_than_the_idle_timeout_runs_twice_and_writes_once(
     assert o.skipped_writes >= 1 and o.extra_effect_lines == 0
 
 
+def test_a_taskiq_task_that_kills_its_process_comes_back_until_the_worker_gives_up(
+    tmp_path: Path,
+) -> None:
+    o = run_ok("taskiq-crash-loop", PARAMS, Where(workdir=tmp_path))
+    assert o.submitted == 2 and o.duplicate_effects == 0  # one request: two tasks
+    # Claimed again and again: no bound on deliveries...
+    assert o.handed_out is not None and o.handed_out >= 3
+    assert o.lost == 0 and o.summary["awaiting_redelivery"] + o.summary["in_flight"] == 1
+    # ...until the worker command exits by itself (--max-fails 3); started again once.
+    assert o.stopped_after is not None and o.restarted_after is not None
+
+
 def test_taskiq_worker_sigkill_on_the_list_broker_loses_the_running_tasks(
     tmp_path: Path,
 ) -> None:
