@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import amqp
 import redis
@@ -34,12 +34,11 @@ from celery_app import tasks
 from celery_app.config import QUEUE, TASK_NAMES, transport_options
 from celery_app.handover import Handover, HandoverDep
 from shared import experiment_routes
-from shared.http import TOO_LARGE, UNAVAILABLE, EmailPath
+from shared.experiment_routes import F, accepted, capacity_rung
+from shared.http import EmailPath
 from shared.ledger import Ledger
 from shared.models import Implementation, NotificationAccepted, TaskKind
 from shared.settings import Settings
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 router = APIRouter(tags=["experiments"])
 router.include_router(experiment_routes.router)
@@ -137,19 +136,8 @@ def rig(request: Request) -> Rig:
     return found
 
 
-def accepted(email: str, task_ids: list[str]) -> NotificationAccepted:
-    return NotificationAccepted(email=email, message="handed over", task_ids=task_ids)
-
-
 def rung(name: str, description: str, *, can_fail: bool = False) -> Callable[[F], F]:
-    """A rung's route: ``POST /capacity/<name>/{email}``, answered as the route is."""
-    return router.post(
-        f"/capacity/{name}/{{email}}",
-        status_code=202,
-        response_model=NotificationAccepted,
-        responses={**TOO_LARGE, **UNAVAILABLE} if can_fail else TOO_LARGE,
-        description=description,
-    )
+    return capacity_rung(router, name, description, can_fail=can_fail)
 
 
 @rung("bare-def", "No task, in a plain def route: what the trip to AnyIO's thread pool costs.")

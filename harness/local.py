@@ -505,7 +505,7 @@ class LocalStack:
 
     def purge_queue(self, impl: Implementation) -> None:
         service, (program, *rest) = purge_command(impl)
-        # The program of this interpreter's environment ("python", "celery"), as the
+        # The program of this interpreter's environment (python, or a library's CLI), as the
         # services run theirs (``python_argv``), whatever PATH says.
         found = Path(sys.executable).with_name(program)
         argv = [str(found) if found.exists() else program, *rest]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from redis.asyncio import Redis
@@ -28,7 +27,8 @@ from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisStreamBroker
 
 from shared import experiment_routes
-from shared.http import TOO_LARGE, UNAVAILABLE, EmailPath
+from shared.experiment_routes import F, accepted, capacity_rung
+from shared.http import EmailPath
 from shared.ledger import AsyncLedger
 from shared.models import Implementation, NotificationAccepted, TaskKind
 from shared.settings import Settings
@@ -36,8 +36,6 @@ from taskiq_app import purge as purging
 from taskiq_app import tasks
 from taskiq_app.handover import Handover
 from taskiq_app.worker import broker
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 router = APIRouter(tags=["experiments"])
 router.include_router(experiment_routes.router)
@@ -88,19 +86,8 @@ async def rig(request: Request) -> Rig:
     return found
 
 
-def accepted(email: str, task_ids: list[str]) -> NotificationAccepted:
-    return NotificationAccepted(email=email, message="handed over", task_ids=task_ids)
-
-
 def rung(name: str, description: str, *, can_fail: bool = False) -> Callable[[F], F]:
-    """A rung's route: ``POST /capacity/<name>/{email}``, answered as the route is."""
-    return router.post(
-        f"/capacity/{name}/{{email}}",
-        status_code=202,
-        response_model=NotificationAccepted,
-        responses={**TOO_LARGE, **UNAVAILABLE} if can_fail else TOO_LARGE,
-        description=description,
-    )
+    return capacity_rung(router, name, description, can_fail=can_fail)
 
 
 @rung("floor", "The floor: the messages' bytes, raw, in one round trip to the broker.")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.stacks import NEEDED_SERVICES, SINGLE_NODE, StackSpec
-from shared.services import IMPLEMENTATIONS, Implementation
+from shared.services import IMPLEMENTATIONS, Implementation, declared
 from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate", "partition", "failover"]
@@ -530,15 +530,12 @@ SCENARIOS += (
 
 
 def taskiq_claims(p: Params) -> dict[str, Any]:
-    """taskiq's stream broker, with the project's claim on every read: a dead worker's
-    pending message is claimed once idle for as long as Celery's visibility timeout
-    (the same horizon on both rows), by a read every half second."""
-    return {
-        "taskiq_broker": "stream",
-        "taskiq_idle_timeout_seconds": p.visibility,
-        "taskiq_read_block_seconds": 0.5,
-        "taskiq_claim_when_idle": True,
-    }
+    """taskiq's declared horizon (``ImplementationSpec.horizon``): a dead worker's
+    message claimed once idle as long as Celery's visibility timeout (the rows share
+    a horizon), by a read every half second."""
+    horizon = IMPLEMENTATIONS[Implementation.taskiq].horizon
+    assert horizon is not None
+    return dict(declared(horizon)(p.visibility, 0.5))
 
 
 SCENARIOS += (
