@@ -311,9 +311,11 @@ class _Processes:
             and (d := self.died_at(r.runner, r.seen_at)) >= t - self.obs.stale_after
         ]
 
-    def free_since(self, impl: Implementation, records: Iterable[TaskRecord]) -> float | None:
-        """Since when some live worker process of ``impl`` has had nothing to run
-        (None: none has). Busy: an open run on it in the records, or its heartbeat
+    def free_workers(
+        self, impl: Implementation, records: Iterable[TaskRecord]
+    ) -> list[tuple[float, float]]:
+        """Each live worker process of ``impl`` that has nothing to run: since when, and
+        when it was last seen. Busy: an open run on it in the records, or its heartbeat
         says so (a run it started that these records do not show)."""
         live = [
             r for r in self.obs.runners if r.implementation == impl and self.alive(r.runner, None)
@@ -328,31 +330,33 @@ class _Processes:
                     busy.add(run.runner)
                 elif run.ended_at is not None:
                     last_end[run.runner] = max(last_end.get(run.runner, 0.0), run.ended_at)
-        free = [
-            max(r.started_at, last_end.get(r.runner, 0.0), r.free_since or 0.0)
+        return [
+            (max(r.started_at, last_end.get(r.runner, 0.0), r.free_since or 0.0), r.seen_at)
             for r in live
             if r.runner not in busy and not r.busy
         ]
-        return min(free) if free else None
 
 
 def judge(obs: Observation) -> Judgement:
     """Every task's verdict, and each implementation's summary."""
     procs = _Processes(obs)
     by_id = {r.task_id: r for r in obs.records}
-    free: dict[Implementation, float | None] = {}
+    free: dict[Implementation, list[tuple[float, float]]] = {}
     verdicts: dict[str, TaskVerdict] = {}
 
     def waited_too_long(impl: Implementation, ready_at: float) -> bool:
-        """A free worker and a live broker have had ``slack`` seconds to start it."""
+        """A free worker and a live broker have had ``slack`` seconds to start it: a
+        worker seen that long after it was free and the task due. Not merely "alive"
+        now: a killed worker's idle process counts as alive for a heartbeat or two
+        after its last beat, and had no time to take the task it died with."""
         if impl not in free:
-            free[impl] = procs.free_since(
+            free[impl] = procs.free_workers(
                 impl, (r for r in obs.records if r.implementation == impl)
             )
-        free_since = free[impl]
-        if free_since is None or obs.broker_up_since is None:
+        if obs.broker_up_since is None:
             return False
-        return obs.now - max(ready_at, free_since, obs.broker_up_since) > obs.slack
+        up = obs.broker_up_since
+        return any(seen - max(ready_at, since, up) > obs.slack for since, seen in free[impl])
 
     def decide(record: TaskRecord) -> tuple[Verdict, str]:
         if record.state == TaskState.succeeded:

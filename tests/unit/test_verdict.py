@@ -179,6 +179,22 @@ def test_rabbitmq_hands_the_task_back_when_the_connection_drops() -> None:
     assert verdict_of("n", observe([orphan(989.0)], [dead, free])) == Verdict.awaiting_redelivery
 
 
+def test_a_killed_workers_idle_process_is_no_free_worker_for_the_task_it_died_with() -> None:
+    # The worker's two processes die together at ~990: the one that ran the task, and
+    # an idle one whose last beat (990.8) still looks alive for a few seconds after.
+    dead = runner("w:1:a", seen_at=990.0)
+    sibling = runner("w:1:b", started_at=800.0, seen_at=990.8)
+    amqp = Redelivery("rabbitmq", visibility_timeout=60, restore_interval=5)
+    at = observe([orphan(989.0)], [dead, sibling], redelivery=amqp, now=993.5)
+    # 3.5 s past the death, the sibling "alive": it was never seen free after the task
+    # came back, so the task is not yet lost (the compose smoke read "lost" here).
+    assert verdict_of("n", at) == Verdict.awaiting_redelivery
+    # A worker seen free for the slack after the death: lost, as before.
+    restarted = runner("w:2:c", started_at=991.0, seen_at=995.0)
+    late = observe([orphan(989.0)], [dead, restarted], redelivery=amqp, now=995.5)
+    assert verdict_of("n", late) == Verdict.lost
+
+
 def test_queued_celery_task_is_in_flight_while_the_broker_is_down() -> None:
     free = runner("w:2:b", started_at=800.0)
     queued = rec("q", CELERY, "queued", queued_at=900.0)
