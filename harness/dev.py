@@ -4,7 +4,7 @@ services as local processes.
 The same services and ports as ``docker-compose.yml``, without Docker: a
 redis-server of its own when nothing answers at ``REDIS_URL`` (only for a local
 URL), then the Procfile's Python services of the chapter's two implementations
-(``--implementations`` picks others: ``bg,celery,taskiq``) under honcho. Ctrl-C (SIGINT) or
+(``--implementations`` picks others, by their declared names) under honcho. Ctrl-C (SIGINT) or
 SIGTERM stops them all: honcho sends SIGTERM to each service's process group and
 SIGKILL five seconds later; the redis-server goes last.
 
@@ -19,6 +19,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
@@ -26,8 +27,29 @@ from urllib.parse import urlsplit
 from experiments.common import add_implementations_argument
 from harness.procs import REPO_ROOT, Proc
 from harness.servers import RedisServer
-from shared.services import DEFAULT_IMPLEMENTATIONS, implementation_of
+from shared.services import (
+    DEFAULT_IMPLEMENTATIONS,
+    IMPLEMENTATIONS,
+    Probe,
+    implementation_of,
+    service,
+)
 from shared.settings import Settings, redact
+
+
+def urls(processes: Mapping[str, object], env: Mapping[str, str]) -> str:
+    """Where each process that answers HTTP is: an API's /docs, a UI's page."""
+    apis = {spec.api: spec.title for spec in IMPLEMENTATIONS.values()}
+    out = []
+    for name in processes:
+        s = service(name)
+        if s.probe != Probe.http or s.port_variable is None:
+            continue
+        port = env.get(s.port_variable, str(s.port))
+        page = "docs" if name in apis else ""
+        out.append(f"http://127.0.0.1:{port}/{page} ({apis.get(name, name)})")
+    return "  ".join(out)
+
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
 # What the services themselves fall back to when REDIS_URL is unset.
@@ -130,16 +152,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"dev: using the Redis at {redact(env['REDIS_URL'])}", flush=True)
         else:
             redis_proc = start_redis(server, state_dir)
-        print(
-            "dev: http://127.0.0.1:{}/docs (BackgroundTasks)  http://127.0.0.1:{}/docs (Celery)  "
-            "http://127.0.0.1:{}/ (Flower, user {})  Ctrl-C stops everything".format(
-                env.get("BG_API_PORT", "8001"),
-                env.get("CELERY_API_PORT", "8002"),
-                env.get("FLOWER_PORT", "5555"),
-                env.get("FLOWER_USER", "admin"),
-            ),
-            flush=True,
-        )
+        print(f"dev: {urls(processes, env)}  Ctrl-C stops everything", flush=True)
         manager = Manager(Printer(sys.stdout))
         for name, cmd in processes.items():
             manager.add_process(name, cmd, env=env, cwd=str(REPO_ROOT))

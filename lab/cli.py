@@ -36,7 +36,12 @@ from harness.local import LocalStack
 from harness.stacks import BROKERS, NEEDED_SERVICES
 from harness.target import Target
 from lab.state import Lab, LabSettings
-from shared.services import DEFAULT_IMPLEMENTATIONS, IMPLEMENTATIONS, Implementation
+from shared.services import (
+    DEFAULT_IMPLEMENTATIONS,
+    IMPLEMENTATIONS,
+    Implementation,
+    horizon_settings,
+)
 from shared.settings import explicit_settings
 
 logger = logging.getLogger(__name__)
@@ -45,8 +50,8 @@ logger = logging.getLogger(__name__)
 # worker's message comes back 10 s after its delivery (whichever broker holds it).
 DEMO = {
     "notification_delay_seconds": 5.0,
-    "celery_visibility_timeout": 10.0,
-    "celery_restore_interval": 0.5,
+    "horizon_seconds": 10.0,  # each implementation's declared horizon (shared.services)
+    "horizon_scan_seconds": 0.5,
     "beat_interval_seconds": 60.0,
 }
 
@@ -79,14 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     local.add_argument(
         "--visibility-timeout",
         type=float,
-        default=DEMO["celery_visibility_timeout"],
+        default=DEMO["horizon_seconds"],
         metavar="S",
         help="how long a dead worker's task waits in its broker before it is handed out "
-        "again: CELERY_VISIBILITY_TIMEOUT and TASKIQ_IDLE_TIMEOUT_SECONDS "
-        f"(default {DEMO['celery_visibility_timeout']:g})",
+        "again: each implementation's horizon setting (see docs/settings.md) "
+        f"(default {DEMO['horizon_seconds']:g})",
     )
     local.add_argument(
-        "--restore-interval", type=float, default=DEMO["celery_restore_interval"], metavar="S"
+        "--restore-interval",
+        type=float,
+        default=DEMO["horizon_scan_seconds"],
+        metavar="S",
+        help="how often that horizon is checked, where a scan checks it "
+        f"(default {DEMO['horizon_scan_seconds']:g})",
     )
     local.add_argument(
         "--beat-interval", type=float, default=DEMO["beat_interval_seconds"], metavar="S"
@@ -107,9 +117,7 @@ def build_target(args: argparse.Namespace, workdir: Path) -> Target:
         return where.attach()
     settings = explicit_settings(
         notification_delay_seconds=args.notification_delay,
-        celery_visibility_timeout=args.visibility_timeout,
-        taskiq_idle_timeout_seconds=args.visibility_timeout,
-        celery_restore_interval=args.restore_interval,
+        **horizon_settings(args.visibility_timeout, args.restore_interval),
         beat_interval_seconds=args.beat_interval,
     )
     # AOF on, as in compose: restarting Redis keeps the queue and the ledger.

@@ -85,6 +85,14 @@ class ImplementationSpec:
     # Its worker's log line for each message it is handed (group 1: the task id), which
     # counts deliveries that never started a run; empty: count the ledger's runs.
     received: str = ""
+    # Its library's distributions, whose versions every report records.
+    libraries: tuple[str, ...] = ()
+    # Its rows of the crash table: "module:attribute" of a tuple of
+    # ``experiments.crash.scenarios.Scenario`` (its package's, beside its app).
+    scenarios: str | None = None
+    # Its lines in the README's decision guide: "module:function" (the reports'
+    # directory) -> lines; None: it is not in the guide (the five-way table has it).
+    guide: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,9 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         delivery=Delivery.in_process,
         needs=("bg-api",),
         in_order=True,
+        libraries=("fastapi", "starlette"),
+        scenarios="fastapi_bg.crash_scenarios:SCENARIOS",
+        guide="fastapi_bg.guide:lines",
     ),
     Implementation.celery: ImplementationSpec(
         Implementation.celery,
@@ -144,6 +155,9 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         stock="celery_app.delivery:stock",
         purge=("celery", "-A", "celery_app.worker", "purge", "-f"),
         received=r"Task \S+\[([0-9a-f-]{36})\] received",
+        libraries=("celery", "kombu"),
+        scenarios="celery_app.crash_scenarios:SCENARIOS",
+        guide="celery_app.guide:lines",
     ),
     Implementation.taskiq: ImplementationSpec(
         Implementation.taskiq,
@@ -161,6 +175,8 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         horizon="taskiq_app.delivery:horizon",
         stock="taskiq_app.delivery:stock",
         purge=("python", "-m", "taskiq_app.purge"),
+        libraries=("taskiq", "taskiq-redis"),
+        scenarios="taskiq_app.crash_scenarios:SCENARIOS",
     ),
 }
 

@@ -58,25 +58,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--visibility-timeout",
         type=float,
         default=d.visibility,
-        help=f"CELERY_VISIBILITY_TIMEOUT (default {d.visibility:g})",
+        help="the horizon: a dead worker's task comes back this long after its delivery, "
+        f"each implementation's declared setting (default {d.visibility:g})",
     )
     parser.add_argument(
         "--restore-interval",
         type=float,
         default=d.restore_interval,
-        help=f"CELERY_RESTORE_INTERVAL, kombu's unacked scan (default {d.restore_interval:g})",
+        help="how often the horizon is checked, where a scan does it "
+        f"(default {d.restore_interval:g})",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
         default=d.concurrency,
-        help=f"Celery worker processes (default {d.concurrency})",
+        help=f"worker processes, or a worker's task slots (default {d.concurrency})",
     )
     parser.add_argument(
         "--grace",
         type=int,
         default=d.grace,
-        help=f"bg-term-timeout's graceful-shutdown timeout, whole seconds (default {d.grace})",
+        help=f"the short graceful-shutdown timeout, whole seconds (default {d.grace})",
     )
     parser.add_argument(
         "--loop-window",

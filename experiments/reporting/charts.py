@@ -43,8 +43,9 @@ def save(fig: Figure, path: Path, data: Mapping[str, Any], *, extra: str = "") -
     info = data.get("machine") or report.machine()
     v = info["versions"]
     text = (
-        f"one run, {info['when']}, {info['cpus']} CPUs, Python {info['python']}, "
-        f"fastapi {v.get('fastapi')}, starlette {v.get('starlette')}, celery {v.get('celery')}; "
+        f"one run, {info['when']}, {info['cpus']} CPUs, Python {info['python']}"
+        + "".join(f", {lib} {v[lib]}" for lib in report.libraries() if v.get(lib))
+        + "; "
         + ", ".join(filter(None, (extra, f"target {data['target']}")))
     )
     fig.text(0.01, 0.005, text, fontsize=7, color="#555555", ha="left", va="bottom")

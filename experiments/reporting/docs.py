@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.__main__ import COMMANDS
+from experiments.reporting import report
 from experiments.reporting.report import load, reports_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +53,7 @@ REGION = re.compile(
 def provenance(data: dict[str, Any]) -> str:
     m = data.get("machine", {})
     v = m.get("versions", {})
-    names = ("fastapi", "starlette", "celery", "kombu", "taskiq", "taskiq-redis")
-    versions = ", ".join(f"{k} {v[k]}" for k in names if v.get(k))
+    versions = ", ".join(f"{k} {v[k]}" for k in report.libraries() if v.get(k))
     return (
         f"*Measured {m.get('when', '?')} on {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, "
         f"Python {m.get('python', '?')} ({versions}); `{m.get('command', '')}`.*"

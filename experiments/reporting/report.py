@@ -12,18 +12,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-VERSIONED = (
-    "fastapi",
-    "starlette",
-    "uvicorn",
-    "celery",
-    "kombu",
-    "redis",
-    "anyio",
-    "amqp",
-    "taskiq",
-    "taskiq-redis",
-)
+from shared.services import IMPLEMENTATIONS
+
+# What every run depends on, then each implementation's libraries (its declaration's).
+VERSIONED = ("fastapi", "starlette", "uvicorn", "redis", "anyio", "amqp")
+
+
+def libraries() -> tuple[str, ...]:
+    """Every declared implementation's libraries, in the declaration's order."""
+    return tuple(dict.fromkeys(lib for s in IMPLEMENTATIONS.values() for lib in s.libraries))
 
 
 def reports_dir(given: Path | None = None) -> Path:
@@ -33,7 +30,7 @@ def reports_dir(given: Path | None = None) -> Path:
 
 def machine() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
-    for dist in VERSIONED:
+    for dist in dict.fromkeys((*VERSIONED, *libraries())):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
