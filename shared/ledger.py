@@ -48,7 +48,7 @@ from shared.ledger_layout import (
     queue_commands,
     ttl,
 )
-from shared.models import Implementation, RunnerRecord, TaskRecord, TaskState
+from shared.models import PARKED_FATES, Implementation, RunnerRecord, TaskRecord, TaskState
 from shared.settings import Retention, Settings
 
 logger = logging.getLogger(__name__)
@@ -260,6 +260,36 @@ class Ledger:
         ``attempt`` ends here, or, with none given, the task is closed as it stands (the
         broker dead-lettered it), the runs its dead processes left open closed as
         abandoned. A task the ledger does not know is created."""
+        self._close(task_id, kind, reason, {"gave_up": reason}, attempt)
+
+    def record_parked(
+        self,
+        task_id: str,
+        kind: str,
+        fate: str,
+        where: str,
+        recover: str,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        """Record that the queue parked the task where someone can get it back, and
+        nothing runs it again by itself: ``fate`` "abandoned" (the queue recorded it
+        as failed without finishing it) or "dead-lettered" (the broker put it aside
+        after a delivery limit); ``where`` it is now, and how to ``recover`` it.
+        ``attempt`` as for ``record_gave_up``."""
+        if fate not in PARKED_FATES:
+            raise ValueError(f"fate must be one of {sorted(PARKED_FATES)}, not {fate!r}")
+        parked = f"{fate}: now in {where}; to run it again: {recover}"
+        self._close(task_id, kind, parked, {"fate": fate, "parked": parked}, attempt)
+
+    def _close(
+        self,
+        task_id: str,
+        kind: str,
+        reason: str,
+        detail: Mapping[str, str],
+        attempt: int | None,
+    ) -> None:
         if attempt is None:
             now = time.time()
 
@@ -287,7 +317,7 @@ class Ledger:
                         "error": reason[:500],
                         "finished_at": now,
                         "updated_at": now,
-                        "detail.gave_up": reason[:500],
+                        **{f"detail.{k}": v[:500] for k, v in detail.items()},
                     },
                 )
                 pipe.zadd(INDEX_KEY.format(self.implementation.value), {task_id: now}, nx=True)
@@ -297,11 +327,9 @@ class Ledger:
                     pipe.persist(key)
                 pipe.execute()
 
-            self._do("gave up", op)
+            self._do("closed", op)
             return
-        self.record_finished(
-            task_id, attempt, TaskState.failed, error=reason, detail={"gave_up": reason}
-        )
+        self.record_finished(task_id, attempt, TaskState.failed, error=reason, detail=detail)
 
     def record_finished(
         self,

@@ -30,6 +30,10 @@ class TaskState(StrEnum):
 
 
 IN_FLIGHT = frozenset({TaskState.queued, TaskState.running, TaskState.retrying})
+# A failed task the queue parked where someone can get it back (``Ledger.record_parked``):
+# recorded failed without finishing (abandoned), or set aside by the broker after a
+# delivery limit (dead-lettered). The verdict names them so.
+PARKED_FATES = frozenset({"abandoned", "dead-lettered"})
 
 
 # An email address, as the schema documents it: the WHATWG (HTML) "valid email

@@ -16,6 +16,11 @@ What comes out, per task (``Verdict``):
 - **gave up** (Celery): it killed its process on every delivery, and after a bound
   on its deliveries (the project's own on Redis, the broker's delivery limit on
   RabbitMQ's quorum queues) it is not run again: neither lost nor completed;
+- **abandoned**: the queue recorded it as failed without finishing it (RQ's failed
+  job registry, after its worker died) and nothing runs it again; the reason says
+  where it is and how to requeue it by hand;
+- **dead-lettered**: the broker parked it after a delivery limit (a dead-letter
+  queue); the reason says which, and how to get it back;
 - **in flight**: queued, running or retrying, and whatever holds it is alive;
 - **awaiting redelivery** (Celery): its worker died mid-run, the message is
   unacknowledged, and the broker will hand it out again;
@@ -61,7 +66,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
-from shared.models import RunnerRecord, TaskRecord, TaskState
+from shared.models import PARKED_FATES, RunnerRecord, TaskRecord, TaskState
 from shared.services import IMPLEMENTATIONS, Delivery, Implementation, declared, delivery_of
 from shared.settings import Settings, explicit_settings
 from shared.work import SKIP_PATTERN, TAG_PATTERN
@@ -71,6 +76,8 @@ class Verdict(StrEnum):
     completed = "completed"
     failed = "failed"
     gave_up = "gave up"
+    abandoned = "abandoned"
+    dead_lettered = "dead-lettered"
     in_flight = "in flight"
     awaiting_redelivery = "awaiting redelivery"
     lost = "lost"
@@ -84,6 +91,8 @@ FINAL = frozenset(
         Verdict.completed,
         Verdict.failed,
         Verdict.gave_up,
+        Verdict.abandoned,
+        Verdict.dead_lettered,
         Verdict.lost,
         Verdict.skipped,
         Verdict.forgotten,
@@ -210,6 +219,8 @@ class Summary:
     completed: int = 0
     failed: int = 0
     gave_up: int = 0
+    abandoned: int = 0
+    dead_lettered: int = 0
     in_flight: int = 0
     awaiting_redelivery: int = 0
     lost: int = 0
@@ -240,10 +251,13 @@ class Summary:
             self.completed
             + self.failed
             + self.gave_up
+            + self.abandoned
+            + self.dead_lettered
             + self.in_flight
             + self.awaiting_redelivery
             + self.lost
             + self.skipped
+            + self.forgotten
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -364,6 +378,8 @@ def judge(obs: Observation) -> Judgement:
         if record.state == TaskState.failed:
             if record.detail.get("gave_up"):
                 return Verdict.gave_up, record.detail["gave_up"]
+            if (fate := record.detail.get("fate")) in PARKED_FATES:
+                return Verdict(fate), record.detail.get("parked", "")
             return Verdict.failed, record.error or ""
         recorded_success = any(run.outcome == "succeeded" for run in record.runs)
         if obs.effects and obs.effects.get(record.task_id, 0) > 0 and not recorded_success:
@@ -515,6 +531,8 @@ def summarize(
             completed=c.get("completed", 0),
             failed=c.get("failed", 0),
             gave_up=c.get("gave_up", 0),
+            abandoned=c.get("abandoned", 0),
+            dead_lettered=c.get("dead_lettered", 0),
             in_flight=c.get("in_flight", 0),
             awaiting_redelivery=c.get("awaiting_redelivery", 0),
             lost=c.get("lost", 0),

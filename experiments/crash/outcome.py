@@ -34,6 +34,10 @@ class Outcome:
     skipped: int = 0
     lost_notifications: int = 0
     gave_up: int = 0
+    # Parked, not lost: recorded failed by the queue (RQ's failed registry), or put
+    # aside by the broker after a delivery limit (a dead-letter queue).
+    abandoned: int = 0
+    dead_lettered: int = 0
     # A scenario with a fixed window: how often the broker handed each notification
     # out in it (the worker's "received" lines), and the most runs one had.
     window: float | None = None

@@ -379,12 +379,16 @@ def _count(run: _Run, final: Judgement) -> None:
     sc, target, out, say, t0 = run.sc, run.target, run.out, run.say, run.t0
     counts = final.of(run.impl)
     out.summary = counts.to_dict()
-    out.completed, out.failed, out.lost, out.skipped, out.gave_up = (
+    out.completed, out.failed, out.lost, out.skipped = (
         counts.completed,
         counts.failed,
         counts.lost,
         counts.skipped,
+    )
+    out.gave_up, out.abandoned, out.dead_lettered = (
         counts.gave_up,
+        counts.abandoned,
+        counts.dead_lettered,
     )
     out.lost_ids = sorted(final.ids(Verdict.lost))
     out.lost_notifications = len(set(run.notifications) & set(out.lost_ids))

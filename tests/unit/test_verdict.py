@@ -373,6 +373,28 @@ def test_a_task_the_worker_gave_up_on_is_neither_lost_nor_completed() -> None:
     assert side.balanced and side.settled
 
 
+@pytest.mark.parametrize(
+    ("fate", "verdict"),
+    [("abandoned", Verdict.abandoned), ("dead-lettered", Verdict.dead_lettered)],
+)
+def test_a_parked_task_is_neither_lost_nor_failed_and_says_where_it_is(
+    fate: str, verdict: Verdict
+) -> None:
+    parked = f"{fate}: now in the failed registry; to run it again: requeue n"
+    records = [
+        rec("n", CELERY, "failed", error=parked, detail={"fate": fate, "parked": parked}),
+        # A fate the ledger does not know is a failure, not a parking.
+        rec("m", CELERY, "failed", error="x", detail={"fate": "elsewhere"}),
+    ]
+    result = judge(observe(records, [runner("h:1:a")]))
+    assert result.tasks["n"].verdict == verdict
+    assert "requeue n" in result.tasks["n"].why
+    assert result.tasks["m"].verdict == Verdict.failed
+    side = result.of(CELERY)
+    assert (side.abandoned + side.dead_lettered, side.failed, side.lost) == (1, 1, 0)
+    assert side.balanced and side.settled
+
+
 def test_a_task_gone_past_the_retention_is_forgotten_not_lost() -> None:
     expected = {"old": CELERY}
     # Handed over a retention ago: the ledger may have expired its record.
