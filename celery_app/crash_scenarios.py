@@ -25,6 +25,7 @@ BOUND = {"celery_max_deliveries": 3, "celery_delivery_limit": 2}
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         key="celery-api-kill",
+        column="api-kill",
         title="celery-api SIGKILL",
         implementation=Implementation.celery,
         fault=Fault("kill", "celery-api"),
@@ -32,6 +33,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         key="worker-kill",
+        column="worker-kill",
         title="worker SIGKILL (acks_late)",
         implementation=Implementation.celery,
         fault=Fault("kill", "worker"),
@@ -56,6 +58,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         key="worker-kill-stock-acks",
+        column="worker-kill-stock",
         title="worker SIGKILL (stock acks)",
         implementation=Implementation.celery,
         fault=Fault("kill", "worker"),
@@ -102,6 +105,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         key="slow-task",
+        column="runs-twice",
         title="no crash, task longer than visibility timeout",
         implementation=Implementation.celery,
         fault=NOTHING,

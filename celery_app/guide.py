@@ -65,3 +65,18 @@ def _machine_lost(crash: Mapping[str, Any]) -> str:
         f"policy: one may exit), {lost(sentinel)} lost; a RabbitMQ cluster of three loses "
         f"[{lost(cluster)}]({TESTS}/test_ha.py) when the queue's leader dies."
     )
+
+
+def cells() -> dict[str, str]:
+    """What Celery can do, in the table across every implementation."""
+    return {
+        "runs twice": "a task longer than the visibility timeout (Redis); a redelivery "
+        "whose first run had written (written once: the work is idempotent)",
+        "retries": f"[bounded, with backoff]({TESTS}/test_failures.py)",
+        "schedule": f"[Beat]({TESTS}/test_delivery.py)",
+        "time limits": f"[soft and hard]({TESTS}/test_limits.py)",
+        "dead letters": "a bound on deliveries: [*gave up* after 3]"
+        f"({TESTS}/test_limits.py) (a quorum queue's dead-letter queue on RabbitMQ)",
+        "monitoring": "[Flower](scripts/compose-smoke.sh), behind basic auth",
+        "brokers": f"Redis, RabbitMQ, [Sentinel and a RabbitMQ cluster]({TESTS}/test_ha.py)",
+    }

@@ -8,6 +8,7 @@ from shared.services import Implementation
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         key="bg-kill",
+        column="api-kill",
         title="bg-api SIGKILL",
         implementation=Implementation.bg,
         fault=Fault("kill", "bg-api"),

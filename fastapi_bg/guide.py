@@ -23,3 +23,16 @@ def lines(reports: Path) -> list[str]:
         f"[retries a failure]({TESTS}/test_failures.py), nothing runs on a schedule, and a "
         f"CPU-heavy task [slows its own API {slowed:.0f}×]({HEAVY}) (p50).",
     ]
+
+
+def cells() -> dict[str, str]:
+    """What BackgroundTasks can do, in the table across every implementation."""
+    return {
+        "runs twice": "never: nothing hands a task out again",
+        "retries": f"none: [a failure is final]({TESTS}/test_failures.py)",
+        "schedule": "none",
+        "time limits": "none: a task runs as long as it likes, in the API's process",
+        "dead letters": "none",
+        "monitoring": "none: the lab's column",
+        "brokers": "none: the API's own memory",
+    }

@@ -93,6 +93,10 @@ class ImplementationSpec:
     # Its lines in the README's decision guide: "module:function" (the reports'
     # directory) -> lines; None: it is not in the guide (the five-way table has it).
     guide: str | None = None
+    # What it says of itself in the table across every implementation, each claim with
+    # a link to the test that shows it: "module:function" () -> {column: markdown}
+    # (``experiments.reporting.queues.CLAIMS``, and "runs twice").
+    cells: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         libraries=("fastapi", "starlette"),
         scenarios="fastapi_bg.crash_scenarios:SCENARIOS",
         guide="fastapi_bg.guide:lines",
+        cells="fastapi_bg.guide:cells",
     ),
     Implementation.celery: ImplementationSpec(
         Implementation.celery,
@@ -158,6 +163,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         libraries=("celery", "kombu"),
         scenarios="celery_app.crash_scenarios:SCENARIOS",
         guide="celery_app.guide:lines",
+        cells="celery_app.guide:cells",
     ),
     Implementation.taskiq: ImplementationSpec(
         Implementation.taskiq,
@@ -177,6 +183,7 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         purge=("python", "-m", "taskiq_app.purge"),
         libraries=("taskiq", "taskiq-redis"),
         scenarios="taskiq_app.crash_scenarios:SCENARIOS",
+        cells="taskiq_app.guide:cells",
     ),
 }
 

@@ -30,6 +30,7 @@ def taskiq_claims(p: Params) -> dict[str, Any]:
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         key="taskiq-api-kill",
+        column="api-kill",
         title="taskiq-api SIGKILL",
         implementation=Implementation.taskiq,
         fault=Fault("kill", "taskiq-api"),
@@ -38,6 +39,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         key="taskiq-worker-kill",
+        column="worker-kill",
         title="taskiq-worker SIGKILL (stream broker)",
         implementation=Implementation.taskiq,
         fault=Fault("kill", "taskiq-worker"),
@@ -59,6 +61,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         key="taskiq-worker-kill-stock-claim-idle",
+        column="worker-kill-stock",
         title="taskiq-worker SIGKILL (stream broker, taskiq-redis's own claim), nothing queued",
         implementation=Implementation.taskiq,
         fault=Fault("kill", "taskiq-worker"),
@@ -100,6 +103,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         key="taskiq-slow-task",
+        column="runs-twice",
         title="no crash, task longer than taskiq's idle timeout",
         implementation=Implementation.taskiq,
         fault=NOTHING,
@@ -134,6 +138,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         key="taskiq-worker-kill-list",
+        column="worker-kill-stock",
         title="taskiq-worker SIGKILL (list broker, the quick start's)",
         implementation=Implementation.taskiq,
         fault=Fault("kill", "taskiq-worker"),

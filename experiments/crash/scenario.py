@@ -15,6 +15,11 @@ from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate", "partition", "failover"]
 
+# The crash cells of the table across every implementation: the API SIGKILLed, its
+# worker SIGKILLed with the project's settings and with its library's defaults, and
+# a task longer than the redelivery horizon (when it runs twice).
+COLUMNS = ("api-kill", "worker-kill", "worker-kill-stock", "runs-twice")
+
 
 @dataclass(frozen=True)
 class Params:
@@ -147,6 +152,9 @@ class Scenario:
     requests: int | None = None  # notification requests (None: --tasks)
     stack: Shape = Shape()
     watch: Watch = Watch()
+    # The cell of the table across every implementation (``experiments.reporting.queues``)
+    # this row fills, if any: one of COLUMNS.
+    column: str = ""
 
     @property
     def on_brokers(self) -> bool:

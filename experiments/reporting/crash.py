@@ -22,6 +22,7 @@ HEADERS = [
     "completed",
     "lost",
     "failed / gave up",
+    "abandoned / dead-lettered",
     "handed out",
     "executed more than once",
     "repeat writes: skipped / made",
@@ -54,6 +55,8 @@ RESULT = (
     "completed",
     "failed",
     "gave_up",
+    "abandoned",
+    "dead_lettered",
     "executed_more_than_once",
     "duplicate_effects",
     "handed_out",
@@ -87,8 +90,13 @@ def implementation_title(o: Mapping[str, Any]) -> str:
     return IMPLEMENTATIONS[Implementation(o["implementation"])].title
 
 
+def anchor(key: str, broker: str = "") -> str:
+    """The id of a row of the table (another table's cells link to it)."""
+    return f"crash-{key}" + (f"-{broker}" if broker else "")
+
+
 def row(o: Mapping[str, Any]) -> list[str]:
-    label = f"{o['key']}: {o['title']}"
+    label = f'<a id="{anchor(o["key"], o.get("broker") or "")}"></a>{o["key"]}: {o["title"]}'
     broker = broker_label(o)
     impl = implementation_title(o)
     if o["status"] != "ok":
@@ -114,6 +122,7 @@ def row(o: Mapping[str, Any]) -> list[str]:
         str(o["completed"]),
         lost,
         f"{o.get('failed', 0)} / {o.get('gave_up', 0)}",
+        f"{o.get('abandoned', 0)} / {o.get('dead_lettered', 0)}",
         "—" if o.get("handed_out") is None else f"{o['handed_out']} in {o['window']:g} s",
         str(o["executed_more_than_once"]),
         f"{o['skipped_writes']} / {made}",

@@ -6,6 +6,7 @@ with the readers here."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,42 +39,53 @@ def rerun(o: Mapping[str, Any]) -> str:
     return f"{after[0]:.1f} s" if after else "?"
 
 
-def _capacity(reports: Path) -> str:
+@dataclass(frozen=True)
+class HandOver:
+    """One implementation's route on one process, from the capacity report."""
+
+    implementation: Implementation
+    title: str  # with its broker, where the report ran several
+    broker: str  # "" where it has none, or the report ran it on one
+    cpu_us: float | None  # the API's CPU per task beyond a bare route's
+    per_s: float
+    does_the_work: bool  # the API runs the task itself (its cost included)
+
+
+def hand_overs(reports: Path) -> list[HandOver]:
     """What the hand-over costs the API per task, and what one process takes: each
     measured implementation's route, on one process, its sent events (if it has
     any) as they are by default."""
     data = load_if_any("capacity", reports) or {}
     runs = [r for r in data.get("runs", []) if r["processes"] == 1 and not r.get("switched")]
-    ladders = [lad for run in runs for lad in run["ladders"]]
-    if not ladders:
-        return ""
-
-    def route(ladder: Mapping[str, Any]) -> Mapping[str, Any]:
-        level = str(max(int(c) for c in ladder["levels"]))
-        found: Mapping[str, Any] = ladder["levels"][level]
-        return found
-
-    def per_task(rungs: Mapping[str, Any]) -> str:
+    out = []
+    for ladder in (lad for run in runs for lad in run["ladders"]):
+        rungs = ladder["levels"][str(max(int(c) for c in ladder["levels"]))]
         cpu = rungs.get("default", {}).get("cpu_us"), rungs.get("bare", {}).get("cpu_us")
-        if cpu[0] is None or cpu[1] is None:
-            return "?"
-        return f"{(cpu[0] - cpu[1]) / 2:,.0f} µs"
-
-    def name(ladder: Mapping[str, Any]) -> str:
         broker = ladder.get("broker")
-        on = f" on {BROKER_NAMES.get(broker, broker)}" if broker else ""
-        return f"{ladder['title']}{on}"
+        impl = Implementation(ladder["implementation"])
+        out.append(
+            HandOver(
+                implementation=impl,
+                title=ladder["title"]
+                + (f" on {BROKER_NAMES.get(broker, broker)}" if broker else ""),
+                broker=BROKER_NAMES.get(broker, broker) if broker else "",
+                cpu_us=None if None in cpu else (cpu[0] - cpu[1]) / 2,
+                per_s=rungs.get("default", {}).get("per_s", 0),
+                does_the_work=IMPLEMENTATIONS[impl].delivery == Delivery.in_process,
+            )
+        )
+    return out
 
-    def does_the_work(ladder: Mapping[str, Any]) -> bool:
-        spec = IMPLEMENTATIONS[Implementation(ladder["implementation"])]
-        return spec.delivery == Delivery.in_process
 
-    each = "; ".join(
-        f"{name(lad)} {per_task(route(lad))}"
-        + (" (the work included)" if does_the_work(lad) else "")
-        + f", {route(lad).get('default', {}).get('per_s', 0):,.0f}/s"
-        for lad in ladders
-    )
+def cost(h: HandOver) -> str:
+    cpu = "?" if h.cpu_us is None else f"{h.cpu_us:,.0f} µs"
+    return f"{cpu}" + (" (the work included)" if h.does_the_work else "") + f", {h.per_s:,.0f}/s"
+
+
+def _capacity(reports: Path) -> str:
+    each = "; ".join(f"{h.title} {cost(h)}" for h in hand_overs(reports))
+    if not each:
+        return ""
     return (
         "- **What the hand-over costs the API** (its CPU per task, and the requests a "
         f"second [one process takes]({CAPACITY})): {each}."

@@ -41,6 +41,7 @@ COMPOSITE: dict[str, str] = {
     "brokers": "experiments.reporting.brokers",
     "decision": "experiments.reporting.decision",
     "machine-lost": "experiments.reporting.machine_lost",
+    "queues": "experiments.reporting.queues",
     "settings": "experiments.reporting.settings_doc",
 }
 
