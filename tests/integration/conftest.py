@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import resource
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -69,6 +70,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _shared_key = pytest.StashKey[Path]()
+_cpu_key = pytest.StashKey[float]()
 
 
 def _created(pid: int) -> float | None:
@@ -88,10 +90,32 @@ def shared_dir(config: pytest.Config) -> Path:
     return config.stash[_shared_key]
 
 
+def _cpu_seconds() -> float:
+    """CPU this process and its reaped children (every process a test started and
+    stopped, their own children included) have used so far."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # The process tree's CPU over setup, call and teardown (``tests.slowest`` ranks by
+    # it): a module's stack counts for the test that started it. Recorded before the
+    # teardown's report is written, so the JUnit XML carries it.
+    started = _cpu_seconds()
+    item.stash[_cpu_key] = started
+    yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    if call.when == "teardown" and _cpu_key in item.stash:
+        report.user_properties.append(("cpu_s", round(_cpu_seconds() - item.stash[_cpu_key], 2)))
     # A failing test shows what its processes printed.
     if report.failed:
         for stack in getattr(item, "_stacks", []):
