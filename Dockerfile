@@ -54,15 +54,13 @@ COPY --from=deps /opt/venv /opt/venv
 # The source last (see .dockerignore). It runs from /app through PYTHONPATH; the
 # project itself is not installed (pyproject.toml gives the API its version).
 WORKDIR /app
-COPY pyproject.toml ./
-COPY shared ./shared
-COPY fastapi_bg ./fastapi_bg
-COPY celery_app ./celery_app
-COPY taskiq_app ./taskiq_app
+# The whole context: .dockerignore lets in only pyproject.toml, uv.lock, shared/ and
+# the implementations' packages (fastapi_bg/ and every <queue>_app/).
+COPY . ./
 # The project's own bytecode too (root-owned, like the source).
 RUN python -m compileall -q /app
 
 USER app
-EXPOSE 8001 8002 8003 5555
+EXPOSE 8001-8005 5555
 # Overridden by every compose service; this one makes `docker run IMAGE` do something useful.
 CMD ["uvicorn", "fastapi_bg.main:app", "--host", "0.0.0.0", "--port", "8001"]

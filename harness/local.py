@@ -65,6 +65,9 @@ def python_argv(service: str, **fields: object) -> list[str]:
     with ``fields``), run by this interpreter: ``python -m uvicorn ...``."""
     spec = table_entry(service)
     local = [option.format(name=service, **fields) for option in spec.local]
+    # A command that is Python itself ("python -m module"): this interpreter runs it.
+    if spec.command[0] == "python":
+        return [sys.executable, *spec.command[1:], *local]
     return [sys.executable, "-m", *spec.command, *local]
 
 
@@ -170,7 +173,14 @@ class LocalStack:
                 # The experiments drive their own routes; a test may switch them off.
                 "experiment_routes": True,
                 "redis_url": self.redis_server.url,
-                "celery_broker_url": broker_url,
+                # Every implementation that needs the stack's broker service goes to it
+                # (its "<implementation>_broker_url"; empty: Redis).
+                **{
+                    key: broker_url
+                    for impl, spec in IMPLEMENTATIONS.items()
+                    if "broker" in spec.needs
+                    and (key := f"{impl.value}_broker_url") in Settings.model_fields
+                },
                 "log_file": str(self.log_file),
                 **ha,
                 **overrides,
@@ -253,7 +263,8 @@ class LocalStack:
         elif self.cluster is not None:
             vhost = "/"
             # The queue of the implementation that uses the stack's broker service.
-            [queue] = [s.queue for s in IMPLEMENTATIONS.values() if "broker" in s.needs]
+            # (Celery's: the first declared; a cluster stack runs Celery's scenarios.)
+            queue = next(s.queue for s in IMPLEMENTATIONS.values() if "broker" in s.needs)
             leader = self.cluster.leader_of(queue, vhost)
             found = self.cluster.service_of_node(leader) if leader else None
         else:

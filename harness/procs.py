@@ -119,7 +119,18 @@ class Proc:
         if self.alive:
             self.terminate(grace)
         self.send(signal.SIGKILL, group=True)  # leftovers in the group, if any
+        self.kill_session()
         self.wait(10)
+
+    def kill_session(self) -> None:
+        """SIGKILL what it started outside its process group: a child that made a
+        group of its own (RQ's work horse calls setpgrp) stays in its session, and
+        outlives its parent's group kill, for ever if its job hangs."""
+        if self.popen is None:
+            return
+        for pid in session_members(self.popen.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def output(self) -> str:
         try:
@@ -168,6 +179,7 @@ def stop_all(procs: list[Proc], grace: float = 5) -> None:
     for proc in procs:
         if proc.popen is not None:
             proc.send(signal.SIGKILL, group=True)  # leftovers in the group, if any
+            proc.kill_session()
             proc.wait(10)
 
 
@@ -187,16 +199,28 @@ def wait_http(url: str, timeout: float, proc: Proc | None = None) -> None:
         proc.wait_for(up, timeout, what, interval=0.1)
 
 
-def group_members(pgid: int) -> list[int]:
-    """PIDs of the live (non-zombie) processes in process group ``pgid`` (Linux /proc)."""
+def _members(field: int, value: int) -> list[int]:
+    """PIDs of the live (non-zombie) processes whose /proc stat ``field`` (counted after
+    the command's closing parenthesis: state, ppid, pgrp, session) is ``value``."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            # After the command's closing parenthesis: state, ppid, pgrp, ...
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and int(fields[2]) == pgid:
+            if fields[0] != "Z" and int(fields[field]) == value:
                 found.append(int(stat.parent.name))
     return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live processes in process group ``pgid`` (Linux /proc)."""
+    return _members(2, pgid)
+
+
+def session_members(sid: int) -> list[int]:
+    """PIDs of the live processes in session ``sid``: every process started with
+    ``start_new_session`` leads one, and its descendants stay in it whatever groups
+    they make."""
+    return _members(3, sid)
 
 
 def kill_groups(leaders: Mapping[int, float | None]) -> list[int]:

@@ -114,6 +114,11 @@ class Redelivery:
     # back with the rest; False: it waits elsewhere (taskiq's schedule source).
     holds_retries: bool = True
     why_lost: str = "its worker died; stock acks had acknowledged it as it started"
+    # True: the timeout counts from the run's death (its last heartbeat: RQ's started
+    # job registry), not from its delivery (kombu's visibility timeout).
+    from_death: bool = False
+    # What a dead run waits for (the reason its verdict gives meanwhile).
+    pending: str = "its worker died; the broker hands it back"
 
     @classmethod
     def of(cls, settings: Settings) -> Redelivery:
@@ -130,7 +135,8 @@ class Redelivery:
         if self.broker == "redis":
             # kombu restores a message whose delivery is older than the visibility
             # timeout, at a scan that a live worker runs every restore interval.
-            return max(started_at + self.visibility_timeout, died_at) + self.restore_interval
+            since = died_at if self.from_death else started_at
+            return max(since + self.visibility_timeout, died_at) + self.restore_interval
         # AMQP: the broker requeues a consumer's unacked messages when its connection closes.
         return died_at
 
@@ -415,7 +421,7 @@ def judge(obs: Observation) -> Judgement:
             due = redelivery.due(started, died)
             if waited_too_long(impl, due):
                 return Verdict.lost, "its worker died and no worker took it again"
-            return Verdict.awaiting_redelivery, "its worker died; the broker hands it back"
+            return Verdict.awaiting_redelivery, redelivery.pending
         if record.state == TaskState.retrying:
             retry_in = float(record.detail.get("retry_in", "0") or 0)
             ready = (record.updated_at or obs.now) + retry_in

@@ -17,11 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import httpx
+import psutil
 
 from experiments.crash.broker_faults import cut_while_running, fail_over
 from experiments.crash.outcome import Outcome, Say
 from experiments.crash.scenarios import Params, Scenario
 from experiments.traffic import submit
+from harness.local import LocalStack
 from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
@@ -258,7 +260,7 @@ def _signal(run: _Run) -> None:
     service = target.broker_service if sc.fault.service == "broker" else sc.fault.service
     first = next((r.runner for r in before if r.task_id == run.notifications[0]), None)
     victim: str | None = None  # one process, by its runner id (not a whole service)
-    if sc.stack.bg_workers > 1:
+    if sc.stack.bg_workers > 1 or sc.fault.kill_its_process:
         victim = first
         out.held_by_killed = [
             r.task_id for r in before if r.runner == victim and r.state in IN_FLIGHT
@@ -275,7 +277,12 @@ def _signal(run: _Run) -> None:
     if victim is not None:
         target.kill_runner(victim)
     elif sc.fault.action == "kill":
+        survivor = _local_process(target, first) if sc.fault.and_its_process else None
         target.kill(service)
+        if survivor is not None and survivor.is_running():
+            # It outlived its service's group kill: a machine's death takes it too.
+            survivor.kill()
+            say(f"{first} had outlived {service}'s process group: SIGKILLed too")
     else:
         stop_timeout = sc.fault.stop_timeout(p)
         target.terminate(service, timeout=stop_timeout)
@@ -302,6 +309,17 @@ def _signal(run: _Run) -> None:
         )
     elif rule is not None:
         say("settling: the broker requeues a dead consumer's unacked messages at once")
+
+
+def _local_process(target: Target, runner: str | None) -> psutil.Process | None:
+    """The local process ``runner`` names, if it is one of this stack's (None in a
+    compose stack: the container's death takes every process in it)."""
+    if runner is None or not isinstance(target, LocalStack) or target.service_of(runner) is None:
+        return None
+    try:
+        return psutil.Process(int(runner.split(":")[1]))
+    except (psutil.NoSuchProcess, ValueError, IndexError):
+        return None
 
 
 def _partition(run: _Run) -> None:

@@ -89,6 +89,13 @@ class Fault:
     wait_for_fsync: bool = False
     # Kill whichever worker runs the first notification (several workers).
     kill_its_worker: bool = False
+    # Kill only the process that runs the first notification (its runner, as its
+    # heartbeat names it: a forked child such as RQ's work horse), not its service.
+    kill_its_process: bool = False
+    # After killing the service's process group, kill the process that ran the first
+    # notification too, should it have outlived the group (a child in a process group
+    # of its own: RQ's work horse), as the death of a container or a machine would.
+    and_its_process: bool = False
     # A partition: how long the service is cut off its broker (the detection horizon
     # per broker: Redis's visibility timeout, RabbitMQ's heartbeat).
     cut: Callable[[Params, str], float] = lambda p, broker: 0.0

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from pathlib import Path
+
+import psutil
 
 from harness.procs import Proc, stop_all, wait_until
 
@@ -36,3 +40,32 @@ def test_stop_all_terms_every_process_at_once_then_kills_each_group(tmp_path: Pa
     finally:
         for proc in procs:
             proc.stop(grace=0)
+
+
+def test_stop_kills_a_child_that_left_its_process_group(tmp_path: Path) -> None:
+    # RQ's work horse calls setpgrp: a group kill of its worker misses it, and its
+    # job runs on after the test; it stays in the worker's session, and that is killed.
+    pid_file = tmp_path / "horse.pid"
+    script = (
+        "import os, subprocess, sys, time\n"
+        "horse = subprocess.Popen([sys.executable, '-c', "
+        "'import os, time; os.setpgrp(); time.sleep(300)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(horse.pid))\n"
+        "time.sleep(300)\n"
+    )
+    worker = Proc("worker", [sys.executable, "-c", script], {}, tmp_path / "worker.out")
+    horse: psutil.Process | None = None
+    try:
+        worker.start()
+        wait_until(lambda: pid_file.exists() and pid_file.read_text(), 10, "the horse's pid")
+        horse = psutil.Process(int(pid_file.read_text()))
+        wait_until(lambda: os.getpgid(horse.pid) == horse.pid, 10, "the horse's own group")
+        worker.send(signal.SIGKILL, group=True)  # what a crash fault does: the group only
+        assert horse.is_running() and horse.status() != psutil.STATUS_ZOMBIE
+        worker.stop(grace=0)
+        horse.wait(10)
+        assert not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE
+    finally:
+        worker.stop(grace=0)
+        if horse is not None and horse.is_running():
+            horse.kill()

@@ -10,6 +10,7 @@ import pytest
 
 from experiments.__main__ import COMMANDS, command_parser
 from experiments.common import implementations_from, urls_from
+from shared.services import IMPLEMENTATIONS
 from tests.unit.conftest import REPO
 
 
@@ -45,5 +46,6 @@ def test_a_service_url_is_given_as_service_equals_url_and_a_bad_one_is_refused()
         with pytest.raises(SystemExit, match="SERVICE=http"):
             urls_from([bad])
     assert implementations_from("taskiq, bg,taskiq") == ("taskiq", "bg")
-    with pytest.raises(argparse.ArgumentTypeError, match="declared are bg, celery, taskiq"):
-        implementations_from("bg,rq")
+    declared = ", ".join(IMPLEMENTATIONS)
+    with pytest.raises(argparse.ArgumentTypeError, match=f"declared are {declared}"):
+        implementations_from("bg,nosuch")

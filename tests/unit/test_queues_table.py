@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from experiments.reporting import queues
-from shared.services import IMPLEMENTATIONS
+from shared.services import IMPLEMENTATIONS, Implementation
 
 
 @pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
-def test_every_implementation_says_each_claim_of_itself(impl: str) -> None:
+def test_every_implementation_says_each_claim_of_itself(impl: Implementation) -> None:
     said = queues.cells_of(IMPLEMENTATIONS[impl])
     assert set(queues.CLAIMS) <= set(said), set(queues.CLAIMS) - set(said)
     assert "runs twice" in said
 
 
 @pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
-def test_every_column_it_marks_is_a_column_of_the_table(impl: str) -> None:
+def test_every_column_it_marks_is_a_column_of_the_table(impl: Implementation) -> None:
     from experiments.crash.scenario import COLUMNS
 
     marked = {s.column for s in queues.scenarios_of(IMPLEMENTATIONS[impl]) if s.column}
@@ -55,7 +56,7 @@ def test_without_reports_every_measured_cell_says_so(tmp_path: Path) -> None:
 def test_a_measured_row_links_to_its_row_of_the_crash_table(tmp_path: Path) -> None:
     impl, spec = next(iter(IMPLEMENTATIONS.items()))
     key = next(s.key for s in queues.scenarios_of(spec) if s.column == "api-kill")
-    row = {"key": key, "implementation": impl.value, "broker": "", "status": "ok"}
+    row: dict[str, Any] = {"key": key, "implementation": impl.value, "broker": "", "status": "ok"}
     row |= {"lost": 3, "submitted": 4, "summary": {}, "redelivered_after": None}
     (tmp_path / "crash.json").write_text(json.dumps({"scenarios": [row]}))
     text = queues.render_from(tmp_path)

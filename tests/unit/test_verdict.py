@@ -411,3 +411,11 @@ def test_a_task_gone_past_the_retention_is_forgotten_not_lost() -> None:
         observe([], [], expected=expected, effects={"old": 1}, forget_after=60, expected_since=0)
     )
     assert written.tasks["old"].verdict == Verdict.completed
+
+
+def test_a_timeout_counted_from_the_death_waits_from_the_death() -> None:
+    # RQ's started-job registry expires a run from its last heartbeat, not its start.
+    from_start = Redelivery("redis", visibility_timeout=10.0, restore_interval=1.0)
+    from_death = Redelivery("redis", visibility_timeout=10.0, restore_interval=1.0, from_death=True)
+    assert from_start.due(started_at=0.0, died_at=30.0) == 31.0
+    assert from_death.due(started_at=0.0, died_at=30.0) == 41.0
