@@ -29,6 +29,8 @@ class Implementation(StrEnum):
     bg = "bg"
     celery = "celery"
     taskiq = "taskiq"
+    dramatiq = "dramatiq"
+    rq = "rq"  # RQ: its block below, after taskiq's
 
 
 class Delivery(StrEnum):
@@ -185,6 +187,53 @@ IMPLEMENTATIONS: dict[Implementation, ImplementationSpec] = {
         scenarios="taskiq_app.crash_scenarios:SCENARIOS",
         cells="taskiq_app.guide:cells",
     ),
+    Implementation.dramatiq: ImplementationSpec(
+        Implementation.dramatiq,
+        "dramatiq",
+        package="dramatiq_app",
+        queue="default",
+        api="dramatiq-api",
+        runs_the_work="dramatiq-worker",
+        delivery=Delivery.broker,
+        # Redis or RabbitMQ, as the stack's broker is (DRAMATIQ_BROKER_URL).
+        needs=("broker", "dramatiq-api", "dramatiq-worker"),
+        periodic="dramatiq-scheduler",
+        retries=True,
+        redelivery="dramatiq_app.delivery:redelivery",
+        horizon="dramatiq_app.delivery:horizon",
+        stock="dramatiq_app.delivery:stock",
+        purge=("python", "-m", "dramatiq_app.purge"),
+        libraries=("dramatiq", "apscheduler"),
+        scenarios="dramatiq_app.crash_scenarios:SCENARIOS",
+        cells="dramatiq_app.guide:cells",
+    ),
+    # --- RQ ---
+    Implementation.rq: ImplementationSpec(
+        Implementation.rq,
+        "RQ",
+        package="rq_app",
+        queue="rq",
+        api="rq-api",
+        runs_the_work="rq-worker",
+        # RQ never hands a started job out again: a dead worker's job is failed
+        # (abandoned, in its FailedJobRegistry) or retried by the registry cleanup of
+        # another worker; its rule is when that happens (rq_app.delivery).
+        delivery=Delivery.broker,
+        # Redis only (RQ_BROKER_URL, else REDIS_URL): never the stack's RabbitMQ.
+        needs=("rq-api", "rq-worker"),
+        # The worker's scheduler enqueues the periodic job (rq_app.beat).
+        periodic="rq-worker",
+        # One worker runs one job at a time: a request's two jobs, in order.
+        in_order=True,
+        retries=True,
+        redelivery="rq_app.delivery:redelivery",
+        horizon="rq_app.delivery:horizon",
+        stock="rq_app.delivery:stock",
+        purge=("python", "-m", "rq_app.purge"),
+        libraries=("rq",),
+        scenarios="rq_app.crash_scenarios:SCENARIOS",
+        cells="rq_app.guide:cells",
+    ),
 }
 
 # The chapter's two: what the default stack, the lab and the soak run unless told
@@ -335,6 +384,97 @@ SERVICES: dict[str, Service] = {
             probe=Probe.running,
             optional=True,
             local=("--no-configure-logging",),
+        ),
+        Service(
+            "dramatiq-api",
+            Implementation.dramatiq,
+            ("uvicorn", "dramatiq_app.main:app"),
+            port=8004,
+            port_variable="DRAMATIQ_API_PORT",
+            probe=Probe.http,
+            ready="/health",
+            optional=True,
+            controls=PROCESS_CONTROLS,
+            local=UVICORN_LOCAL,
+        ),
+        Service(
+            "dramatiq-worker",
+            Implementation.dramatiq,
+            # dramatiq's own logging setup off: each worker process sets up the project's.
+            # One of its processes dying stops the whole command (dramatiq's CLI).
+            ("dramatiq", "dramatiq_app.tasks", "--skip-logging"),
+            port=None,
+            port_variable=None,
+            probe=Probe.output,
+            ready=r"dramatiq worker process \S+ ready",
+            runs_work=True,
+            optional=True,
+            controls=PROCESS_CONTROLS,
+            local=("--processes", "1", "--threads", "{concurrency}"),
+        ),
+        Service(
+            "dramatiq-scheduler",
+            Implementation.dramatiq,
+            # APScheduler sending the periodic actor; exactly one.
+            ("python", "-m", "dramatiq_app.scheduler"),
+            port=None,
+            port_variable=None,
+            probe=Probe.output,
+            ready="dramatiq scheduler started",
+            optional=True,
+        ),
+        # --- RQ ---
+        Service(
+            "rq-api",
+            Implementation.rq,
+            ("uvicorn", "rq_app.main:app"),
+            port=8005,
+            port_variable="RQ_API_PORT",
+            probe=Probe.http,
+            ready="/health",
+            optional=True,
+            controls=PROCESS_CONTROLS,
+            local=UVICORN_LOCAL,
+        ),
+        Service(
+            "rq-worker",
+            Implementation.rq,
+            # `rq worker` (python -m rq.cli: the rq package has no __main__), with its
+            # scheduler (retries' delays, the periodic job), JSON jobs, and the
+            # project's Worker (its intervals from the settings, its records).
+            (
+                "python",
+                "-m",
+                "rq.cli",
+                "worker",
+                "--with-scheduler",
+                "--config",
+                "rq_app.cli_config",
+                "--worker-class",
+                "rq_app.worker.RecordingWorker",
+                "--serializer",
+                "json",
+            ),
+            port=None,
+            port_variable=None,
+            probe=Probe.output,
+            ready=r"rq worker \S+ ready",
+            runs_work=True,
+            optional=True,
+            controls=PROCESS_CONTROLS,
+        ),
+        Service(
+            "rq-dashboard",
+            Implementation.rq,
+            # rq-dashboard (Flask), JSON jobs; its Redis and the refusal to run without
+            # a user and password (RQ_DASHBOARD_USERNAME / _PASSWORD) in its config.
+            ("python", "-m", "rq_dashboard", "--json", "--config", "rq_app.dashboard_config"),
+            port=9181,
+            port_variable="RQ_DASHBOARD_PORT",
+            # Every page asks for the password: running is all a probe can see.
+            probe=Probe.running,
+            optional=True,
+            local=("--bind", "127.0.0.1", "--port", "{port}"),
         ),
         Service(
             "rabbitmq",

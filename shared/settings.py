@@ -174,6 +174,45 @@ class Settings(BaseSettings):
     taskiq_claim_when_idle: bool = True
     taskiq_read_block_seconds: float = Field(default=2.0, gt=0)
 
+    # --- dramatiq ---
+    # dramatiq's broker: empty for REDIS_URL; amqp://user:password@host:5672/vhost for
+    # RabbitMQ (the scheme picks RedisBroker or RabbitmqBroker; the ledger stays on REDIS_URL).
+    dramatiq_broker_url: str = ""
+    # Redis broker: a worker process that has sent no command for this long is dead, and
+    # the messages it had fetched go back to their queue at the next maintenance pass
+    # (dramatiq's heartbeat_timeout, 60 s). A live worker sends one at least every second
+    # (its consumers' polls), so a slow task does not run twice.
+    dramatiq_heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Redis broker: how many commands out of a million run that maintenance pass
+    # (dramatiq's maintenance_chance, 1000: about one poll in a thousand).
+    dramatiq_maintenance_chance: int = Field(default=1000, ge=1, le=1_000_000)
+    # Deliveries that started a run (its process died each time) before the worker
+    # dead-letters the task instead of running it again; 0: no bound (dramatiq's Redis
+    # and RabbitMQ brokers count none of their own).
+    dramatiq_max_deliveries: int = Field(default=5, ge=0)
+
+    # --- RQ ---
+    # RQ's broker: empty for REDIS_URL (RQ runs on Redis only; the ledger stays on REDIS_URL).
+    rq_broker_url: str = ""
+    # A job running longer than this gets JobTimeoutException from its work horse's alarm
+    # (recorded failed); one that swallows it is killed 60 s later by its worker (RQ's
+    # fixed margin). RQ's default: 180. Whole seconds (signal.alarm).
+    rq_job_timeout_seconds: int = Field(default=180, ge=1)
+    # true: notifications are enqueued with Retry(max=NOTIFICATION_MAX_RETRIES, interval=
+    # the backoff, whole seconds): RQ runs a job that raised again, and one abandoned
+    # by a dead worker too, while retries are left. false: RQ as it ships (no retry).
+    rq_retry: bool = True
+    # How often a worker checks on its work horse and renews the running job's
+    # heartbeat (rq worker --job-monitoring-interval; RQ's default: 30).
+    rq_job_monitoring_interval_seconds: int = Field(default=30, ge=1)
+    # How often an idle worker cleans the registries: a started job whose heartbeat
+    # expired (its worker died) is moved to the FailedJobRegistry, or retried
+    # (rq worker --maintenance-interval; RQ's default: 600). A busy worker never does.
+    rq_maintenance_interval_seconds: int = Field(default=600, ge=1)
+    # A started job's heartbeat outlives its last renewal by this much before the
+    # cleanup calls it abandoned (RQ: 60, fixed in Worker.get_heartbeat_ttl).
+    rq_abandoned_grace_seconds: int = Field(default=60, ge=1)
+
     # Flower's users (user:password, comma-separated), which Flower reads itself: read
     # here only so that production refuses an empty or placeholder password in it.
     flower_basic_auth: str | None = Field(default=None, repr=False)
@@ -245,6 +284,16 @@ class Settings(BaseSettings):
         return self.taskiq_broker_url or self.redis_url
 
     @property
+    def dramatiq_url(self) -> str:
+        """dramatiq's broker: ``DRAMATIQ_BROKER_URL``, or Redis."""
+        return self.dramatiq_broker_url or self.redis_url
+
+    @property
+    def rq_url(self) -> str:
+        """RQ's Redis: ``RQ_BROKER_URL``, or Redis."""
+        return self.rq_broker_url or self.redis_url
+
+    @property
     def broker(self) -> str:
         """Which broker: "redis" (kombu's Redis transport) or "rabbitmq" (AMQP)."""
         scheme = self.broker_url.split("://", 1)[0].lower()
@@ -290,7 +339,7 @@ def production_refusals(settings: Settings) -> list[str]:
         refused.append("REDIS_URL is empty")
     elif not all(_url_passwords(settings.redis_url)):
         refused.append("REDIS_URL has no password (Redis must require one)")
-    for name in ("celery_broker_url", "taskiq_broker_url"):
+    for name in ("celery_broker_url", "taskiq_broker_url", "dramatiq_broker_url", "rq_broker_url"):
         url = getattr(settings, name)
         if url and not all(_url_passwords(url)):
             refused.append(f"{name.upper()} has no password")

@@ -16,7 +16,7 @@ DEFAULT = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
 # Secrets are left empty in .env.example (a copied .env must not carry a password
 # that looks chosen); compose's ``${NAME:-change-me}`` gives the development
 # default for an empty value too, and production refuses that default.
-SECRETS = ("REDIS_PASSWORD", "FLOWER_PASSWORD", "RABBITMQ_PASSWORD")
+SECRETS = ("REDIS_PASSWORD", "FLOWER_PASSWORD", "RABBITMQ_PASSWORD", "RQ_DASHBOARD_PASSWORD")
 
 
 def env_example() -> tuple[dict[str, str], set[str]]:

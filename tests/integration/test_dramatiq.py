@@ -1,0 +1,301 @@
+"""dramatiq's own claims, against real processes: a SIGKILLed worker's task comes back
+(RabbitMQ: when its connection closes; Redis: after the heartbeat timeout, at a
+maintenance pass), the retries are bounded and end in the dead-letter queue, a task
+that kills its process every time is dead-lettered after the bound, and the
+Procfile's lines with .env.example's values bring a killed worker's task back."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import redis
+
+from dramatiq_app.broker import NAMESPACE, QUEUE
+from harness.dev import service_env
+from harness.local import LocalStack
+from harness.ports import free_port
+from harness.procs import REPO_ROOT, Proc, stop_all, wait_http, wait_until
+from harness.servers import RabbitServer, RedisServer
+from shared.ledger import Ledger, connect
+from shared.models import Implementation, TaskRecord
+from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
+from tests.integration.test_taskiq import procfile_lines
+
+pytestmark = pytest.mark.slow
+logger = logging.getLogger(__name__)
+
+SERVICES = ("redis", "dramatiq-api", "dramatiq-worker")
+
+
+def kill_mid_notification(stack: LocalStack) -> tuple[str, float]:
+    """POST a notification, SIGKILL the worker's process group while it runs, start
+    a new worker; the notification's id and when the kill happened."""
+    r = httpx.post(f"{stack.url('dramatiq')}/send-notification/k@example.com", timeout=10)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["task_ids"][0]
+    wait_for_state(stack, task_id, {"running"}, timeout=30)
+    killed_at = time.time()
+    stack.kill("dramatiq-worker")
+    stack.start("dramatiq-worker")
+    return task_id, killed_at
+
+
+def second_run_after(stack: LocalStack, task_id: str, killed_at: float) -> float:
+    """The run after the kill, to the end: how long after the kill it started."""
+    done = wait_for_state(stack, task_id, {"succeeded"}, timeout=60)
+    assert done.attempts == 2, done  # the killed run, and one
+    assert len(log_lines(stack, task_id)) == 1  # written once
+    started = done.runs[-1].started_at
+    assert started is not None
+    logger.info("the killed task ran again %.1f s after the kill", started - killed_at)
+    return started - killed_at
+
+
+def test_rabbitmq_requeues_a_killed_workers_task_when_its_connection_closes(
+    make_stack: StackFactory, rabbitmq: RabbitServer
+) -> None:
+    # A heartbeat timeout far beyond the test: only RabbitMQ can bring it back.
+    stack = make_stack(
+        broker="rabbitmq",
+        rabbitmq=rabbitmq,
+        notification_delay_seconds=2,
+        dramatiq_heartbeat_timeout_seconds=600,
+    )
+    assert stack.settings.dramatiq_broker_url.startswith("amqp://")
+    stack.start_all(SERVICES)
+    task_id, killed_at = kill_mid_notification(stack)
+    # At the connection's close: the restarted worker's first fetch (its boot, seconds).
+    # At the connection's close: the restarted worker's first fetch (its boot, seconds;
+    # 14 s on a loaded 2-core machine), far from the 600 s heartbeat timeout.
+    assert second_run_after(stack, task_id, killed_at) < 90
+
+
+def test_redis_brings_a_killed_workers_task_back_after_the_heartbeat_timeout(
+    make_stack: StackFactory,
+) -> None:
+    heartbeat = 4.0
+    stack = make_stack(
+        notification_delay_seconds=2,
+        dramatiq_heartbeat_timeout_seconds=heartbeat,
+        dramatiq_maintenance_chance=1_000_000,
+    )
+    stack.start_all(SERVICES)
+    task_id, killed_at = kill_mid_notification(stack)
+    # Not before the dead process's heartbeat is that old (its last command: at most a
+    # second before the kill), and soon after it (a poll a second runs maintenance).
+    after = second_run_after(stack, task_id, killed_at)
+    assert heartbeat - 1.5 <= after <= heartbeat + 20, after
+
+
+def test_a_task_longer_than_the_heartbeat_timeout_runs_once(make_stack: StackFactory) -> None:
+    """A busy worker still speaks (its delay-queue consumer polls every second), so the
+    heartbeat timeout is no visibility timeout: a slow task is not handed out again."""
+    stack = make_stack(
+        notification_delay_seconds=7,
+        worker_concurrency=1,
+        dramatiq_heartbeat_timeout_seconds=3,
+        dramatiq_maintenance_chance=1_000_000,
+    )
+    stack.start_all(SERVICES)
+    r = httpx.post(f"{stack.url('dramatiq')}/send-notification/slow@example.com", timeout=10)
+    task_id = r.json()["task_ids"][0]
+    done = wait_for_state(stack, task_id, {"succeeded"}, timeout=60)
+    assert done.attempts == 1, done
+
+
+def test_a_killed_worker_process_stops_the_whole_command(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    stack.start_all(("redis", "dramatiq-worker"))
+    main = psutil.Process(stack.procs["dramatiq-worker"].pid)
+    [child] = [p for p in main.children() if "dramatiq" in " ".join(p.cmdline())]
+    killed_at = time.monotonic()
+    os.kill(child.pid, signal.SIGKILL)
+    # dramatiq's CLI checks its processes every second, then stops the rest.
+    wait_until(lambda: not stack.is_up("dramatiq-worker"), 30, "the dramatiq command to exit")
+    logger.info("the command exited %.1f s after its process died", time.monotonic() - killed_at)
+    restarted_at = time.monotonic()
+    stack.start("dramatiq-worker")  # until its process says it consumes
+    took = time.monotonic() - restarted_at
+    logger.info("a restarted worker consumes %.1f s after its start", took)
+
+
+def test_retries_are_bounded_and_end_in_the_dead_letter_queue(make_stack: StackFactory) -> None:
+    stack = make_stack(
+        notification_fail_first_attempts=99, notification_max_retries=2, retry_backoff_seconds=0.2
+    )
+    stack.start_all(SERVICES)
+    r = httpx.post(f"{stack.url('dramatiq')}/send-notification/r@example.com", timeout=10)
+    task_id = r.json()["task_ids"][0]
+    done = wait_for_state(stack, task_id, {"failed"}, timeout=60)
+    assert (done.attempts, done.retries) == (3, 2), done
+    assert "retries exhausted" in (done.error or "")
+    # dramatiq nacks a message that failed for good: its dead-letter queue holds it.
+    admin = redis.Redis.from_url(stack.settings.dramatiq_url, socket_timeout=5)
+
+    def dead_lettered() -> bool:
+        return int(admin.zcard(f"{NAMESPACE}:{QUEUE}.XQ")) == 1
+
+    wait_until(dead_lettered, 15, "the failed message in the dead-letter queue")
+
+
+def test_a_transient_failure_is_retried_until_it_succeeds(make_stack: StackFactory) -> None:
+    stack = make_stack(notification_fail_first_attempts=2, retry_backoff_seconds=0.2)
+    stack.start_all(SERVICES)
+    r = httpx.post(f"{stack.url('dramatiq')}/send-notification/s@example.com", timeout=10)
+    task_id = r.json()["task_ids"][0]
+    done = wait_for_state(stack, task_id, {"succeeded", "failed"}, timeout=60)
+    assert (done.state, done.attempts, done.retries) == ("succeeded", 3, 2)
+    assert len(log_lines(stack, task_id)) == 1
+
+
+def test_a_task_that_kills_its_process_is_dead_lettered_after_the_bound(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(
+        notification_crash_first_attempts=99,
+        dramatiq_max_deliveries=1,
+        dramatiq_heartbeat_timeout_seconds=3,
+        dramatiq_maintenance_chance=1_000_000,
+    )
+    stack.start_all(SERVICES)
+    r = httpx.post(f"{stack.url('dramatiq')}/send-notification/c@example.com", timeout=10)
+    task_id = r.json()["task_ids"][0]
+    # Its first run kills the worker's process, and with it the command.
+    wait_until(lambda: not stack.is_up("dramatiq-worker"), 30, "the worker to die")
+    stack.start("dramatiq-worker")
+    done = wait_for_state(stack, task_id, {"failed"}, timeout=60)
+    assert done.detail.get("fate") == "dead-lettered", done
+    assert "dramatiq_app.dead_letters requeue" in done.detail["parked"]
+    got = httpx.get(f"{stack.url('dramatiq')}/tasks/{task_id}", timeout=10).json()
+    assert got["verdict"] == "dead-lettered", got
+    admin = redis.Redis.from_url(stack.settings.dramatiq_url, socket_timeout=5)
+    wait_until(
+        lambda: admin.zcard(f"{NAMESPACE}:{QUEUE}.XQ") == 1, 15, "the dead letter in its queue"
+    )
+    # The command the ledger names puts it back on its queue (the worker stopped first:
+    # the task would kill it again).
+    stack.terminate("dramatiq-worker")
+    argv = [sys.executable, "-m", "dramatiq_app.dead_letters", "requeue", task_id]
+    env = stack.process_env("dramatiq-worker")
+    subprocess.run(argv, env=env, cwd=REPO_ROOT, check=True, timeout=60, capture_output=True)
+    assert admin.zcard(f"{NAMESPACE}:{QUEUE}.XQ") == 0
+    assert admin.llen(f"{NAMESPACE}:{QUEUE}") == 1
+
+
+def test_a_dead_broker_is_a_503_that_names_it_and_queues_nothing(
+    make_stack: StackFactory,
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    stack = make_stack(dramatiq_broker_url=dead)
+    stack.start_all(("redis", "dramatiq-api"))  # it starts without its broker
+    url = stack.url("dramatiq")
+    got = httpx.get(f"{url}/ready", timeout=15)
+    assert got.status_code == 503 and got.json()["dependency"] == "broker", got.text
+    t0 = time.time()
+    got = httpx.post(f"{url}/items/", json={"name": "x", "price": 1}, timeout=15)
+    assert got.status_code == 503, got.text
+    assert time.time() - t0 < 5
+    assert got.json() == {
+        "detail": "broker unavailable, nothing was queued",
+        "dependency": "broker",
+    }
+    assert stack.ledger().records(since=t0) == []
+
+
+@pytest.fixture
+def procfile_stack(tmp_path: Path) -> Iterator[tuple[dict[str, Proc], str, Path, str]]:
+    """The Procfile's dramatiq lines, with .env.example's values (as ``make dev`` reads
+    them) and only the URLs, the log file, the port and the delay overridden."""
+    redis_server = RedisServer(free_port(), tmp_path, password=secrets.token_hex(8))
+    redis_proc = Proc("redis", redis_server.argv(), {}, tmp_path / "redis.out").start()
+    redis_server.wait_ready(redis_proc)
+    port, log_file = free_port(), tmp_path / "log.txt"
+    env = {
+        **service_env(tmp_path),
+        "REDIS_URL": redis_server.url,
+        "DRAMATIQ_BROKER_URL": "",
+        "LOG_FILE": str(log_file),
+        "DRAMATIQ_API_PORT": str(port),
+        "NOTIFICATION_DELAY_SECONDS": "3",
+    }
+    procs = {
+        name: Proc(name, ["/bin/sh", "-c", cmd], env, tmp_path / f"{name}.out")
+        for name, cmd in procfile_lines("dramatiq-").items()
+    }
+    try:
+        for proc in procs.values():
+            proc.start()
+        wait_http(f"http://127.0.0.1:{port}/health", 60, procs["dramatiq-api"])
+        yield procs, f"http://127.0.0.1:{port}", log_file, redis_server.url
+    finally:
+        stop_all([*procs.values(), redis_proc])
+
+
+def test_the_demo_settings_bring_a_killed_workers_task_back_within_a_minute(
+    procfile_stack: tuple[dict[str, Proc], str, Path, str],
+) -> None:
+    procs, url, log_file, redis_url = procfile_stack
+    assert set(procs) == {"dramatiq-api", "dramatiq-worker", "dramatiq-scheduler"}
+    worker = procs["dramatiq-worker"]
+    worker.wait_for_output(r"dramatiq worker process \S+ ready", 60)
+    ledger = Ledger(connect(redis_url), Implementation.dramatiq)
+
+    r = httpx.post(f"{url}/send-notification/kill@example.com", timeout=10)
+    assert r.status_code == 202, r.text
+    ids = r.json()["task_ids"]
+
+    def running() -> TaskRecord | None:
+        record = ledger.get(ids[0])
+        return record if record is not None and record.state == "running" else None
+
+    wait_until(running, 30, "the notification to run")
+    worker.kill()  # SIGKILL to its whole process group, mid-notification
+    killed = ledger.get(ids[0])
+    assert killed is not None and killed.state == "running"
+    worker.start()
+
+    def done() -> bool:
+        records = [ledger.get(i) for i in ids]
+        return all(r is not None and r.state == "succeeded" for r in records)
+
+    wait_until(done, 60, "every task of the request to complete after the kill")
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    for task_id in ids:
+        assert len([line for line in lines if f"[{task_id}]" in line]) == 1, lines
+    notification = ledger.get(ids[0])
+    assert notification is not None and notification.attempts == 2  # the killed run, and one
+
+
+def test_the_declared_purge_drops_what_waits(make_stack: StackFactory) -> None:
+    stack = make_stack(notification_delay_seconds=6, worker_concurrency=1)
+    stack.start_all(SERVICES)
+    url = stack.url("dramatiq")
+    ids = []
+    for i in range(4):
+        r = httpx.post(f"{url}/send-notification/p{i}@example.com", timeout=10)
+        ids += r.json()["task_ids"]
+    wait_for_state(stack, ids[0], {"running"}, timeout=30)
+    stack.purge_queue(Implementation.dramatiq)  # as the experiments run it
+    admin = redis.Redis.from_url(stack.settings.dramatiq_url, socket_timeout=5)
+    assert admin.llen(f"{NAMESPACE}:{QUEUE}") == 0
+    r = httpx.post(f"{url}/items/", json={"name": "after", "price": 1}, timeout=10)
+    [later] = r.json()["task_ids"]
+    assert wait_for_state(stack, later, {"succeeded"}, timeout=30).state == "succeeded"
+    # What the worker had fetched (one thread, prefetch two) ran; what waited did not.
+    never = [
+        task_id
+        for task_id in ids
+        if (rec := ledger_record(stack, task_id)) and rec.state == "queued"
+    ]
+    assert never, [ledger_record(stack, t) for t in ids]
