@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         "scenarios": [o.to_dict() for o in outcomes],
     }
     if previous is not None:
-        data = report.merge(previous, data, order=list(BY_KEY))
+        brokers_of = {k: s.brokers if s.on_brokers else ("",) for k, s in BY_KEY.items()}
+        data = report.merge(previous, data, order=list(BY_KEY), brokers_of=brokers_of)
     publish(NAME, data, report.render(data), directory=args.reports_dir)
     if args.json:
         print(json.dumps(data, indent=2, default=str))

@@ -48,7 +48,7 @@ def pick(
     names: str | Sequence[str] | None,
     implementations: Sequence[Implementation] | None = None,
 ) -> list[Scenario]:
-    """Scenarios by key ("bg-kill,worker-kill"); None or "all": every one. Only those
+    """Scenarios by key ("key,other-key"); None or "all": every one. Only those
     of ``implementations``, when given."""
     items = ["all"] if names is None else names.split(",") if isinstance(names, str) else names
     chosen: list[Scenario] = []
@@ -60,8 +60,6 @@ def pick(
             chosen += SCENARIOS
         elif name in BY_KEY:
             chosen.append(BY_KEY[name])
-        elif name == "redis-restart":  # an alias: the broker restart, on Redis
-            chosen.append(BY_KEY["broker-restart"])
         else:
             raise ValueError(f"unknown scenario {name!r}; known: {', '.join(BY_KEY)}")
     wanted = set(implementations or IMPLEMENTATIONS)

@@ -136,16 +136,22 @@ def table(data: Mapping[str, Any]) -> str:
     return markdown_table(HEADERS, [row(o) for o in shown(data["scenarios"])])
 
 
+def table_of(data: Mapping[str, Any], impl: Implementation) -> str:
+    """One implementation's rows (its own page shows them), without its column."""
+    rows = [row(o)[1:] for o in shown(data["scenarios"]) if o["implementation"] == impl.value]
+    return markdown_table(HEADERS[1:], rows) if rows else "*Not measured yet.*"
+
+
 def notes(data: Mapping[str, Any]) -> str:
     p = data["params"]
     lines = [
         f"Target: {data['target']}. {p['tasks']} notification requests per scenario, each "
         f"scheduling 2 tasks (the {p['delay']:g} s notification, then a log line); "
-        f"worker concurrency {p['concurrency']} (Celery's pool processes, taskiq's task "
-        f"slots); on Redis a visibility timeout of {p['visibility']:g} s and an unacked scan "
-        f"every {p['restore_interval']:g} s (RabbitMQ has neither: it requeues a dead "
-        "consumer's messages when its connection closes); taskiq's stream claims a message "
-        f"pending for {p['visibility']:g} s (its idle timeout) at a read every 0.5 s.",
+        f"worker concurrency {p['concurrency']} (a worker's processes, or its task slots); "
+        f"a dead worker's task comes back {p['visibility']:g} s after its delivery, found "
+        f"by a scan every {p['restore_interval']:g} s (each implementation's declared "
+        "horizon, where a timeout decides: RabbitMQ has none, it requeues a dead "
+        "consumer's messages when its connection closes).",
         "",
         "- *at the kill*: the ledger just before the signal (the kill waits until the "
         "notifications are `running`); a worker runs as many as its concurrency, the rest "
@@ -161,6 +167,9 @@ def notes(data: Mapping[str, Any]) -> str:
         "line in the log file.",
         "- *failed / gave up*: failed for good (retries spent, a time limit); given up on "
         "after a bound on its deliveries (a task that kills its process every time).",
+        "- *abandoned / dead-lettered*: parked where someone can get it back: recorded "
+        "failed by the queue without finishing (RQ's failed job registry), or set aside by "
+        "the broker after a delivery limit (a dead-letter queue).",
         "- *handed out*: the scenarios that watch a fixed window instead of waiting for the "
         "tasks to settle (a task that hangs or loops for ever never does): how often the "
         "broker handed the notification to a worker in it (the worker's `received` lines).",
@@ -253,10 +262,15 @@ def render(data: Mapping[str, Any]) -> str:
 
 
 def merge(
-    previous: Mapping[str, Any] | None, data: Mapping[str, Any], *, order: Sequence[str]
+    previous: Mapping[str, Any] | None,
+    data: Mapping[str, Any],
+    *,
+    order: Sequence[str],
+    brokers_of: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """``data``'s rows, and ``previous``'s for the (scenario, broker) pairs it did not
-    run, in scenario order; each row stamped with when it ran."""
+    run, in scenario order; each row stamped with when it ran. A previous row of a
+    scenario gone, or on a broker its scenario no longer runs on (``brokers_of``), goes."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     new = [{**o, "ran": o.get("ran") or now} for o in data["scenarios"]]
     done = {(o["key"], o["broker"]) for o in new}
@@ -264,7 +278,9 @@ def merge(
     kept = [
         {**o, "ran": o.get("ran") or then}
         for o in (previous or {}).get("scenarios", [])
-        if (o["key"], o["broker"]) not in done and o["key"] in order
+        if (o["key"], o["broker"]) not in done
+        and o["key"] in order
+        and (brokers_of is None or (o["broker"] or "") in brokers_of.get(o["key"], ()))
     ]
     brokers = [*(previous or {}).get("brokers", []), *data["brokers"]]
     rank = {key: i for i, key in enumerate(order)}

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.__main__ import COMMANDS
-from experiments.reporting import report
+from experiments.reporting import crash, report
 from experiments.reporting.report import load, reports_dir
+from shared.services import IMPLEMENTATIONS, Implementation
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
@@ -67,8 +68,22 @@ def renderer(name: str) -> Callable[[dict[str, Any]], str]:
     return render
 
 
+# "crash-of-<implementation>": that implementation's rows of the crash table (its page's).
+CRASH_OF = "crash-of-"
+
+
+def known(name: str) -> bool:
+    """A region this module can draw."""
+    impl = name.removeprefix(CRASH_OF)
+    return name in RENDERERS or name in COMPOSITE or (name != impl and impl in IMPLEMENTATIONS)
+
+
 def region(name: str, reports: Path) -> str:
     """The body of one generated region."""
+    if name.startswith(CRASH_OF) and known(name):
+        data = load("crash", reports)
+        rows = crash.table_of(data, Implementation(name.removeprefix(CRASH_OF)))
+        return f"{provenance(data)}\n\n{rows}\n"
     if name in COMPOSITE:
         body: str = importlib.import_module(COMPOSITE[name]).render_from(reports)
         return body.strip() + "\n"

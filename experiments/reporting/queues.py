@@ -55,6 +55,9 @@ def crash_result(o: Mapping[str, Any]) -> str:
     if waiting := _unsettled(o):
         window = o.get("window")
         parts.append(f"{waiting} still waiting" + (f" at {window:g} s" if window else ""))
+    if not o.get("redelivered_after") and o.get("retried") and o.get("last_completed_after"):
+        # Not handed out again but retried (RQ's Retry after its cleanup): when it ended.
+        parts.append(f"retried, all done after {o['last_completed_after']:.1f} s")
     return ", ".join(parts) + _back(o)
 
 

@@ -55,6 +55,14 @@ def test_merge_keeps_the_rows_not_run_and_stamps_each() -> None:
     assert merged["scenarios"][0]["ran"] != "2026-12-01T00:00:00+00:00"  # run again now
 
 
+def test_merge_drops_a_row_on_a_broker_its_scenario_no_longer_runs_on() -> None:
+    row = {"key": "worker-kill", "status": "ok", "ran": "2026-12-01T00:00:00+00:00"}
+    previous = {"brokers": [], "scenarios": [{**row, "broker": "redis"}, {**row, "broker": "x"}]}
+    new = {"brokers": [], "scenarios": []}
+    merged = merge(previous, new, order=list(BY_KEY), brokers_of={"worker-kill": ("redis",)})
+    assert [o["broker"] for o in merged["scenarios"]] == ["redis"]
+
+
 def test_parameters_that_would_measure_something_else_are_refused() -> None:
     assert Params().problems() == []
     assert any("--grace" in p for p in Params(delay=1.0, grace=1).problems())
@@ -70,7 +78,7 @@ def test_scenarios_impose_only_the_settings_they_are_about() -> None:
     assert BY_KEY["bg-term-timeout"].spec(p).graceful_timeout == 1
     restart = BY_KEY["broker-restart"]
     assert restart.spec(p).appendonly is True and restart.spec(p, "rabbitmq").own_broker
-    assert pick("redis-restart") == [restart]  # an alias
+    assert pick("broker-restart") == [restart]
     assert BY_KEY["redis-restart-no-aof"].spec(p).appendonly is False
     assert BY_KEY["redis-restart-no-aof"].brokers == ("redis",)  # RabbitMQ's queue is durable
     # RabbitMQ's own limit: on both of its queue types, and nowhere else.
