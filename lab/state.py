@@ -71,6 +71,8 @@ SHOWN = {
     Verdict.lost: "lost",
     Verdict.skipped: "skipped",
     Verdict.awaiting_redelivery: "redelivery",
+    Verdict.abandoned: "abandoned",
+    Verdict.dead_lettered: "dead-lettered",
 }
 COUNTERS = (
     "submitted",
@@ -82,6 +84,8 @@ COUNTERS = (
     "failed",
     "lost",
     "skipped",
+    "abandoned",
+    "dead-lettered",
 )
 TABLE_ROWS = 150  # per column; the counters always count every task of the round
 EVENTS_KEPT = 200

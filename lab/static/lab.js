@@ -5,11 +5,12 @@
 "use strict";
 
 const COUNTERS = ["submitted", "queued", "running", "retrying", "redelivery",
-                  "succeeded", "failed", "lost", "skipped"];
+                  "succeeded", "failed", "lost", "skipped", "abandoned", "dead-lettered"];
 const COUNTER_LABELS = {redelivery: "awaiting redelivery"};
 const COLORS = {
   queued: "#6b7f99", running: "#1f6fd6", retrying: "#d08a00", redelivery: "#8a4fd0",
   succeeded: "#23884a", failed: "#d0452f", lost: "#a4001d", skipped: "#8d8d8d",
+  abandoned: "#b85c00", "dead-lettered": "#6d4c41",
 };
 const MARKS = {kill: "#a4001d", stop: "#d08a00", restart: "#23884a", fail: "#8a4fd0"};
 const ACTION_BUTTONS = {

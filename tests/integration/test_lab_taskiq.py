@@ -1,6 +1,6 @@
 """The lab of every declared implementation (``python -m lab --implementations
-bg,celery,taskiq``): a column each, built from the declaration, taskiq's driven like
-the others, and the page showing the columns the user chooses (BackgroundTasks and
+bg,celery,taskiq,dramatiq,rq``): a column each, built from the declaration, each driven
+like the others, and the page showing the columns the user chooses (BackgroundTasks and
 Celery unless told otherwise). A lab of its own, beside the other lab tests."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from harness.procs import wait_until
+from shared.services import DEFAULT_IMPLEMENTATIONS, IMPLEMENTATIONS, Implementation
 from tests.integration.test_lab import RunningLab, running_lab
 from tests.integration.test_lab_browser import headless_chromium
 
@@ -21,7 +22,7 @@ PROCESS = ["kill", "stop", "restart"]
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    args = ("--implementations", "bg,celery,taskiq")
+    args = ("--implementations", ",".join(IMPLEMENTATIONS))
     with running_lab(tmp_path_factory.mktemp("lab-taskiq"), *args, command=("lab",)) as running:
         yield running
 
@@ -29,11 +30,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 def test_a_killed_taskiq_worker_shows_and_its_task_comes_back(lab: RunningLab) -> None:
     state = lab.state()
     columns = state["implementations"]
-    assert list(columns) == ["bg", "celery", "taskiq"]
+    assert list(columns) == [impl.value for impl in IMPLEMENTATIONS]
     taskiq = columns["taskiq"]
     assert taskiq["title"] == "taskiq"
     # The page shows the chapter's two unless asked for more.
-    assert [c["shown_by_default"] for c in columns.values()] == [True, True, False]
+    assert [name for name, c in columns.items() if c["shown_by_default"]] == ["bg", "celery"]
     assert {p["service"]: p["up"] for p in taskiq["processes"]} == {
         "taskiq-api": True,
         "taskiq-worker": True,
@@ -78,6 +79,25 @@ def test_a_killed_taskiq_worker_shows_and_its_task_comes_back(lab: RunningLab) -
     assert lab.counters("taskiq")["lost"] == 0
     # The other columns saw none of it.
     assert lab.counters("bg")["submitted"] == lab.counters("celery")["submitted"] == 0
+
+
+@pytest.mark.parametrize(
+    "impl", [i.value for i in IMPLEMENTATIONS if i not in DEFAULT_IMPLEMENTATIONS]
+)
+def test_every_further_column_runs_its_tasks_and_offers_its_controls(
+    lab: RunningLab, impl: str
+) -> None:
+    column = lab.state()["implementations"][impl]
+    spec = IMPLEMENTATIONS[Implementation(impl)]
+    assert column["title"] == spec.title
+    assert column["controls"][spec.runs_the_work] == PROCESS
+    assert all(p["up"] for p in column["processes"]), column["processes"]
+    before = lab.counters(impl)["succeeded"]
+    sent = lab.act(impl, "send", count=1).json()
+    assert sent["status"] == "ok", sent
+    # Its notification, run by its own worker.
+    wait_until(lambda: lab.counters(impl)["succeeded"] == before + 1, 60, f"{impl}'s notification")
+    assert lab.counters(impl)["lost"] == 0
 
 
 @pytest.fixture
