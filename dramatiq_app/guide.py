@@ -25,5 +25,5 @@ def cells() -> dict[str, str]:
         "monitoring": "dramatiq-dashboard 0.4.0 needs dramatiq<2 and redis<5 (unmaintained): "
         "the lab's column",
         "brokers": f"[Redis]({CRASH}#{anchor('dramatiq-worker-kill', 'redis')}) and "
-        f"[RabbitMQ]({CRASH}#{anchor('dramatiq-worker-kill-rabbitmq', 'rabbitmq')})",
+        f"[RabbitMQ]({CRASH}#{anchor('dramatiq-worker-kill-rabbitmq', 'rabbitmq-classic')})",
     }

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from dramatiq_app import tasks
+from dramatiq_app import experiment_routes, tasks
 from dramatiq_app.handover import Handover, HandoverDep, broker_check
 from dramatiq_app.worker import broker
 from shared.app import create_api, open_ledger
@@ -31,7 +31,7 @@ from shared.models import (
     NotificationAccepted,
     TaskKind,
 )
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app (no experiment-only routes: the contract's alone)."""
+    """The app; its experiment-only routes only where ``EXPERIMENT_ROUTES`` says so."""
     app = create_api("dramatiq implementation", DELIVERY, lifespan)
 
     @app.post(
@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HeavyAccepted(rounds=rounds, message="heavy job scheduled", task_ids=[heavy_id])
 
     app.include_router(ledger_router())
+    if (settings or get_settings()).experiment_routes:
+        app.include_router(experiment_routes.router)
     return app
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from experiments.crash.scenario import Scenario
 from experiments.reporting.crash import anchor, broker_label, shown
-from experiments.reporting.decision import CAPACITY, FOOTPRINT, cost, hand_overs
+from experiments.reporting.decision import BROKER_NAMES, CAPACITY, FOOTPRINT, cost, hand_overs
 from experiments.reporting.report import load_if_any
 from experiments.reporting.tables import markdown_table
 from shared.services import IMPLEMENTATIONS, Implementation, ImplementationSpec, declared
@@ -102,7 +102,7 @@ def footprint_cell(impl: Implementation, sides: Mapping[str, Mapping[str, Any]])
         return NOT_MEASURED
     return "<br>".join(
         f"[{side['idle_rss_mib']:.0f} MiB]({FOOTPRINT})"
-        + (f" ({broker_label({'broker': b})})" if (b := side.get("broker")) else "")
+        + (f" ({BROKER_NAMES.get(b, b)})" if (b := side.get("broker")) else "")
         for key, side in found
     )
 
