@@ -42,7 +42,7 @@ def test_every_generated_region_has_a_renderer_and_its_report() -> None:
     regions = [m["name"] for page in PAGES for m in docs.REGION.finditer(page.read_text())]
     assert set(regions) >= set(docs.RENDERERS) | set(docs.COMPOSITE)  # every report shown
     for name in regions:
-        assert name in docs.RENDERERS or name in docs.COMPOSITE, name
+        assert docs.known(name), name
         if name in docs.RENDERERS:
             assert (REPO / "reports" / f"{name}.json").is_file(), name
 
@@ -70,7 +70,9 @@ def test_every_link_to_a_file_a_test_or_a_heading_resolves(page: Path) -> None:
 
 def test_the_readme_is_the_front_door() -> None:
     text = (REPO / "README.md").read_text()
-    assert len(text.encode()) <= 12 * 1024
+    # Short enough to read at the door: the chapter's guide, the table across every
+    # queue (a column each: the most of it), the walkthrough; the rest is in docs/.
+    assert len(text.encode()) <= 16 * 1024
     first_screen = text.split("\n## ", 1)[0]
     [setup] = re.findall(r"```bash\n(.*?)```", first_screen, re.S)
     commands = [line.split("#")[0].strip() for line in setup.splitlines() if line.strip()]
