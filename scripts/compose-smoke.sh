@@ -8,7 +8,7 @@
 # It uses a compose project of its own (-p) on free host ports, so it can run
 # next to a stack you already have up, and it always ends with `down -v`.
 #
-# Six stacks, side by side (SMOKE_PARALLEL), each in a project of its own, each
+# Seven stacks, side by side (SMOKE_PARALLEL), each in a project of its own, each
 # ended with `down -v`. On the Redis, RabbitMQ and both production stacks, no
 # process of any container has a password in its command line (/proc/*/cmdline).
 #
@@ -45,9 +45,14 @@
 #    when broker-link, its way to Redis, is paused; the other worker gets it past
 #    the visibility timeout; one line in log.txt; after the heal worker-2 runs a
 #    task again.
+# 6. Every further queue (--profile taskiq --profile dramatiq --profile rq): healthy,
+#    no secret on a command line; each API's task runs; rq-dashboard answers only
+#    with the credentials from the environment; each worker's container SIGKILLed
+#    mid-notification and started again: taskiq's and dramatiq's notification
+#    completes, RQ's is abandoned (or completed, with Retry).
 #
 # Settings (environment): SMOKE_BROKERS (the stacks: "redis rabbitmq prod rabbitmq-prod ha
-# partition", the default, or some of them); SMOKE_PARALLEL (1, the default: the stacks side by
+# partition queues", the default, or some of them); SMOKE_PARALLEL (1, the default: the stacks side by
 # side; 0: one after the other); SMOKE_PROJECT (default bgcelery-smoke, -rabbitmq for the second); BG_API_PORT,
 # CELERY_API_PORT, FLOWER_PORT (default: free ports); SMOKE_DELAY,
 # SMOKE_VISIBILITY_TIMEOUT, SMOKE_RESTORE_INTERVAL, SMOKE_BEAT_INTERVAL (the demo
@@ -60,7 +65,7 @@ BASE_PROJECT=${SMOKE_PROJECT:-bgcelery-smoke}
 PROJECT=$BASE_PROJECT
 FILES=(-f docker-compose.yml)
 WAIT_TIMEOUT=${SMOKE_WAIT_TIMEOUT:-300}
-BROKERS=${SMOKE_BROKERS:-redis rabbitmq prod rabbitmq-prod ha partition}
+BROKERS=${SMOKE_BROKERS:-redis rabbitmq prod rabbitmq-prod ha partition queues}
 
 say() { printf '%s\n' "$*"; }
 ok() { CHECKS=$((CHECKS + 1)); printf 'ok   %s\n' "$*"; }
@@ -206,9 +211,11 @@ PROBE=$(
 import json, sys, time, urllib.error, urllib.request
 from shared.models import RunnerRecord, TaskRecord
 from shared.settings import get_settings
+from shared.services import IMPLEMENTATIONS, SERVICES, declared
 from shared.verdict import Observation, Redelivery, judge
 
-URLS = {"bg": "http://bg-api:8001", "celery": "http://celery-api:8002"}
+# Every declared API, by its compose name and its port in the container.
+URLS = {i.value: f"http://{s.api}:{SERVICES[s.api].port}" for i, s in IMPLEMENTATIONS.items()}
 cmd, args = sys.argv[1], sys.argv[2:]
 
 class Answer:
@@ -270,6 +277,8 @@ def verdict(side, task_id):
         records=[TaskRecord.model_validate(rec)],
         runners=[RunnerRecord.model_validate(r) for r in runners],
         redelivery=Redelivery.of(settings),
+        redeliveries={i: declared(s.redelivery)(settings)
+                      for i, s in IMPLEMENTATIONS.items() if s.redelivery},
         stale_after=3 * settings.runner_heartbeat_seconds,
     )
     return judge(obs).tasks[task_id]
@@ -302,14 +311,14 @@ elif cmd == "start-notification":  # side -> "notification_id log_id state...", 
 elif cmd == "state":  # side task_id -> one line
     rec = record(args[0], args[1])
     print(brief(rec) if rec else "unknown")
-elif cmd == "verdict":  # side task_id timeout verdict: until the task has that verdict
-    side, task_id, timeout, wanted = args[0], args[1], float(args[2]), args[3]
+elif cmd == "verdict":  # side task_id timeout verdict[|verdict]: until the task has one
+    side, task_id, timeout, wanted = args[0], args[1], float(args[2]), args[3].split("|")
     def reached():
         v = verdict(side, task_id)
-        if v is not None and v.verdict.value in ("completed", "failed", "lost", "skipped") \
-                and v.verdict.value != wanted:
-            die(f"{task_id}: {v.verdict.value} ({v.why}), expected {wanted}")
-        return v if v is not None and v.verdict.value == wanted else None
+        if v is not None and v.verdict.value in ("completed", "failed", "lost", "skipped",
+                "abandoned", "dead-lettered") and v.verdict.value not in wanted:
+            die(f"{task_id}: {v.verdict.value} ({v.why}), expected {args[3]}")
+        return v if v is not None and v.verdict.value in wanted else None
     v = poll(f"{task_id} to be {wanted}", timeout, reached, 0.25)
     rec = record(side, task_id)
     print(f"verdict={v.verdict.value} executions={v.executions} {brief(rec)}"
@@ -696,8 +705,53 @@ partition_stack() {
   compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
 }
 
+# --- 6. The further queues (--profile taskiq --profile dramatiq --profile rq) -------
+
+queues_stack() {
+  PROJECT="${BASE_PROJECT}-queues"
+  FILES=(-f docker-compose.yml)
+  export COMPOSE_PROFILES=taskiq,dramatiq,rq
+  TASKIQ_API_PORT=$(pick_port) DRAMATIQ_API_PORT=$(pick_port) RQ_API_PORT=$(pick_port)
+  RQ_DASHBOARD_PORT=$(pick_port)
+  export TASKIQ_API_PORT DRAMATIQ_API_PORT RQ_API_PORT RQ_DASHBOARD_PORT RQ_DASHBOARD_USERNAME=smoke
+  RQ_DASHBOARD_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+  export RQ_DASHBOARD_PASSWORD
+  say "== compose smoke, every queue: project $PROJECT, profiles $COMPOSE_PROFILES"
+  up_stack "queues stack" 15
+  no_secret_in_argv "$REDIS_PASSWORD" "$FLOWER_PASSWORD" "$RQ_DASHBOARD_PASSWORD"
+  for impl in taskiq dramatiq rq; do
+    out=$(probe post "$impl" /items/ '{"name": "queues", "price": 1}' 90) || fail "$impl-api: $out"
+    ok "$impl-api: POST /items/ -> $out"
+  done
+  code=$(http_status "$RQ_DASHBOARD_PORT" /)
+  [ "$code" = 401 ] || fail "rq-dashboard: GET / without credentials -> $code (expected 401)"
+  code=$(http_status "$RQ_DASHBOARD_PORT" / "$(printf '%s' "$RQ_DASHBOARD_USERNAME:$RQ_DASHBOARD_PASSWORD" | base64)")
+  [ "$code" = 200 ] || fail "rq-dashboard: GET / with credentials -> $code (expected 200)"
+  ok "rq-dashboard: 401 without credentials, 200 with those from the environment"
+  # Each worker's container SIGKILLed mid-notification (its every process: RQ's work
+  # horse too), then started again: what the demo settings make of it.
+  declare -A task=()
+  for impl in taskiq dramatiq rq; do
+    out=$(probe start-notification "$impl") || fail "$impl notification did not start: $out"
+    read -r task[$impl] _ <<<"$out"
+  done
+  compose kill -s SIGKILL taskiq-worker dramatiq-worker rq-worker >/dev/null 2>&1
+  t1=$(date +%s)
+  compose start taskiq-worker dramatiq-worker rq-worker >/dev/null 2>&1
+  ok "the taskiq, dramatiq and rq workers SIGKILLed mid-notification, started again"
+  for impl in taskiq dramatiq rq; do
+    wanted=completed
+    [ "$impl" = rq ] && wanted="completed|abandoned"  # abandoned, or run again with Retry
+    out=$(probe verdict "$impl" "${task[$impl]}" 120 "$wanted") || fail "$impl-worker: $out"
+    ok "$impl-worker: $(($(date +%s) - t1))s after the restart: $out"
+  done
+  say "== docker compose -p $PROJECT down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || fail "down -v failed for $PROJECT"
+}
+
 for broker in $BROKERS; do
   case "$broker" in
+    queues) queues_stack ;;
     partition) partition_stack ;;
     redis) redis_stack ;;
     rabbitmq) rabbitmq_stack ;;
