@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
@@ -58,7 +60,7 @@ def test_merge_keeps_the_rows_not_run_and_stamps_each() -> None:
 def test_merge_drops_a_row_on_a_broker_its_scenario_no_longer_runs_on() -> None:
     row = {"key": "worker-kill", "status": "ok", "ran": "2026-12-01T00:00:00+00:00"}
     previous = {"brokers": [], "scenarios": [{**row, "broker": "redis"}, {**row, "broker": "x"}]}
-    new = {"brokers": [], "scenarios": []}
+    new: dict[str, list[Any]] = {"brokers": [], "scenarios": []}
     merged = merge(previous, new, order=list(BY_KEY), brokers_of={"worker-kill": ("redis",)})
     assert [o["broker"] for o in merged["scenarios"]] == ["redis"]
 
