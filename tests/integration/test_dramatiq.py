@@ -181,7 +181,7 @@ def test_a_task_that_kills_its_process_is_dead_lettered_after_the_bound(
     assert got["verdict"] == "dead-lettered", got
     admin = redis.Redis.from_url(stack.settings.dramatiq_url, socket_timeout=5)
     wait_until(
-        lambda: admin.zcard(f"{NAMESPACE}:{QUEUE}.XQ") == 1, 15, "the dead letter in its queue"
+        lambda: admin.zcard(f"{NAMESPACE}:{QUEUE}.XQ") == 1, 60, "the dead letter in its queue"
     )
     # The command the ledger names puts it back on its queue (the worker stopped first:
     # the task would kill it again).

@@ -204,10 +204,11 @@ def test_a_dead_broker_is_a_503_that_names_it_and_queues_nothing(
 def test_the_declared_purge_drops_what_waits_and_the_worker_reads_on(
     make_stack: StackFactory, taskiq_broker: str
 ) -> None:
-    # One task at a time, each notification 6 s: while the first runs, the rest wait,
-    # and the purge (a process of its own, a second or two) lands within that time.
+    # One task at a time, each notification 20 s: while the first runs, the rest wait,
+    # and the purge (a process of its own: a second or two, several seconds on a loaded
+    # machine, where 6 s let the worker finish a second task first) lands within it.
     stack = make_stack(
-        taskiq_broker=taskiq_broker, notification_delay_seconds=6, worker_concurrency=1
+        taskiq_broker=taskiq_broker, notification_delay_seconds=20, worker_concurrency=1
     )
     stack.start_all(("redis", "taskiq-api", "taskiq-worker"))
     url = stack.url("taskiq")
@@ -227,7 +228,7 @@ def test_the_declared_purge_drops_what_waits_and_the_worker_reads_on(
     # A later task runs: the stream's consumer group is still there to read through.
     r = httpx.post(f"{url}/items/", json={"name": "after", "price": 1}, timeout=10)
     [later] = r.json()["task_ids"]
-    assert wait_for_state(stack, later, {"succeeded"}, timeout=30).state == "succeeded"
+    assert wait_for_state(stack, later, {"succeeded"}, timeout=90).state == "succeeded"
     # The worker takes messages in order, one at a time: what it had taken (the task
     # it ran, and at most the next, which it holds) ran to the end; what waited was
     # dropped, never run, its record still queued.
