@@ -45,7 +45,7 @@ def cases(paths: list[Path]) -> list[Case]:
 def main(argv: list[str]) -> int:
     rows = cases([Path(a) for a in argv])
     print(f"== the {min(TOP, len(rows))} slowest of {len(rows)} tests (setup + call + teardown)")
-    for c in sorted(rows, reverse=True)[:TOP]:
+    for c in sorted(rows, key=lambda c: c.seconds, reverse=True)[:TOP]:
         print(f"{c.seconds:7.1f}s  {c.phase:<8}  {c.test}")
     measured = [c for c in rows if c.cpu is not None]
     if measured:
