@@ -32,6 +32,10 @@ from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
 from shared.services import IMPLEMENTATIONS, Delivery
 from shared.verdict import Judgement, Redelivery, Verdict, declared_redeliveries, judge
 
+# What a loaded machine (CI, 4x slower) adds to a windowed watch before it gives up:
+# each respawned worker process imports its app again, seconds apiece there.
+LOADED_SLACK = 60.0
+
 
 def received_counts(target: Target, impl: Implementation, ids: Sequence[str], since: float) -> int:
     """How many times the worker was handed these tasks' messages: its log lines, where
@@ -218,10 +222,14 @@ def _no_fault(run: _Run) -> None:
     say(f"{len(run.ids)} tasks submitted ({len(run.pairs)} notifications); nothing is killed")
     if not sc.watch.revive_worker:
         return
-    delay = target.settings.notification_delay_seconds
+    # It exits within the scenario's window on a quiet machine (a respawn per crash).
+    window = sc.watch.window(run.p) or 3 * target.settings.notification_delay_seconds
     try:
         wait_until(
-            lambda: not target.is_up(run.worker), 3 * delay + 15, f"{run.worker} to exit", 0.2
+            lambda: not target.is_up(run.worker),
+            window + LOADED_SLACK,
+            f"{run.worker} to exit",
+            0.2,
         )
     except Timeout:
         say(f"{run.worker} did not exit")
@@ -385,7 +393,7 @@ def _watch(run: _Run) -> Judgement:
     else:
         final, out.settle = _until(target, run.since, expected, run.notifications,
                                    sc.watch.ends_with, impl=run.impl, quiet=p.margin,
-                                   deadline=run.t_submit + window + 60)  # fmt: skip
+                                   deadline=run.t_submit + window + LOADED_SLACK)  # fmt: skip
     out.handed_out = received_counts(target, run.impl, run.notifications, run.since)
     out.most_runs = max((len(r.runs) for r in read_records(target, run.notifications,
                                                            run.since)), default=0)  # fmt: skip
