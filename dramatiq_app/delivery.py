@@ -19,8 +19,8 @@ import math
 from typing import Any
 
 from dramatiq_app.broker import broker_kind
+from shared.redelivery import Redelivery
 from shared.settings import Settings
-from shared.verdict import Redelivery
 
 # dramatiq's own values (dramatiq/brokers/redis.py, dramatiq/worker.py).
 MAINTENANCE_SCALE = 1_000_000

@@ -51,8 +51,9 @@ from harness.procs import Timeout
 from harness.stacks import NEEDED_SERVICES, StackSpec, open_stack
 from harness.target import Target, Unsupported
 from shared.models import Implementation
+from shared.redelivery import declared_redeliveries
 from shared.services import IMPLEMENTATIONS, Delivery, horizon_settings, service
-from shared.verdict import Judgement, Verdict, declared_redeliveries, judge
+from shared.verdict import Judgement, Verdict, judge
 
 NAME = "soak"
 KILL = "kill"

@@ -30,7 +30,7 @@ from harness.target import API, RUNS_THE_WORK, Memory, ServiceState, Unsupported
 from shared.models import Implementation, RunnerRecord, TaskRecord
 from shared.services import DEFAULT_IMPLEMENTATIONS, SERVICES, Probe, implementation_of
 from shared.settings import Settings, explicit_settings
-from shared.verdict import count_effect_lines
+from shared.work import count_effect_lines
 
 logger = logging.getLogger(__name__)
 

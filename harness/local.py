@@ -42,7 +42,7 @@ from shared.services import (
 from shared.services import SERVICES as SERVICE_TABLE
 from shared.services import service as table_entry
 from shared.settings import Settings, explicit_settings
-from shared.verdict import count_effect_lines
+from shared.work import count_effect_lines
 
 logger = logging.getLogger(__name__)
 

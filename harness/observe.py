@@ -14,10 +14,10 @@ from shared.verdict import (
     Observation,
     Rules,
     Verdict,
-    count_skipped_writes,
     judge,
     rules,
 )
+from shared.work import count_skipped_writes
 
 logger = logging.getLogger(__name__)
 

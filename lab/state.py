@@ -26,6 +26,7 @@ import httpx
 from harness.observe import rules_for
 from harness.target import ServiceState, Target
 from shared.models import RunnerRecord, TaskRecord
+from shared.redelivery import Redelivery
 from shared.services import (
     DEFAULT_IMPLEMENTATIONS,
     IMPLEMENTATIONS,
@@ -34,7 +35,7 @@ from shared.services import (
     services_of,
 )
 from shared.services import SERVICES as SERVICE_TABLE
-from shared.verdict import FINAL, Observation, Redelivery, TaskVerdict, Verdict, judge
+from shared.verdict import FINAL, Observation, TaskVerdict, Verdict, judge
 
 logger = logging.getLogger(__name__)
 

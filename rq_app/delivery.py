@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.redelivery import Redelivery
 from shared.settings import Settings
-from shared.verdict import Redelivery
 
 
 def redelivery(settings: Settings) -> Redelivery:

@@ -69,7 +69,7 @@ class ImplementationSpec:
     # a transient failure is retried, a bounded number of times.
     retries: bool = False
     # When a task whose worker died comes back: "module:function" of the settings, a
-    # ``shared.verdict.Redelivery``; None: nothing redelivers (held in process memory).
+    # ``shared.redelivery.Redelivery``; None: nothing redelivers (held in process memory).
     redelivery: str | None = None
     # Where its tasks wait in the broker (the queue, stream or list), "" for none.
     queue: str = ""

@@ -67,9 +67,9 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 from shared.models import PARKED_FATES, RunnerRecord, TaskRecord, TaskState
-from shared.services import IMPLEMENTATIONS, Delivery, Implementation, declared, delivery_of
+from shared.redelivery import Redelivery, declared_redeliveries
+from shared.services import Delivery, Implementation, delivery_of
 from shared.settings import Settings, explicit_settings
-from shared.work import SKIP_PATTERN, TAG_PATTERN
 
 
 class Verdict(StrEnum):
@@ -100,47 +100,6 @@ FINAL = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Redelivery:
-    """When the broker gives an unacknowledged message back. ``of``: Celery's; each
-    implementation with a broker declares its own (``shared.services``)."""
-
-    broker: str  # "redis": after a timeout, at a live worker's scan; else at close
-    visibility_timeout: float
-    restore_interval: float
-    # False: the running task was acknowledged (or popped) already: a death loses it.
-    acks_late: bool = True
-    # A retry's message waits with a worker until it is due (Celery's ETA), and so comes
-    # back with the rest; False: it waits elsewhere (taskiq's schedule source).
-    holds_retries: bool = True
-    why_lost: str = "its worker died; stock acks had acknowledged it as it started"
-    # True: the timeout counts from the run's death (its last heartbeat: RQ's started
-    # job registry), not from its delivery (kombu's visibility timeout).
-    from_death: bool = False
-    # What a dead run waits for (the reason its verdict gives meanwhile).
-    pending: str = "its worker died; the broker hands it back"
-
-    @classmethod
-    def of(cls, settings: Settings) -> Redelivery:
-        """The rules a stack running with ``settings`` has."""
-        return cls(
-            broker=settings.broker,
-            visibility_timeout=settings.celery_visibility_timeout,
-            restore_interval=settings.celery_restore_interval,
-            acks_late=settings.celery_acks_late,
-        )
-
-    def due(self, started_at: float, died_at: float) -> float:
-        """When a run started at ``started_at`` that died at ``died_at`` is back in the queue."""
-        if self.broker == "redis":
-            # kombu restores a message whose delivery is older than the visibility
-            # timeout, at a scan that a live worker runs every restore interval.
-            since = died_at if self.from_death else started_at
-            return max(since + self.visibility_timeout, died_at) + self.restore_interval
-        # AMQP: the broker requeues a consumer's unacked messages when its connection closes.
-        return died_at
-
-
 class Rules(TypedDict):
     """What ``judge`` must know of a stack besides what it saw (``Observation``'s fields)."""
 
@@ -163,15 +122,6 @@ def rules(settings: Settings) -> Rules:
         slack=max(3.0, 3 * beat, 2 * settings.celery_restore_interval),
         forget_after=settings.retention.forgets_after,
     )
-
-
-def declared_redeliveries(settings: Settings) -> dict[Implementation, Redelivery]:
-    """Each implementation's own rule, as its declaration names it ("module:function")."""
-    return {
-        impl: declared(spec.redelivery)(settings)
-        for impl, spec in IMPLEMENTATIONS.items()
-        if spec.redelivery is not None
-    }
 
 
 @dataclass(frozen=True)
@@ -552,28 +502,3 @@ def summarize(
             missing_from_ledger=c.get("missing_from_ledger", 0),
         )
     return summaries
-
-
-# --- reading the effects -------------------------------------------------------------------
-
-# shared.work tags every line it writes with "[<task id>]" (TAG_PATTERN), and logs
-# a skip (SKIP_PATTERN) when its idempotency check finds the effect there (in the
-# process output, not in the log file).
-
-
-def count_effect_lines(lines: Iterable[str]) -> dict[str, int]:
-    """Lines per task id in a ``LOG_FILE`` (the first ``[...]`` tag of each line)."""
-    counts: dict[str, int] = {}
-    for line in lines:
-        if match := TAG_PATTERN.search(line):
-            counts[match[1]] = counts.get(match[1], 0) + 1
-    return counts
-
-
-def count_skipped_writes(lines: Iterable[str]) -> dict[str, int]:
-    """Per task id, the runs that found their effect already written (process output)."""
-    counts: dict[str, int] = {}
-    for line in lines:
-        if match := SKIP_PATTERN.search(line):
-            counts[match[1]] = counts.get(match[1], 0) + 1
-    return counts

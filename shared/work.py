@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,10 +55,28 @@ def _tag(task_id: str) -> str:
     return f"[{task_id}]"
 
 
-# How the lines this module writes are read back (``shared.verdict``): the tag in
+# How the lines this module writes are read back (the verdict's counts): the tag in
 # the log file, and the idempotency skip in the process's own log.
 TAG_PATTERN = re.compile(r"\[([^\]\s]+)\]")
 SKIP_PATTERN = re.compile(r"task (\S+): .*already \w+, skipping")
+
+
+def count_effect_lines(lines: Iterable[str]) -> dict[str, int]:
+    """Lines per task id in a ``LOG_FILE`` (the first ``[...]`` tag of each line)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if match := TAG_PATTERN.search(line):
+            counts[match[1]] = counts.get(match[1], 0) + 1
+    return counts
+
+
+def count_skipped_writes(lines: Iterable[str]) -> dict[str, int]:
+    """Per task id, the runs that found their effect already written (process output)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if match := SKIP_PATTERN.search(line):
+            counts[match[1]] = counts.get(match[1], 0) + 1
+    return counts
 
 
 def _skipping(task_id: str, effect: str) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from shared.redelivery import Redelivery
 from shared.settings import Settings
-from shared.verdict import Redelivery
 
 
 def redelivery(settings: Settings) -> Redelivery:

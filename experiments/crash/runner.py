@@ -29,8 +29,9 @@ from harness.procs import Timeout, wait_until
 from harness.stacks import Where, open_stack
 from harness.target import Target, Unsupported, read_records
 from shared.models import IN_FLIGHT, Implementation, TaskRecord, TaskState
+from shared.redelivery import Redelivery, declared_redeliveries
 from shared.services import IMPLEMENTATIONS, Delivery
-from shared.verdict import Judgement, Redelivery, Verdict, declared_redeliveries, judge
+from shared.verdict import Judgement, Verdict, judge
 
 # What a loaded machine (CI, 4x slower) adds to a windowed watch before it gives up:
 # each respawned worker process imports its app again, seconds apiece there.

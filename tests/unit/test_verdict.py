@@ -8,14 +8,13 @@ from typing import Any
 import pytest
 
 from shared.models import Implementation, Run, RunnerRecord, TaskRecord, TaskState
+from shared.redelivery import Redelivery
 from shared.verdict import (
     Observation,
-    Redelivery,
     Verdict,
-    count_effect_lines,
-    count_skipped_writes,
     judge,
 )
+from shared.work import count_effect_lines, count_skipped_writes
 
 NOW = 1000.0
 BG, CELERY = Implementation.bg, Implementation.celery
