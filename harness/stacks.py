@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.compose import LINK, PARTITIONED, ComposeTarget
+from harness.compose_target import LINK, PARTITIONED, ComposeTarget
 from harness.local import LocalStack
 from harness.servers import RabbitServer
 from harness.target import Target, Unsupported

@@ -1,7 +1,7 @@
 """The one table of what runs: each implementation and each service, written once.
 
 Everything that lists services reads it: the local stacks (``harness.local``),
-the compose target (``harness.compose``), ``harness.target``, the stacks
+the compose target (``harness.compose_target``), ``harness.target``, the stacks
 (``harness.stacks``), the lab, the soak and the verdict. A unit test checks
 ``Procfile`` and ``docker-compose.yml`` against it. Pure data: no process, no I/O
 (a declared "module:function" is imported only when read).

@@ -68,7 +68,7 @@ def test_every_celery_service_is_on_the_sentinels_and_the_ledger_stays_on_redis(
 
 
 def test_the_partition_override_routes_worker_2_through_a_proxy_it_can_pause() -> None:
-    from harness.compose import LINK, PARTITIONED
+    from harness.compose_target import LINK, PARTITIONED
 
     part = load("docker-compose.partition.yml")
     assert set(part) == {LINK, PARTITIONED}
