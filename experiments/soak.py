@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,14 +44,25 @@ from typing import Any
 from experiments.common import add_implementations_argument, add_target_arguments, say, where_from
 from experiments.reporting.report import publish
 from experiments.reporting.soak import API, BROKER, LEDGER, PARTITION, WORK, render
+from experiments.soak_plan import (
+    Role,
+    copies,
+    faults_for,
+    hits,
+    partitioned,
+    plan_for,
+    planned_faults,
+    stack_services,
+    worker_concurrency,
+)
 from experiments.traffic import Traffic
 from harness.observe import expected_of, observe, settle
 from harness.procs import Timeout
-from harness.stacks import NEEDED_SERVICES, StackSpec, open_stack
+from harness.stacks import StackSpec, open_stack
 from harness.target import Target, Unsupported
 from shared.models import Implementation
 from shared.redelivery import declared_redeliveries
-from shared.services import IMPLEMENTATIONS, Delivery, horizon_settings, service
+from shared.services import IMPLEMENTATIONS, horizon_settings, service
 from shared.verdict import Judgement, Verdict, judge
 
 NAME = "soak"
@@ -92,97 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "scan, so that another worker takes what the cut one held)",
     )
     parser.add_argument("--quick", action="store_true", help="30 s, a fault every 5 s")
-
-
-# --- the plan: pure, from the declaration --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Role:
-    """What one implementation offers the faults, as its declaration says."""
-
-    implementation: Implementation
-    title: str
-    api: str
-    work: str  # the service whose processes run its tasks
-    delivery: Delivery
-
-    @property
-    def cut(self) -> bool:
-        """Its work runner reaches a broker, so a partition can cut it off."""
-        return self.delivery == Delivery.broker
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "api": self.api,
-            "runs_the_work": self.work,
-            "delivery": self.delivery.value,
-            "partitioned": self.cut,
-        }
-
-
-def plan_for(implementations: Sequence[Implementation]) -> dict[Implementation, Role]:
-    """Each implementation's role, from its declaration, in the order given."""
-    return {
-        impl: Role(impl, s.title, s.api, s.runs_the_work, s.delivery)
-        for impl in implementations
-        for s in (IMPLEMENTATIONS[impl],)
-    }
-
-
-def faults_for(broker: str) -> list[str]:
-    """What the faults hit, in turn: every API, every work runner, the broker; on
-    RabbitMQ, Redis too (the ledger's store); then the work runners' way to their
-    broker (a partition). The same cycle whatever the implementations: each fault
-    hits every one of them at the same moment."""
-    cycle = [API, WORK, BROKER]
-    if broker != LEDGER:
-        cycle.append(LEDGER)
-    cycle.append(PARTITION)
-    return cycle
-
-
-def planned_faults(duration: float, every: float) -> int:
-    """One fault at every multiple of ``every`` strictly inside the traffic. Each comes
-    at its time or, on a loaded machine, as soon as the one before is back, so the
-    count does not depend on how fast services restart; the traffic runs on until the
-    last fault is back, and its real length is reported."""
-    return max(0, math.ceil(duration / every) - 1)
-
-
-def stack_services(implementations: Sequence[Implementation]) -> tuple[str, ...]:
-    """What the selected implementations need running, each service once."""
-    return tuple(dict.fromkeys(s for impl in implementations for s in NEEDED_SERVICES[impl]))
-
-
-def partitioned(plan: Mapping[Implementation, Role]) -> tuple[str, ...]:
-    """The services a partition cuts: each broker implementation's work runner (its
-    first copy: the others go on taking tasks meanwhile)."""
-    return tuple(dict.fromkeys(r.work for r in plan.values() if r.cut))
-
-
-def copies(name: str, services: Sequence[str]) -> list[str]:
-    """``name`` and its numbered copies ("worker", "worker-2", ...) among ``services``."""
-    out = []
-    for s in services:
-        base, _, number = s.rpartition("-")
-        if s == name or (base == name and number.isdigit()):
-            out.append(s)
-    return out
-
-
-def hits(impl: Implementation, services: Sequence[str]) -> bool:
-    """Does a fault on these services hit ``impl``: one of its own, or one every
-    implementation uses (Redis: every ledger)."""
-    return any(service(s).implementation in (None, impl) for s in services)
-
-
-def worker_concurrency(rate: float, delay: float) -> int:
-    """Tasks one work runner runs at once: enough for the whole traffic with a quarter
-    to spare, so that one copy alone carries it while another is down (and an
-    implementation with one copy keeps up at all)."""
-    return max(2, math.ceil(1.25 * rate * delay))
 
 
 # --- the run -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from experiments.crash.scenarios import Params
 from experiments.reporting.soak import WORK
-from experiments.soak import copies, faults_for
+from experiments.soak_plan import copies, faults_for
 from harness.procs import wait_until
 from harness.stacks import Where
 from shared.services import DEFAULT_IMPLEMENTATIONS, IMPLEMENTATIONS, Delivery, Implementation

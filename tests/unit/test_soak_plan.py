@@ -7,7 +7,7 @@ import pytest
 
 from experiments.__main__ import command_parser
 from experiments.reporting.soak import COLUMNS, render
-from experiments.soak import (
+from experiments.soak_plan import (
     copies,
     faults_for,
     hits,
