@@ -1,7 +1,8 @@
 """The whole comparison as local processes on free ports, in one work directory.
 
-``LocalStack`` is the default target: redis-server, both APIs, a Celery worker,
-beat and (when asked for) Flower, under the same service names as
+``LocalStack`` is the default target: redis-server, every implementation's API
+and workers (as the declaration lists them, ``shared.services``), a broker
+(``harness.local_broker``), under the same service names as
 ``docker-compose.yml``. Every Python process gets its settings from one
 ``shared.settings.Settings`` (``Settings.to_env``), never from the environment
 this process happens to have. Services start on demand; ``close`` stops every
@@ -24,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.ha import MASTER, RabbitCluster, SentinelGroup
+from harness.local_broker import GROUPS, LocalBroker
 from harness.ports import free_port
-from harness.procs import REPO_ROOT, Proc, stop_all, wait_http
+from harness.procs import REPO_ROOT, Proc, stop_all, tree_memory, tree_pids, wait_http
 from harness.proxy import Partition
 from harness.servers import RabbitServer, RedisServer
 from harness.target import API, Memory, ServiceState, purge_command
@@ -136,38 +137,18 @@ class LocalStack:
         self.ports = {name: free_port() for name, s in SERVICE_TABLE.items() if s.port and s.python}
         self.log_file = self.workdir / "log.txt"
         base = settings if settings is not None else explicit_settings(**TEST_SETTINGS)
-        # The Celery side's broker: Redis (the ledger's), or RabbitMQ, either one of
-        # its own (the "rabbitmq" service, which a test can kill) or a virtual host
-        # on a shared server (a test module starts one server, not one per test).
-        self.rabbitmq: RabbitServer | None = None
-        # Or the brokers' own answers to a lost machine: a Sentinel group, a cluster.
-        self.sentinel: SentinelGroup | None = None
-        self.cluster: RabbitCluster | None = None
-        broker_url = ""
-        ha: dict[str, Any] = {}
-        if broker == "sentinel":
-            self.sentinel = SentinelGroup(
-                self.workdir / "sentinel", replicas=sentinel_replicas, min_replicas=min_replicas
-            )
-            broker_url = self.sentinel.url()
-            ha = {"celery_sentinel_master": MASTER}
-        elif broker == "rabbitmq-cluster":
-            self.cluster = RabbitCluster(self.workdir / "cluster")
-            broker_url = self.cluster.url()
-        elif broker == "rabbitmq":
-            if rabbitmq is not None:
-                broker_url = rabbitmq.add_vhost(f"stack-{self.redis_server.port}")
-            else:
-                self.rabbitmq = RabbitServer.on_free_ports(
-                    self.workdir / "rabbitmq",
-                    management=True,
-                    consumer_timeout_ms=consumer_timeout_ms,
-                )
-                broker_url = self.rabbitmq.url()
-        elif broker != "redis":
-            raise ValueError(
-                f"unknown broker {broker!r}: redis, rabbitmq, sentinel or rabbitmq-cluster"
-            )
+        # The broker the implementations that need one publish to, besides the Redis.
+        self.broker = LocalBroker.open(
+            broker,
+            self.workdir,
+            vhost=f"stack-{self.redis_server.port}",
+            shared=rabbitmq,
+            consumer_timeout_ms=consumer_timeout_ms,
+            sentinel_replicas=sentinel_replicas,
+            min_replicas=min_replicas,
+        )
+        self.rabbitmq = self.broker.rabbitmq  # its own RabbitMQ (None: none, or a shared one)
+        self.sentinel, self.cluster = self.broker.sentinel, self.broker.cluster
         self._settings = base.replace(
             **{
                 # The experiments drive their own routes; a test may switch them off.
@@ -176,13 +157,13 @@ class LocalStack:
                 # Every implementation that needs the stack's broker service goes to it
                 # (its "<implementation>_broker_url"; empty: Redis).
                 **{
-                    key: broker_url
+                    key: self.broker.url
                     for impl, spec in IMPLEMENTATIONS.items()
                     if "broker" in spec.needs
                     and (key := f"{impl.value}_broker_url") in Settings.model_fields
                 },
                 "log_file": str(self.log_file),
-                **ha,
+                **self.broker.settings,
                 **overrides,
             }
         )
@@ -199,18 +180,18 @@ class LocalStack:
         # The services whose way to the broker goes through a proxy that can freeze.
         self.partitions: dict[str, Partition] = {}
         for service in partitioned:
-            self._partition(service, rabbitmq)
+            self._partition(service)
 
-    def _partition(self, service: str, shared: RabbitServer | None) -> None:
+    def _partition(self, service: str) -> None:
         """``service`` reaches its broker through a ``Partition``; on Redis its ledger
         goes the same way (one server: a cut machine loses both)."""
         s = self._settings
-        if self.sentinel is not None or self.cluster is not None:
+        if self.broker.group is not None:
             raise ValueError("a partition: on a single-node broker only (redis or rabbitmq)")
         if s.broker == "redis":
             port, key = self.redis_server.port, "redis_url"
         else:
-            server = self.rabbitmq or shared
+            server = self.broker.server
             assert server is not None
             port, key = server.port, "celery_broker_url"
         part = Partition(self.workdir, "127.0.0.1", port)
@@ -235,40 +216,19 @@ class LocalStack:
 
     @property
     def services(self) -> tuple[str, ...]:
-        broker: tuple[str, ...] = ("rabbitmq",) if self.rabbitmq is not None else ()
-        if self.sentinel is not None:
-            broker = tuple(self.sentinel.names)
-        if self.cluster is not None:
-            broker = tuple(self.cluster.names)
         optional = tuple(s for s in OPTIONAL if s in self.procs)
-        return SERVICES + self.extra_workers + broker + optional
+        return SERVICES + self.extra_workers + self.broker.services + optional
 
     @property
     def broker_service(self) -> str:
-        """The service that is the Celery side's broker (a group of them: its name,
-        which starts it whole)."""
-        if self.sentinel is not None:
-            return "sentinel"
-        if self.cluster is not None:
-            return "rabbitmq-cluster"
-        # Each compose service (and local process) is named after its broker.
-        return self.settings.broker
+        """The service that is the broker (a group of them: its name, which starts it
+        whole); each compose service (and local process) is named after its broker."""
+        return self.broker.group or self.settings.broker
 
     def broker_primary(self) -> str:
-        """The broker's process that leads now: Sentinel's primary, or the cluster's
-        node that leads Celery's queue (the one a failover scenario kills)."""
-        if self.sentinel is not None:
-            port = self.sentinel.primary_port()
-            found = self.sentinel.service_at(port) if port is not None else None
-        elif self.cluster is not None:
-            vhost = "/"
-            # The queue of the implementation that uses the stack's broker service.
-            # (Celery's: the first declared; a cluster stack runs Celery's scenarios.)
-            queue = next(s.queue for s in IMPLEMENTATIONS.values() if "broker" in s.needs)
-            leader = self.cluster.leader_of(queue, vhost)
-            found = self.cluster.service_of_node(leader) if leader else None
-        else:
-            found = self.broker_service
+        """The broker's process that leads now (``LocalBroker.primary``): the one a
+        failover scenario kills."""
+        found = self.broker.primary() if self.broker.group else self.broker_service
         if found is None:
             raise RuntimeError("no broker process leads now")
         return found
@@ -297,21 +257,12 @@ class LocalStack:
 
     def service_of(self, runner: str) -> str | None:
         """The service whose process (or pool child) has the runner's PID."""
-        import psutil  # the experiments' dependency, not the services'
-
         try:
             pid = int(runner.split(":")[1])
         except (IndexError, ValueError):
             return None
         for name, proc in self.procs.items():
-            if proc.pid is None or not proc.alive:
-                continue
-            try:
-                root = psutil.Process(proc.pid)
-                pids = {root.pid, *(c.pid for c in root.children(recursive=True))}
-            except psutil.NoSuchProcess:
-                continue
-            if pid in pids:
+            if proc.pid is not None and proc.alive and pid in tree_pids(proc.pid):
                 return name
         return None
 
@@ -388,7 +339,7 @@ class LocalStack:
     def start_many(self, services: Sequence[str], timeout: float = 60) -> None:
         """Start these together, then wait until each is ready (the servers first:
         the Python services reach them as they start, so they go up side by side)."""
-        groups = ("sentinel", "rabbitmq-cluster")
+        groups = GROUPS
         servers = [s for s in services if s in groups or not table_entry(s).python]
         python = [s for s in services if s not in groups and table_entry(s).python]
         for group in (servers, python):
@@ -398,7 +349,7 @@ class LocalStack:
 
     def _launch(self, service: str, timeout: float) -> Callable[[], None] | None:
         """Start one service's process; how to wait for it to be ready (None: nothing to do)."""
-        group = self._group(service)
+        group = self.broker.boot_group(service, self.procs)
         if group is not None:
             return group
         if service == "rabbitmq" and self.rabbitmq is None:
@@ -432,25 +383,6 @@ class LocalStack:
 
         return wait
 
-    def _group(self, service: str) -> Callable[[], None] | None:
-        """A broker that is several processes, booted whole ("sentinel",
-        "rabbitmq-cluster"): how; None for any other service."""
-        names = self.sentinel.names if service == "sentinel" and self.sentinel else []
-        names = self.cluster.names if service == "rabbitmq-cluster" and self.cluster else names
-        if any((p := self.procs.get(n)) is not None and p.alive for n in names):
-            return lambda: None  # up already (or a part of it is: not booted twice)
-        if service == "sentinel" and self.sentinel is not None:
-            sentinel = self.sentinel
-            procs = sentinel.procs(dict(os.environ))
-            self.procs.update(procs)
-            return lambda: sentinel.boot(procs)
-        if service == "rabbitmq-cluster" and self.cluster is not None:
-            cluster = self.cluster
-            procs = cluster.procs({})
-            self.procs.update(procs)
-            return lambda: cluster.boot(procs)
-        return None
-
     def _wait_for_every_api_process(
         self, service: str, proc: Proc, started: float, timeout: float
     ) -> None:
@@ -470,8 +402,8 @@ class LocalStack:
     def start_all(self, services: tuple[str, ...] | None = None) -> None:
         """Every service (the broker first), or these."""
         if services is None:
-            broker = ("rabbitmq",) if self.rabbitmq is not None else ()
-            services = ("redis", *broker, *DEFAULT_STACK, *self.extra_workers)
+            own = ("rabbitmq",) if self.rabbitmq is not None else ()
+            services = ("redis", *own, *DEFAULT_STACK, *self.extra_workers)
         self.start_many(services)
 
     def kill(self, service: str) -> None:
@@ -566,28 +498,10 @@ class LocalStack:
 
     def memory(self) -> dict[str, Memory]:
         """RSS and PSS of each running service's process tree (psutil, Linux's PSS)."""
-        import psutil  # the experiments' dependency, not the services'
-
         out = {}
         for name, proc in self.procs.items():
-            if not proc.alive or proc.pid is None:
-                continue
-            try:
-                root = psutil.Process(proc.pid)
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            rss = pss = 0.0
-            count = 0
-            for p in tree:
-                try:
-                    info = p.memory_full_info()
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                rss += info.rss
-                pss += getattr(info, "pss", info.rss)
-                count += 1
-            out[name] = Memory(rss / 2**20, pss / 2**20, count)
+            if proc.alive and proc.pid is not None and (found := tree_memory(proc.pid)):
+                out[name] = Memory(*found)
         return out
 
     def cut(self, service: str) -> None:

@@ -249,3 +249,37 @@ def kill_groups(leaders: Mapping[int, float | None]) -> list[int]:
             else:
                 os.kill(pid, signal.SIGKILL)
     return killed
+
+
+def tree_pids(pid: int) -> set[int]:
+    """``pid`` and every process under it (empty: it is gone)."""
+    import psutil  # the experiments' dependency, not the services'
+
+    try:
+        root = psutil.Process(pid)
+        return {root.pid, *(c.pid for c in root.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def tree_memory(pid: int) -> tuple[float, float, int] | None:
+    """RSS and PSS in MiB of ``pid``'s process tree, and how many processes were read
+    (Linux's PSS; RSS where there is none); None when it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    rss = pss = 0.0
+    count = 0
+    for p in tree:
+        try:
+            info = p.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+        count += 1
+    return rss / 2**20, pss / 2**20, count
