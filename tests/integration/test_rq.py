@@ -7,7 +7,6 @@ dead Redis is a quick 503."""
 from __future__ import annotations
 
 import contextlib
-import secrets
 import shlex
 import subprocess
 import sys
@@ -20,15 +19,16 @@ import httpx
 import psutil
 import pytest
 
-from harness.dev import service_env
 from harness.local import LocalStack
 from harness.ports import free_port
-from harness.procs import Proc, stop_all, wait_http, wait_until
-from harness.servers import RedisServer
-from shared.ledger import Ledger, connect
+from harness.procs import wait_until
 from shared.models import Implementation, TaskRecord
 from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
-from tests.integration.test_taskiq import procfile_lines
+from tests.integration.procfile import (
+    ProcfileStack,
+    kill_the_worker_mid_notification,
+    procfile_stack,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -155,54 +155,15 @@ def test_a_whole_dead_workers_job_is_found_by_the_next_workers_cleanup(
         assert time.monotonic() - t0 > 30  # the scheduler lock's wait, not the retry's 1 s
 
 
-@pytest.fixture
-def procfile_stack(tmp_path: Path) -> Iterator[tuple[dict[str, Proc], str, Path, str, int]]:
-    """The Procfile's RQ lines, with .env.example's values (as ``make dev`` reads them)
-    and only the URLs, the log file, the ports and the delay overridden."""
-    redis_server = RedisServer(free_port(), tmp_path, password=secrets.token_hex(8))
-    redis_proc = Proc("redis", redis_server.argv(), {}, tmp_path / "redis.out").start()
-    redis_server.wait_ready(redis_proc)
-    port, dashboard, log_file = free_port(), free_port(), tmp_path / "log.txt"
-    env = {
-        **service_env(tmp_path),
-        "REDIS_URL": redis_server.url,
-        "RQ_BROKER_URL": "",
-        "LOG_FILE": str(log_file),
-        "RQ_API_PORT": str(port),
-        "RQ_DASHBOARD_PORT": str(dashboard),
-        "NOTIFICATION_DELAY_SECONDS": "3",
-    }
-    procs = {
-        name: Proc(name, ["/bin/sh", "-c", cmd], env, tmp_path / f"{name}.out")
-        for name, cmd in procfile_lines("rq-").items()
-    }
-    try:
-        for proc in procs.values():
-            proc.start()
-        wait_http(f"http://127.0.0.1:{port}/health", 60, procs["rq-api"])
-        yield procs, f"http://127.0.0.1:{port}", log_file, redis_server.url, dashboard
-    finally:
-        stop_all([*procs.values(), redis_proc])
+def test_the_demo_settles_a_killed_workers_notification_within_a_minute(tmp_path: Path) -> None:
+    with procfile_stack(Implementation.rq, tmp_path) as stack:
+        assert set(stack.procs) == {"rq-api", "rq-worker", "rq-dashboard"}
+        _the_demo_settles_a_killed_workers_notification(stack)
 
 
-def test_the_demo_settles_a_killed_workers_notification_within_a_minute(
-    procfile_stack: tuple[dict[str, Proc], str, Path, str, int],
-) -> None:
-    procs, url, log_file, redis_url, dashboard = procfile_stack
-    assert set(procs) == {"rq-api", "rq-worker", "rq-dashboard"}
-    worker = procs["rq-worker"]
-    worker.wait_for_output(r"rq worker \S+ ready", 60)
-    ledger = Ledger(connect(redis_url), Implementation.rq)
-
-    r = httpx.post(f"{url}/send-notification/kill@example.com", timeout=10)
-    assert r.status_code == 202, r.text
-    ids = r.json()["task_ids"]
-
-    def running() -> TaskRecord | None:
-        record = ledger.get(ids[0])
-        return record if record is not None and record.state == "running" else None
-
-    record = wait_until(running, 30, "the notification to run")
+def _the_demo_settles_a_killed_workers_notification(stack: ProcfileStack) -> None:
+    ledger, ids, record = kill_the_worker_mid_notification(stack, Implementation.rq)
+    worker, url = stack.procs["rq-worker"], stack.url
     horse = horse_of(record)
     with reaping(horse):
         worker.kill()  # SIGKILL to its whole process group, mid-notification
@@ -219,12 +180,12 @@ def test_the_demo_settles_a_killed_workers_notification_within_a_minute(
     # and it ran its job to the end, once.
     assert got["verdict"] == "completed", got
     assert got["attempts"] == 1, got
-    lines = log_file.read_text(encoding="utf-8").splitlines()
+    lines = stack.log_file.read_text(encoding="utf-8").splitlines()
     assert len([line for line in lines if f"[{ids[0]}]" in line]) == 1, lines
 
     # The dashboard answers only with its user and password (.env.example's user, the
     # Procfile's development password).
-    board = f"http://127.0.0.1:{dashboard}/"
+    board = f"http://127.0.0.1:{stack.ports['rq-dashboard']}/"
     wait_until(lambda: _answers(board), 60, "rq-dashboard to answer", 0.5)
     assert httpx.get(board, timeout=10).status_code == 401
     assert httpx.get(board, auth=("admin", "change-me"), timeout=10).status_code == 200

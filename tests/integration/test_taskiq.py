@@ -4,98 +4,30 @@ new message arrives, and the quick start's list broker loses it."""
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from harness.dev import service_env
 from harness.local import LocalStack
 from harness.ports import free_port
-from harness.procs import REPO_ROOT, Proc, stop_all, wait_http, wait_until
-from harness.servers import RedisServer
-from shared.ledger import Ledger, connect
+from harness.procs import wait_until
 from shared.models import Implementation, TaskRecord
 from taskiq_app.broker import QUEUE
 from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
+from tests.integration.procfile import every_task_completes_once_after_a_restart, procfile_stack
 
 pytestmark = pytest.mark.slow
 
 
-def procfile_lines(prefix: str) -> dict[str, str]:
-    from honcho.environ import parse_procfile
-
-    text = (REPO_ROOT / "Procfile").read_text(encoding="utf-8")
-    processes = parse_procfile(text).processes
-    return {name: cmd for name, cmd in processes.items() if name.startswith(prefix)}
-
-
-@pytest.fixture
-def procfile_stack(tmp_path: Path) -> Iterator[tuple[dict[str, Proc], str, Path, str]]:
-    """The Procfile's taskiq lines, with .env.example's values (as ``make dev`` reads
-    them) and only the URLs, the log file, the port and the delay overridden."""
-    redis_server = RedisServer(free_port(), tmp_path, password=secrets.token_hex(8))
-    redis_proc = Proc("redis", redis_server.argv(), {}, tmp_path / "redis.out").start()
-    redis_server.wait_ready(redis_proc)
-    port, log_file = free_port(), tmp_path / "log.txt"
-    env = {
-        **service_env(tmp_path),
-        "REDIS_URL": redis_server.url,
-        "TASKIQ_BROKER_URL": "",
-        "LOG_FILE": str(log_file),
-        "TASKIQ_API_PORT": str(port),
-        "NOTIFICATION_DELAY_SECONDS": "3",
-    }
-    procs = {
-        name: Proc(name, ["/bin/sh", "-c", cmd], env, tmp_path / f"{name}.out")
-        for name, cmd in procfile_lines("taskiq-").items()
-    }
-    try:
-        for proc in procs.values():
-            proc.start()
-        wait_http(f"http://127.0.0.1:{port}/health", 60, procs["taskiq-api"])
-        yield procs, f"http://127.0.0.1:{port}", log_file, redis_server.url
-    finally:
-        stop_all([*procs.values(), redis_proc])
-
-
 def test_the_demo_settings_bring_a_killed_workers_task_back_within_a_minute(
-    procfile_stack: tuple[dict[str, Proc], str, Path, str],
+    tmp_path: Path,
 ) -> None:
-    procs, url, log_file, redis_url = procfile_stack
-    assert set(procs) == {"taskiq-api", "taskiq-worker", "taskiq-scheduler"}
-    worker = procs["taskiq-worker"]
-    worker.wait_for_output(r"taskiq worker process \S+ ready", 60)
-    ledger = Ledger(connect(redis_url), Implementation.taskiq)
-
-    r = httpx.post(f"{url}/send-notification/kill@example.com", timeout=10)
-    assert r.status_code == 202, r.text
-    ids = r.json()["task_ids"]
-
-    def running() -> TaskRecord | None:
-        record = ledger.get(ids[0])
-        return record if record is not None and record.state == "running" else None
-
-    wait_until(running, 30, "the notification to run")
-    worker.kill()  # SIGKILL to its whole process group, mid-notification
-    killed = ledger.get(ids[0])
-    assert killed is not None and killed.state == "running"
-    worker.start()
-
-    def done() -> bool:
-        records = [ledger.get(i) for i in ids]
-        return all(r is not None and r.state == "succeeded" for r in records)
-
-    wait_until(done, 60, "every task of the request to complete after the kill")
-    lines = log_file.read_text(encoding="utf-8").splitlines()
-    for task_id in ids:
-        assert len([line for line in lines if f"[{task_id}]" in line]) == 1, lines
-    notification = ledger.get(ids[0])
-    assert notification is not None and notification.attempts == 2  # the killed run, and one
+    with procfile_stack(Implementation.taskiq, tmp_path) as stack:
+        assert set(stack.procs) == {"taskiq-api", "taskiq-worker", "taskiq-scheduler"}
+        every_task_completes_once_after_a_restart(stack, Implementation.taskiq)
 
 
 def kill_mid_notification(stack: LocalStack) -> tuple[str, TaskRecord | None]:
