@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from experiments.crash.scenario import (
     NOTHING,
     Fault,
     Params,
     Scenario,
     Watch,
+    declared_horizon,
     graceful_stop_timeout,
     loop_window,
 )
-from shared.services import IMPLEMENTATIONS, Implementation, declared, stock_settings
+from shared.services import Implementation, stock_settings
 
-
-def dramatiq_heartbeat(p: Params) -> dict[str, Any]:
-    """dramatiq's declared horizon (``ImplementationSpec.horizon``): a dead worker's
-    messages back once its heartbeat is as old as Celery's visibility timeout (the
-    rows share a horizon), by a maintenance pass at every command."""
-    horizon = IMPLEMENTATIONS[Implementation.dramatiq].horizon
-    assert horizon is not None
-    return dict(declared(horizon)(p.visibility, p.restore_interval))
+# A dead worker's messages back once its heartbeat is the rows' horizon old, by a
+# maintenance pass at every command.
+dramatiq_heartbeat = declared_horizon(Implementation.dramatiq)
 
 
 def stock_window(p: Params) -> float:

@@ -17,21 +17,18 @@ from experiments.crash.scenario import (
     Scenario,
     Shape,
     Watch,
+    declared_horizon,
 )
-from shared.services import IMPLEMENTATIONS, Implementation, declared
+from shared.services import Implementation
 
 ONE = Shape(concurrency=1)
 # RQ's worker kills a job that ignored its JobTimeoutException 60 s past the timeout.
 HARD_KILL_MARGIN = 60.0
 
 
-def rq_expires(p: Params) -> dict[str, Any]:
-    """RQ's declared horizon (``ImplementationSpec.horizon``): a dead worker's job
-    found abandoned about as long after its heartbeat as Celery's visibility timeout
-    (the rows share a horizon), by a maintenance pass every second."""
-    horizon = IMPLEMENTATIONS[Implementation.rq].horizon
-    assert horizon is not None
-    return dict(declared(horizon)(p.visibility, 1.0))
+# A dead worker's job found abandoned about as long after its heartbeat as the rows'
+# horizon, by a maintenance pass every second.
+rq_expires = declared_horizon(Implementation.rq, scan=1.0)
 
 
 def no_retry(p: Params) -> dict[str, Any]:

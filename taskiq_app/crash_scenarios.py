@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from experiments.crash.scenario import (
     NOTHING,
     Fault,
-    Params,
     Scenario,
     Shape,
     Watch,
+    declared_horizon,
     graceful_stop_timeout,
     hang_window,
     loop_window,
 )
-from shared.services import IMPLEMENTATIONS, Implementation, declared
+from shared.services import Implementation
 
-
-def taskiq_claims(p: Params) -> dict[str, Any]:
-    """taskiq's declared horizon (``ImplementationSpec.horizon``): a dead worker's
-    message claimed once idle as long as Celery's visibility timeout (the rows share
-    a horizon), by a read every half second."""
-    horizon = IMPLEMENTATIONS[Implementation.taskiq].horizon
-    assert horizon is not None
-    return dict(declared(horizon)(p.visibility, 0.5))
+# A dead worker's message claimed once idle for the rows' horizon, by a read every
+# half second.
+taskiq_claims = declared_horizon(Implementation.taskiq, scan=0.5)
 
 
 SCENARIOS: tuple[Scenario, ...] = (

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.stacks import NEEDED_SERVICES, SINGLE_NODE, StackSpec
-from shared.services import IMPLEMENTATIONS, Implementation, horizon_settings
+from shared.services import IMPLEMENTATIONS, Implementation, declared, horizon_settings
 from shared.settings import Settings, explicit_settings
 
 Action = Literal["kill", "terminate", "partition", "failover"]
@@ -192,6 +192,23 @@ class Scenario:
             sentinel_replicas=shape.sentinel_replicas,
             min_replicas=shape.min_replicas,
         )
+
+
+def declared_horizon(
+    impl: Implementation, scan: float | None = None
+) -> Callable[[Params], dict[str, Any]]:
+    """A row's settings: ``impl``'s declared horizon (``ImplementationSpec.horizon``),
+    a dead worker's task back once it is as old as the visibility timeout (every row
+    shares the horizon), found by a scan every ``scan`` seconds (None: the restore
+    interval)."""
+    reference = IMPLEMENTATIONS[impl].horizon
+    assert reference is not None, f"{impl} declares no horizon"
+    horizon = declared(reference)
+
+    def settings(p: Params) -> dict[str, Any]:
+        return dict(horizon(p.visibility, p.restore_interval if scan is None else scan))
+
+    return settings
 
 
 def hang_window(p: Params) -> float:
