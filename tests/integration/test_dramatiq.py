@@ -163,10 +163,14 @@ def test_a_task_that_kills_its_process_is_dead_lettered_after_the_bound(
         dramatiq_max_deliveries=1,
         dramatiq_heartbeat_timeout_seconds=3,
         dramatiq_maintenance_chance=1_000_000,
+        # One thread: only the notification starts before its process dies. With two,
+        # its log task may start beside it on a loaded machine, die with it, and be
+        # dead-lettered by the same bound (one death is past a bound of one).
+        worker_concurrency=1,
     )
     stack.start_all(SERVICES)
     r = httpx.post(f"{stack.url('dramatiq')}/send-notification/c@example.com", timeout=10)
-    task_id = r.json()["task_ids"][0]
+    task_id, log_id = r.json()["task_ids"]
     # Its first run kills the worker's process, and with it the command.
     wait_until(lambda: not stack.is_up("dramatiq-worker"), 30, "the worker to die")
     stack.start("dramatiq-worker")
@@ -179,6 +183,8 @@ def test_a_task_that_kills_its_process_is_dead_lettered_after_the_bound(
     wait_until(
         lambda: admin.zcard(f"{NAMESPACE}:{QUEUE}.XQ") == 1, 60, "the dead letter in its queue"
     )
+    # The log task, which its process never started, comes back and runs.
+    assert wait_for_state(stack, log_id, {"succeeded"}, timeout=60).state == "succeeded"
     # The command the ledger names puts it back on its queue (the worker stopped first:
     # the task would kill it again).
     stack.terminate("dramatiq-worker")
