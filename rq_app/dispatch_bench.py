@@ -58,6 +58,7 @@ class RedisBench:
         # The floor's payload is as long as the data of the job an enqueue writes.
         job = self.project.enqueue(self.task, MESSAGE)
         self.payload = self.raw.hget(job.key, "data") or b""
+        self.message_bytes = len(self.payload)
         self.between()
 
     def _floor(self) -> object:
