@@ -74,6 +74,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         column="worker-kill",
     ),
     Scenario(
+        key="dramatiq-worker-process-kill",
+        title="one dramatiq worker process SIGKILLed (Redis), the command under a restart policy",
+        implementation=Implementation.dramatiq,
+        fault=Fault("kill", "dramatiq-worker", kill_its_process=True),
+        expected="nothing lost: the dramatiq command exits when any of its processes dies; "
+        "started again, as a restart policy would, it consumes at once, and the dead "
+        "process's tasks come back once its heartbeat is the horizon old",
+        settings=dramatiq_heartbeat,
+        brokers=("redis",),
+        watch=Watch(revive_worker=True),
+    ),
+    Scenario(
         key="dramatiq-worker-term",
         title="dramatiq-worker SIGTERM",
         implementation=Implementation.dramatiq,

@@ -218,20 +218,25 @@ class _Run:
 def _no_fault(run: _Run) -> None:
     """Nothing is killed; a worker that exits by itself is started again (as a restart
     policy would), and the time counts from the submission."""
-    sc, target, out, say = run.sc, run.target, run.out, run.say
+    sc, say = run.sc, run.say
     run.t0 = run.t_submit
     say(f"{len(run.ids)} tasks submitted ({len(run.pairs)} notifications); nothing is killed")
-    if not sc.watch.revive_worker:
-        return
+    if sc.watch.revive_worker:
+        _revive(run)
+
+
+def _revive(run: _Run) -> None:
+    """Wait for the work runner to exit by itself (a crash loop's bound, or a supervisor
+    that goes down with one of its processes), then start it again, as a restart policy
+    would; the times count from ``run.t0``."""
+    target, out, say = run.target, run.out, run.say
     # It exits within the scenario's window on a quiet machine (a respawn per crash).
-    window = sc.watch.window(run.p) or 3 * target.settings.notification_delay_seconds
+    window = run.sc.watch.window(run.p) or 3 * target.settings.notification_delay_seconds
     try:
         wait_until(
-            lambda: not target.is_up(run.worker),
-            window + LOADED_SLACK,
-            f"{run.worker} to exit",
+            lambda: not target.is_up(run.worker), window + LOADED_SLACK, f"{run.worker} to exit",
             0.2,
-        )
+        )  # fmt: skip
     except Timeout:
         say(f"{run.worker} did not exit")
         return
@@ -283,6 +288,10 @@ def _signal(run: _Run) -> None:
         f"{out.queued_at_kill} queued, {out.done_at_kill} done → {verb} {service}"
     )
     run.t0 = time.time()
+    if victim is not None and sc.watch.revive_worker:
+        target.kill_runner(victim)
+        _revive(run)  # its supervisor may go down with it (dramatiq's does)
+        return
     if victim is not None:
         target.kill_runner(victim)
     elif sc.fault.action == "kill":
@@ -455,6 +464,16 @@ def _count(run: _Run, final: Judgement) -> None:
     out.rerun_by = sorted(
         {target.service_of(attempt.runner) or "?" for attempt in later_runs if attempt.runner}
     )
+    if sc.fault.action == "kill" and sc.watch.revive_worker and out.restarted_after is not None:
+        # The first run after the service went down: the restarted one consuming again.
+        down = t0 + (out.stopped_after or 0.0)
+        again = [
+            attempt.started_at
+            for r in records
+            for attempt in r.runs
+            if attempt.started_at is not None and attempt.started_at > down
+        ]
+        out.consumed_again_after = min(again) - t0 if again else None
     if sc.fault.action == "failover":
         # A task accepted after the kill came through the new leader: its first run
         # is the workers consuming again (a task they held from before is not).

@@ -139,7 +139,8 @@ class Watch:
     # Seconds of no change in the verdicts before the settle ends (at least the
     # margin): a failover's workers may take a while to consume again.
     quiet: float = 0.0
-    # Nothing is killed, but the worker may exit by itself: wait for that, start it again.
+    # The work runner may exit by itself (a crash loop's bound; a supervisor that goes
+    # down with one of its killed processes): wait for that, start it again.
     revive_worker: bool = False
 
 

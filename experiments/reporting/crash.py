@@ -241,7 +241,14 @@ def notes(data: Mapping[str, Any]) -> str:
                 f"the interrupted tasks started again {_span(o['redelivered_after'])} "
                 "after the signal" + (f" (run by {by})" if by else "")
             )
-        if o["restarted_after"] is not None and o["running_at_kill"] + o["queued_at_kill"] == 0:
+        revived = o["restarted_after"] is not None and o.get("cut_seconds") is None
+        if revived and o.get("consumed_again_after") is not None and not o.get("killed"):
+            extra.append(
+                f"the whole command exited {o['stopped_after']:.1f} s after the kill, was "
+                f"started again ({o['restarted_after']:.1f} s), as a restart policy would, "
+                f"and ran a task again {o['consumed_again_after']:.1f} s after the kill"
+            )
+        elif o["restarted_after"] is not None and o["running_at_kill"] + o["queued_at_kill"] == 0:
             extra.append(
                 f"the worker exited by itself {o['stopped_after']:.1f} s in and was started "
                 f"again ({o['restarted_after']:.1f} s)"

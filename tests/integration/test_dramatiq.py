@@ -7,15 +7,12 @@ Procfile's lines with .env.example's values bring a killed worker's task back.""
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import redis
 
@@ -108,22 +105,6 @@ def test_a_task_longer_than_the_heartbeat_timeout_runs_once(make_stack: StackFac
     task_id = r.json()["task_ids"][0]
     done = wait_for_state(stack, task_id, {"succeeded"}, timeout=60)
     assert done.attempts == 1, done
-
-
-def test_a_killed_worker_process_stops_the_whole_command(make_stack: StackFactory) -> None:
-    stack = make_stack()
-    stack.start_all(("redis", "dramatiq-worker"))
-    main = psutil.Process(stack.procs["dramatiq-worker"].pid)
-    [child] = [p for p in main.children() if "dramatiq" in " ".join(p.cmdline())]
-    killed_at = time.monotonic()
-    os.kill(child.pid, signal.SIGKILL)
-    # dramatiq's CLI checks its processes every second, then stops the rest.
-    wait_until(lambda: not stack.is_up("dramatiq-worker"), 30, "the dramatiq command to exit")
-    logger.info("the command exited %.1f s after its process died", time.monotonic() - killed_at)
-    restarted_at = time.monotonic()
-    stack.start("dramatiq-worker")  # until its process says it consumes
-    took = time.monotonic() - restarted_at
-    logger.info("a restarted worker consumes %.1f s after its start", took)
 
 
 def test_retries_are_bounded_and_end_in_the_dead_letter_queue(make_stack: StackFactory) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from experiments.crash.outcome import Outcome
 from experiments.crash.scenarios import BY_KEY, SCENARIOS, Params, pick
-from experiments.reporting.crash import merge
+from experiments.reporting.crash import merge, notes
 from shared.services import IMPLEMENTATIONS, SERVICES, Implementation
 
 
@@ -95,3 +97,26 @@ def test_scenarios_impose_only_the_settings_they_are_about() -> None:
     assert countdown["retry_backoff_seconds"] > p.visibility and not countdown["retry_jitter"]
     settings = p.settings()
     assert (settings.notification_delay_seconds, settings.celery_acks_late) == (2.0, True)
+
+
+def test_a_supervisor_that_went_down_with_its_process_reads_as_exited_restarted_consuming() -> None:
+    o = Outcome(
+        "dramatiq-worker-process-kill", "one process SIGKILLed", "dramatiq", "nothing lost",
+        broker="redis", submitted=4, completed=4, running_at_kill=2, queued_at_kill=1,
+        stopped_after=1.2, restarted_after=3.4, consumed_again_after=3.9, settle="settled",
+    )  # fmt: skip
+    data = {
+        "target": "local",
+        "params": {"tasks": 2, "delay": 2.0, "concurrency": 2, "visibility": 5.0,
+                   "restore_interval": 0.5},
+        "scenarios": [o.to_dict()],
+    }  # fmt: skip
+    assert (
+        "the whole command exited 1.2 s after the kill, was started again (3.4 s), as a "
+        "restart policy would, and ran a task again 3.9 s after the kill" in notes(data)
+    )
+    # A worker that exits by itself with nothing killed still reads as before.
+    quiet = replace(o, running_at_kill=0, queued_at_kill=0, consumed_again_after=None)
+    assert "exited by itself 1.2 s in and was started again (3.4 s)" in notes(
+        {**data, "scenarios": [quiet.to_dict()]}
+    )
