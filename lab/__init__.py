@@ -6,6 +6,7 @@ timeline and its task table; the page chooses which columns it shows.
 
 - ``state``: the lab itself: one target, the actions, the poll that turns what the
   target shows into a snapshot (every task's verdict from ``shared.verdict``);
+- ``views``: how the page shows a task, a column's counters and a redelivery rule;
 - ``app``: the web app: the page, the actions, the snapshots over server-sent events;
 - ``cli``: ``python -m lab`` (also ``python -m experiments lab``, ``make lab``);
 - ``static/``: the page (no build step, no framework).

@@ -212,7 +212,8 @@ import json, sys, time, urllib.error, urllib.request
 from shared.models import RunnerRecord, TaskRecord
 from shared.settings import get_settings
 from shared.services import IMPLEMENTATIONS, SERVICES, declared
-from shared.verdict import Observation, Redelivery, judge
+from shared.redelivery import Redelivery
+from shared.verdict import Observation, judge
 
 # Every declared API, by its compose name and its port in the container.
 URLS = {i.value: f"http://{s.api}:{SERVICES[s.api].port}" for i, s in IMPLEMENTATIONS.items()}

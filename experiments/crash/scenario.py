@@ -204,9 +204,10 @@ def declared_horizon(
     interval)."""
     reference = IMPLEMENTATIONS[impl].horizon
     assert reference is not None, f"{impl} declares no horizon"
-    horizon = declared(reference)
 
     def settings(p: Params) -> dict[str, Any]:
+        # Resolved when a row runs: listing the rows imports no queue library.
+        horizon = declared(reference)
         return dict(horizon(p.visibility, p.restore_interval if scan is None else scan))
 
     return settings

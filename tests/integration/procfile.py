@@ -74,12 +74,12 @@ def procfile_stack(impl: Implementation, tmp_path: Path) -> Iterator[ProcfileSta
         stop_all([*procs.values(), redis_proc])
 
 
-def kill_the_worker_mid_notification(
+def a_notification_running(
     stack: ProcfileStack, impl: Implementation
 ) -> tuple[Ledger, list[str], TaskRecord]:
-    """One notification request; once its notification runs, SIGKILL the worker's
-    whole process group. The ledger, the request's task ids, and the notification's
-    record as it ran (the worker is not started again)."""
+    """Once the worker is ready, one notification request; wait until its notification
+    runs. The ledger, the request's task ids, and the notification's record then (the
+    caller kills what it is about)."""
     worker_service = IMPLEMENTATIONS[impl].runs_the_work
     worker = stack.procs[worker_service]
     worker.wait_for_output(SERVICES[worker_service].ready, 60)
@@ -103,7 +103,7 @@ def every_task_completes_once_after_a_restart(
     mid-notification and started again, every task of the request completes within
     ``within`` seconds, each with exactly one line in ``LOG_FILE``, the notification
     after two runs (the killed one, and one)."""
-    ledger, ids, _ = kill_the_worker_mid_notification(stack, impl)
+    ledger, ids, _ = a_notification_running(stack, impl)
     worker = stack.procs[IMPLEMENTATIONS[impl].runs_the_work]
     worker.kill()  # SIGKILL to its whole process group, mid-notification
     killed = ledger.get(ids[0])

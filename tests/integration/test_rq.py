@@ -26,7 +26,7 @@ from shared.models import Implementation, TaskRecord
 from tests.integration.conftest import StackFactory, ledger_record, log_lines, wait_for_state
 from tests.integration.procfile import (
     ProcfileStack,
-    kill_the_worker_mid_notification,
+    a_notification_running,
     procfile_stack,
 )
 
@@ -162,7 +162,7 @@ def test_the_demo_settles_a_killed_workers_notification_within_a_minute(tmp_path
 
 
 def _the_demo_settles_a_killed_workers_notification(stack: ProcfileStack) -> None:
-    ledger, ids, record = kill_the_worker_mid_notification(stack, Implementation.rq)
+    ledger, ids, record = a_notification_running(stack, Implementation.rq)
     worker, url = stack.procs["rq-worker"], stack.url
     horse = horse_of(record)
     with reaping(horse):
