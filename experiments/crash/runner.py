@@ -291,6 +291,12 @@ def _signal(run: _Run) -> None:
     if victim is not None and sc.watch.revive_worker:
         target.kill_runner(victim)
         _revive(run)  # its supervisor may go down with it (dramatiq's does)
+        if out.restarted_after is not None:
+            # One request after the restart: its first run is the service consuming
+            # again (the dead process's own tasks come back by redelivery, later).
+            probe = submit(target, run.impl, 1)
+            run.pairs += probe
+            run.after_kill = [task_id for pair in probe for task_id in pair]
         return
     if victim is not None:
         target.kill_runner(victim)
@@ -464,19 +470,10 @@ def _count(run: _Run, final: Judgement) -> None:
     out.rerun_by = sorted(
         {target.service_of(attempt.runner) or "?" for attempt in later_runs if attempt.runner}
     )
-    if sc.fault.action == "kill" and sc.watch.revive_worker and out.restarted_after is not None:
-        # The first run after the service went down: the restarted one consuming again.
-        down = t0 + (out.stopped_after or 0.0)
-        again = [
-            attempt.started_at
-            for r in records
-            for attempt in r.runs
-            if attempt.started_at is not None and attempt.started_at > down
-        ]
-        out.consumed_again_after = min(again) - t0 if again else None
-    if sc.fault.action == "failover":
-        # A task accepted after the kill came through the new leader: its first run
-        # is the workers consuming again (a task they held from before is not).
+    if run.after_kill:
+        # A task accepted after the fault (a failover's traffic, a probe after a
+        # restart): its first run is the workers consuming again; a task they held from
+        # before comes back by redelivery, and would time that instead.
         new = set(run.after_kill)
         started = [
             attempt.started_at
