@@ -79,7 +79,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         implementation=Implementation.dramatiq,
         fault=Fault("kill", "dramatiq-worker", kill_its_process=True),
         expected="nothing lost: the dramatiq command exits when any of its processes dies; "
-        "started again, as a restart policy would, it runs a new request at once, and the "
+        "started again, as a restart policy would, it takes tasks again at once, and the "
         "dead process's tasks come back once its heartbeat is the horizon old",
         settings=dramatiq_heartbeat,
         brokers=("redis",),

@@ -292,8 +292,8 @@ def _signal(run: _Run) -> None:
         target.kill_runner(victim)
         _revive(run)  # its supervisor may go down with it (dramatiq's does)
         if out.restarted_after is not None:
-            # One request after the restart: its first run is the service consuming
-            # again (the dead process's own tasks come back by redelivery, later).
+            # One request once it is back, so that it has work to take even if the dead
+            # process held every task (those come back by redelivery, later).
             probe = submit(target, run.impl, 1)
             run.pairs += probe
             run.after_kill = [task_id for pair in probe for task_id in pair]
@@ -470,10 +470,9 @@ def _count(run: _Run, final: Judgement) -> None:
     out.rerun_by = sorted(
         {target.service_of(attempt.runner) or "?" for attempt in later_runs if attempt.runner}
     )
-    if run.after_kill:
-        # A task accepted after the fault (a failover's traffic, a probe after a
-        # restart): its first run is the workers consuming again; a task they held from
-        # before comes back by redelivery, and would time that instead.
+    if sc.fault.action == "failover" and run.after_kill:
+        # A task accepted after the kill came through the new leader: its first run
+        # is the workers consuming again (a task they held from before is not).
         new = set(run.after_kill)
         started = [
             attempt.started_at
@@ -483,6 +482,18 @@ def _count(run: _Run, final: Judgement) -> None:
             if attempt.started_at is not None
         ]
         out.consumed_again_after = min(started) - t0 if started else None
+    if sc.fault.action == "kill" and run.after_kill:
+        # The restarted service's first run of anything: what waited in the queue, the
+        # request sent once it was back (there is always that one: the dead process may
+        # have held every task before), or a redelivered task if that comes first.
+        down = t0 + (out.stopped_after or 0.0)
+        again = [
+            attempt.started_at
+            for r in records
+            for attempt in r.runs
+            if attempt.started_at is not None and attempt.started_at > down
+        ]
+        out.consumed_again_after = min(again) - t0 if again else None
     if sc.fault.action == "partition" and out.healed_after is not None and sc.fault.service:
         # When the cut worker ran a task again after the heal (its processes' runs).
         healed = t0 + out.healed_after

@@ -246,7 +246,7 @@ def notes(data: Mapping[str, Any]) -> str:
             extra.append(
                 f"the whole command exited {o['stopped_after']:.1f} s after the kill, was "
                 f"started again ({o['restarted_after']:.1f} s), as a restart policy would, "
-                f"and ran a request sent then {o['consumed_again_after']:.1f} s after the kill"
+                f"and ran a task again {o['consumed_again_after']:.1f} s after the kill"
             )
         elif o["restarted_after"] is not None and o["running_at_kill"] + o["queued_at_kill"] == 0:
             extra.append(

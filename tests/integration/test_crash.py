@@ -231,8 +231,8 @@ def test_a_killed_dramatiq_process_takes_its_command_down_and_a_restart_loses_no
     assert o.submitted == 2 * N + 2  # and one request once the command is back
     assert o.running_at_kill >= 1 and o.held_by_killed  # one process, and what it ran
     # dramatiq's CLI checks its processes every second and stops when one has died:
-    # the command exits by itself; started again, as a restart policy would, it runs
-    # the request sent after it is back...
+    # the command exits by itself; started again, as a restart policy would, it takes
+    # tasks again (a request is sent once it is back: the dead process held the rest)...
     assert o.stopped_after is not None and o.restarted_after is not None
     assert o.consumed_again_after is not None
     # ...and the dead process's tasks come back (its heartbeat past the horizon) and

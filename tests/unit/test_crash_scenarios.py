@@ -113,7 +113,7 @@ def test_a_supervisor_that_went_down_with_its_process_reads_as_exited_restarted_
     }  # fmt: skip
     assert (
         "the whole command exited 1.2 s after the kill, was started again (3.4 s), as a "
-        "restart policy would, and ran a request sent then 3.9 s after the kill" in notes(data)
+        "restart policy would, and ran a task again 3.9 s after the kill" in notes(data)
     )
     # A worker that exits by itself with nothing killed still reads as before.
     quiet = replace(o, running_at_kill=0, queued_at_kill=0, consumed_again_after=None)
