@@ -202,3 +202,19 @@ def test_rabbitmq_in_production_requires_its_password_and_bounds_its_memory() ->
     assert "vm_memory_high_watermark.absolute" in env["RABBITMQ_EXTRA_CONF"]
     for name in ("celery-api", "worker", "beat", "flower"):
         assert "${RABBITMQ_PASSWORD:?" in rabbit[name]["environment"]["CELERY_BROKER_URL"]
+
+
+def test_no_service_of_an_optional_profile_requires_a_variable_to_interpolate() -> None:
+    # Compose interpolates every service of the files, in a profile or not: a variable
+    # that only an optional service requires (`${X:?...}`) would refuse the production
+    # stack of a user who never runs that profile.
+    required = re.compile(r"\$\{(\w+):\?")
+    optional = {name for name, s in load("docker-compose.yml").items() if s.get("profiles")}
+    assert optional
+    for name in ("docker-compose.prod.yml", "docker-compose.rabbitmq.prod.yml"):
+        services = load(name)
+        core = {v for n, s in services.items() if n not in optional
+                for v in required.findall(yaml.safe_dump(s))}  # fmt: skip
+        for service in optional & set(services):
+            extra = set(required.findall(yaml.safe_dump(services[service]))) - core
+            assert not extra, (name, service, extra)
