@@ -92,6 +92,10 @@ if [ "${SMOKE_PARALLEL:-1}" = 1 ] && [ "$(wc -w <<<"$BROKERS")" -gt 1 ]; then
   # At most SMOKE_JOBS stacks at once (3): five on two cores can starve a worker's
   # healthcheck or its redelivery past the smoke's deadlines (seen in CI).
   jobs=${SMOKE_JOBS:-3}
+  # The stacks of a wave pick host ports each in a slice of its own of 10000-32767:
+  # below the kernel's ephemeral range (no clash with a connection's own port), and
+  # never past 65535 however many stacks there are.
+  span=$(((32768 - 10000) / jobs))
   pids=() failed=0 i=0
   # Ctrl-C or a TERM: each child gets a TERM, its own trap brings its stack down.
   trap 'kill "${pids[@]}" 2>/dev/null; wait; exit 130' INT TERM
@@ -100,8 +104,8 @@ if [ "${SMOKE_PARALLEL:-1}" = 1 ] && [ "$(wc -w <<<"$BROKERS")" -gt 1 ]; then
     wave=("${all[@]:start:jobs}") logs=() pids=()
     for broker in "${wave[@]}"; do
       logs+=("$(mktemp "${TMPDIR:-/tmp}/smoke-$broker.XXXXXX")")
-      SMOKE_PARALLEL=0 SMOKE_BROKERS=$broker SMOKE_PORT_BASE=$((20000 + i * 7000)) \
-        bash "$0" >"${logs[-1]}" 2>&1 &
+      SMOKE_PARALLEL=0 SMOKE_BROKERS=$broker SMOKE_PORT_BASE=$((10000 + (i % jobs) * span)) \
+        SMOKE_PORT_SPAN=$span bash "$0" >"${logs[-1]}" 2>&1 &
       pids+=($!)
       i=$((i + 1))
     done
