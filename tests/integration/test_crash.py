@@ -219,7 +219,11 @@ def test_a_taskiq_task_that_kills_its_process_comes_back_until_the_worker_gives_
     assert o.submitted == 2 and o.duplicate_effects == 0  # one request: two tasks
     # Claimed again and again: no bound on deliveries...
     assert o.handed_out is not None and o.handed_out >= 3
-    assert o.lost == 0 and o.summary["awaiting_redelivery"] + o.summary["in_flight"] == 1
+    # Never lost, never settled. Its log task, handed out beside it, ran, or still waits:
+    # on a loaded machine every claim may hand both to a process the notification kills
+    # before the log task has started.
+    unsettled = o.summary["awaiting_redelivery"] + o.summary["in_flight"]
+    assert o.lost == 0 and 1 <= unsettled <= 2 and o.completed + unsettled == 2
     # ...until the worker command exits by itself (--max-fails 3); started again once.
     assert o.stopped_after is not None and o.restarted_after is not None
 
