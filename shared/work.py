@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,22 +62,19 @@ TAG_PATTERN = re.compile(r"\[([^\]\s]+)\]")
 SKIP_PATTERN = re.compile(r"task (\S+): .*already \w+, skipping")
 
 
+def _per_task(pattern: re.Pattern[str], lines: Iterable[str]) -> dict[str, int]:
+    """How many lines name each task id (the pattern's first group)."""
+    return dict(Counter(m[1] for line in lines if (m := pattern.search(line))))
+
+
 def count_effect_lines(lines: Iterable[str]) -> dict[str, int]:
     """Lines per task id in a ``LOG_FILE`` (the first ``[...]`` tag of each line)."""
-    counts: dict[str, int] = {}
-    for line in lines:
-        if match := TAG_PATTERN.search(line):
-            counts[match[1]] = counts.get(match[1], 0) + 1
-    return counts
+    return _per_task(TAG_PATTERN, lines)
 
 
 def count_skipped_writes(lines: Iterable[str]) -> dict[str, int]:
     """Per task id, the runs that found their effect already written (process output)."""
-    counts: dict[str, int] = {}
-    for line in lines:
-        if match := SKIP_PATTERN.search(line):
-            counts[match[1]] = counts.get(match[1], 0) + 1
-    return counts
+    return _per_task(SKIP_PATTERN, lines)
 
 
 def _skipping(task_id: str, effect: str) -> None:
